@@ -1,0 +1,154 @@
+"""Dagster metadata for each stage: row counts, column schemas, lineage and
+markdown tables that the UI renders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from ml_pipelines.core.evaluation import Evaluation, GateDecision
+from ml_pipelines.core.features import FeatureSet
+from ml_pipelines.core.selection import SelectionResult
+from ml_pipelines.core.validation import ValidationReport
+
+
+def jsonable(value: Any) -> Any:
+    """numpy scalars and tuples into plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> dg.MetadataValue:
+    if not rows:
+        return dg.MetadataValue.md("_none_")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value).replace("|", "\\|")
+
+
+def table_schema(frame: pd.DataFrame) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(str(c), str(frame[c].dtype)) for c in frame.columns])
+
+
+def frame_metadata(frame: pd.DataFrame) -> dict[str, Any]:
+    return {"dagster/row_count": len(frame), "dagster/column_schema": table_schema(frame)}
+
+
+def validation_metadata(report: ValidationReport, champion: str | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "expectations_evaluated": report.evaluated,
+        "expectations_failed": len(report.failures),
+        "rows": report.row_count,
+        "reference": f"champion {champion}" if champion else "this data (no champion yet)",
+        "failures": markdown_table(
+            ["expectation", "column", "unexpected", "detail"],
+            [[f.expectation, f.column or "<table>", f.unexpected_count, f.detail] for f in report.failures],
+        ),
+    }
+    for failure in report.failures:
+        if failure.column and failure.unexpected_count is not None:
+            metadata[f"unexpected/{failure.column}/{failure.expectation.removeprefix('expect_column_values_')}"] = (
+                failure.unexpected_count
+            )
+    if report.docs_path:
+        metadata["data_docs"] = dg.MetadataValue.url(report.docs_path)
+    return metadata
+
+
+def features_metadata(features: FeatureSet, raw_key: dg.AssetKey) -> dict[str, Any]:
+    columns = features.columns
+    lineage = dg.TableColumnLineage(
+        deps_by_column={
+            feature: [dg.TableColumnDep(asset_key=raw_key, column_name=c) for c in sources]
+            for feature, sources in columns.lineage().items()
+        }
+    )
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(c, "numeric") for c in columns.numeric]
+        + [dg.TableColumn(c, "categorical") for c in columns.categorical]
+    )
+    return {
+        "train_rows": len(features.train),
+        "test_rows": len(features.test),
+        "dagster/row_count": len(features.train) + len(features.test),
+        "numeric": dg.MetadataValue.json(list(columns.numeric)),
+        "categorical": dg.MetadataValue.json(list(columns.categorical)),
+        "model_inputs": dg.MetadataValue.json(list(columns.inputs)),
+        "stratified_split": features.stratified,
+        "data_hash": features.data_version,
+        "partitions": dg.MetadataValue.json(list(features.partitions)),
+        "dagster/column_schema": schema,
+        "dagster/column_lineage": lineage,
+    }
+
+
+def selection_metadata(result: SelectionResult) -> dict[str, Any]:
+    best = result.best
+    return {
+        "selected": best.label,
+        "framework": best.framework,
+        f"cv_{result.metric}_mean": best.mean,
+        f"cv_{result.metric}_std": best.std,
+        "cv_folds": result.cv_folds,
+        "candidates": dg.MetadataValue.md(result.table_markdown()),
+        "dropped": len([r for r in result.results if r.dropped]),
+        "refit_seconds": result.refit_seconds,
+    }
+
+
+def evaluation_metadata(evaluation: Evaluation, gate_metric: str) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"test_rows": evaluation.test_rows}
+    for name, value in evaluation.metrics.items():
+        metadata[f"metric/{name}"] = value
+    rows = []
+    for name, value in evaluation.metrics.items():
+        interval = evaluation.intervals.get(name)
+        champion = (evaluation.champion_metrics or {}).get(name)
+        rows.append(
+            [name, value, interval.low if interval else None, interval.high if interval else None, champion]
+        )
+    metadata["metrics"] = markdown_table(["metric", "candidate", "95% low", "95% high", "champion"], rows)
+    metadata["champion"] = evaluation.champion_version or "none"
+    if evaluation.champion_note:
+        metadata["champion_comparison"] = evaluation.champion_note
+    if evaluation.slices:
+        names = list(evaluation.metrics)
+        metadata["slices"] = markdown_table(
+            ["column", "value", "rows", *names],
+            [[s.column, s.value, s.rows, *(s.metrics.get(n) for n in names)] for s in evaluation.slices],
+        )
+    metadata["feature_importance"] = markdown_table(
+        ["input", f"{gate_metric} drop", "std"], [list(r) for r in evaluation.importance]
+    )
+    return metadata
+
+
+def gate_metadata(decision: GateDecision) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "metric": decision.metric,
+        "candidate": decision.candidate,
+        "max_regression": decision.max_regression,
+        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+    }
+    if decision.minimum is not None:
+        metadata["minimum"] = decision.minimum
+    if decision.champion is not None:
+        metadata["champion"] = decision.champion
+        metadata["champion_version"] = decision.champion_version
+    return metadata

@@ -1,0 +1,217 @@
+"""Holdout evaluation: metrics with bootstrap confidence intervals, per-slice
+metrics, permutation importance, a side-by-side with the champion, and the
+promotion gate's decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from ml_pipelines.core.features import FeatureSet
+from ml_pipelines.core.metrics import MetricError, compute_metric, compute_metrics, regression_of
+from ml_pipelines.core.models import predict
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class SliceMetrics:
+    column: str
+    value: str
+    rows: int
+    metrics: dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    proba: np.ndarray | None
+    classes: tuple | None
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    intervals: dict[str, Interval]
+    slices: list[SliceMetrics]
+    importance: list[tuple[str, float, float]]  # feature, mean drop, std
+    test_rows: int
+    predictions: Predictions = field(repr=False)
+    champion_version: str | None = None
+    champion_metrics: dict[str, float] | None = None
+    champion_note: str | None = None  # how the champion's numbers were obtained
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    model: Pipeline
+    recorded_metrics: dict[str, float]  # from its version record, used if it cannot score these rows
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    metric: str
+    candidate: float
+    minimum: float | None
+    champion_version: str | None
+    champion: float | None
+    max_regression: float
+    reasons: tuple[str, ...]
+
+    def explain(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def holdout_predictions(model: Pipeline, features: FeatureSet) -> Predictions:
+    x, y = features.xy("test")
+    y_pred, proba = predict(model, x, features.task)
+    classes = tuple(model.classes_) if features.task == "classification" else None
+    return Predictions(y.to_numpy(), y_pred, proba, classes)
+
+
+def bootstrap_intervals(
+    names: list[str], p: Predictions, samples: int, seed: int = 0, level: float = 0.95
+) -> dict[str, Interval]:
+    """Percentile bootstrap over holdout rows; resamples that miss a class are skipped."""
+    if samples == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    n = len(p.y_true)
+    values: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(samples):
+        idx = rng.integers(0, n, n)
+        proba = p.proba[idx] if p.proba is not None else None
+        for name in names:
+            try:
+                values[name].append(compute_metric(name, p.y_true[idx], p.y_pred[idx], proba, p.classes))
+            except (MetricError, ValueError):
+                continue
+    alpha = (1 - level) / 2
+    return {
+        name: Interval(float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha)))
+        for name, v in values.items()
+        if v
+    }
+
+
+def slice_metrics(
+    names: list[str], p: Predictions, frame: pd.DataFrame, columns: list[str], min_rows: int = 10
+) -> list[SliceMetrics]:
+    rows = []
+    for column in columns:
+        keys = frame[column].astype("str").fillna("<null>").to_numpy()
+        for value in sorted(set(keys)):
+            mask = keys == value
+            if mask.sum() < min_rows:
+                continue
+            proba = p.proba[mask] if p.proba is not None else None
+            result: dict[str, float | None] = {}
+            for name in names:
+                try:
+                    result[name] = compute_metric(name, p.y_true[mask], p.y_pred[mask], proba, p.classes)
+                except (MetricError, ValueError):
+                    result[name] = None  # e.g. roc_auc on a slice with one class
+            rows.append(SliceMetrics(column, value, int(mask.sum()), result))
+    return rows
+
+
+def permutation_importance(
+    model: Pipeline, features: FeatureSet, metric: str, repeats: int = 3, seed: int = 0, max_rows: int = 5000
+) -> list[tuple[str, float, float]]:
+    """Drop in `metric` when each raw input column is shuffled (positive = important)."""
+    x, y = features.xy("test")
+    x, y = x.iloc[:max_rows], y.iloc[:max_rows].to_numpy()
+    classes = tuple(model.classes_) if features.task == "classification" else None
+    base_pred, base_proba = predict(model, x, features.task)
+    baseline = compute_metric(metric, y, base_pred, base_proba, classes)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for column in features.columns.inputs:
+        drops = []
+        for _ in range(repeats):
+            shuffled = x.copy()
+            shuffled[column] = x[column].to_numpy()[rng.permutation(len(x))]
+            pred, proba = predict(model, shuffled, features.task)
+            drops.append(regression_of(metric, compute_metric(metric, y, pred, proba, classes), baseline))
+        rows.append((column, float(np.mean(drops)), float(np.std(drops))))
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def evaluate(
+    model: Pipeline,
+    features: FeatureSet,
+    metric_names: list[str],
+    *,
+    slices: list[str],
+    importance_metric: str,
+    bootstrap_samples: int = 200,
+    champion: Champion | None = None,
+) -> Evaluation:
+    p = holdout_predictions(model, features)
+    x_test, _ = features.xy("test")
+    result = Evaluation(
+        metrics=compute_metrics(metric_names, p.y_true, p.y_pred, p.proba, p.classes),
+        intervals=bootstrap_intervals(metric_names, p, bootstrap_samples),
+        slices=slice_metrics(metric_names, p, x_test, slices),
+        importance=permutation_importance(model, features, importance_metric),
+        test_rows=len(p.y_true),
+        predictions=p,
+    )
+    if champion is not None:
+        result.champion_version = champion.version
+        try:
+            cp = holdout_predictions(champion.model, features)
+            result.champion_metrics = compute_metrics(metric_names, cp.y_true, cp.y_pred, cp.proba, cp.classes)
+            result.champion_note = f"champion {champion.version} scored on the same {len(cp.y_true)} holdout rows"
+        except (KeyError, ValueError, MetricError) as exc:
+            # e.g. the spec gained a feature the champion never saw
+            result.champion_metrics = dict(champion.recorded_metrics)
+            result.champion_note = (
+                f"champion {champion.version} cannot score these rows ({exc}); "
+                "compared with the metrics in its version record"
+            )
+    return result
+
+
+def decide_gate(
+    metric: str,
+    candidate: float,
+    *,
+    minimum: float | None,
+    max_regression: float,
+    champion_version: str | None = None,
+    champion: float | None = None,
+) -> GateDecision:
+    """TFX-style blessing: meet the floor and do not lose to the champion by more than max_regression."""
+    reasons, passed = [], True
+    if minimum is not None:
+        from ml_pipelines.spec import higher_is_better
+
+        meets = candidate >= minimum if higher_is_better(metric) else candidate <= minimum
+        word = "at least" if higher_is_better(metric) else "at most"
+        reasons.append(
+            f"{metric} {candidate:.4f} {'meets' if meets else 'fails'} the floor ({word} {minimum:.4f})"
+        )
+        passed &= meets
+    if champion is not None:
+        loss = regression_of(metric, candidate, champion)
+        ok = loss <= max_regression + 1e-12
+        reasons.append(
+            f"{metric} {candidate:.4f} vs champion {champion_version} {champion:.4f}: "
+            + (f"worse by {loss:.4f}" if loss > 0 else f"better by {-loss:.4f}")
+            + f" (allowed regression {max_regression:.4f})"
+        )
+        passed &= ok
+    else:
+        reasons.append("no champion yet: only the floor applies")
+    return GateDecision(passed, metric, candidate, minimum, champion_version, champion, max_regression, tuple(reasons))

@@ -1,0 +1,66 @@
+"""Model persistence without loading untrusted pickles.
+
+sklearn pipelines are written with skops, whose loader refuses any type that is
+not on an explicit trust list; torch estimators are written as a state_dict plus
+a JSON config and read back with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import skops.io as sio
+from sklearn.pipeline import Pipeline
+
+TRUSTED_MODULE_ROOTS = ("sklearn", "numpy", "scipy", "ml_pipelines")
+PIPELINE_FILE = "model.skops"
+PREPROCESS_FILE = "preprocess.skops"
+
+
+class UntrustedArtifactError(ValueError):
+    """An artifact holds types outside the trust list; it is never loaded."""
+
+
+def _is_torch(model: Pipeline) -> bool:
+    return getattr(model[-1], "framework", None) == "torch"
+
+
+def save_model(model: Pipeline, directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    if _is_torch(model):
+        preprocess = directory / PREPROCESS_FILE
+        sio.dump(Pipeline(model.steps[:-1]), preprocess)
+        return [preprocess, *model[-1].save(directory)]
+    path = directory / PIPELINE_FILE
+    sio.dump(model, path)
+    return [path]
+
+
+def _trusted_loads(data: bytes, source: str, extra_roots: tuple[str, ...]):
+    roots = TRUSTED_MODULE_ROOTS + extra_roots
+    untrusted = sio.get_untrusted_types(data=data)
+    refused = [t for t in untrusted if t.split(".", 1)[0] not in roots]
+    if refused:
+        raise UntrustedArtifactError(f"{source}: refuses to load untrusted types {', '.join(refused)}")
+    return sio.loads(data, trusted=untrusted)
+
+
+def load_model(directory: Path, extra_trusted_roots: tuple[str, ...] = ()) -> Pipeline:
+    pipeline_file = directory / PIPELINE_FILE
+    if pipeline_file.exists():
+        return _trusted_loads(pipeline_file.read_bytes(), str(pipeline_file), extra_trusted_roots)
+    from ml_pipelines.core.torch_model import load_torch_estimator
+
+    preprocess = _trusted_loads((directory / PREPROCESS_FILE).read_bytes(), str(directory), extra_trusted_roots)
+    return Pipeline([*preprocess.steps, ("model", load_torch_estimator(directory))])
+
+
+def serialized_size_bytes(model: Pipeline) -> int:
+    if _is_torch(model):
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(model[-1].module_.state_dict(), buffer)
+        return len(sio.dumps(Pipeline(model.steps[:-1]))) + buffer.tell()
+    return len(sio.dumps(model))

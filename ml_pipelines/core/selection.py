@@ -1,0 +1,156 @@
+"""Model selection: k-fold cross-validation over every candidate and grid point,
+latency and size limits, and a refit of the winner on the whole training split."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
+
+from ml_pipelines.core.features import FeatureSet
+from ml_pipelines.core.metrics import compute_metric
+from ml_pipelines.core.model_io import serialized_size_bytes
+from ml_pipelines.core.models import Candidate, build_model, predict
+from ml_pipelines.spec import METRIC_DIRECTIONS
+
+LATENCY_BATCH_ROWS = 1000
+
+
+class SelectionError(ValueError):
+    """No candidate can be selected; the message says why for each one."""
+
+
+@dataclass
+class CandidateResult:
+    label: str
+    model_name: str
+    framework: str
+    params: dict
+    fold_scores: list[float]
+    fit_seconds: float
+    latency_ms_per_row: float
+    size_mb: float
+    dropped: str | None = None
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.fold_scores))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.fold_scores))
+
+
+@dataclass
+class SelectionResult:
+    metric: str
+    cv_folds: int
+    results: list[CandidateResult]
+    best: CandidateResult
+    model: Pipeline = field(repr=False)
+    refit_seconds: float = 0.0
+
+    def table_markdown(self) -> str:
+        lines = [
+            f"| candidate | {self.metric} mean | std | latency ms/row | size MB | fit s | status |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in self.results:
+            status = "**selected**" if r is self.best else (f"dropped: {r.dropped}" if r.dropped else "")
+            lines.append(
+                f"| {r.label} | {r.mean:.4f} | {r.std:.4f} | {r.latency_ms_per_row:.4f} | "
+                f"{r.size_mb:.3f} | {r.fit_seconds:.2f} | {status} |"
+            )
+        return "\n".join(lines)
+
+
+def _folds(features: FeatureSet, cv_folds: int):
+    x, y = features.xy("train")
+    if features.task == "classification":
+        smallest = int(y.value_counts().min())
+        if smallest >= cv_folds:
+            return StratifiedKFold(cv_folds, shuffle=True, random_state=0).split(x, y)
+        if smallest < 2:
+            raise SelectionError(f"cross-validation: a class of {features.target!r} has only {smallest} row")
+        raise SelectionError(
+            f"selection.cv_folds={cv_folds} is more than the {smallest} rows of the rarest class of "
+            f"{features.target!r}; lower cv_folds"
+        )
+    return KFold(cv_folds, shuffle=True, random_state=0).split(x, y)
+
+
+def measure_latency_ms_per_row(model: Pipeline, frame: pd.DataFrame, task: str) -> float:
+    batch = frame.iloc[:LATENCY_BATCH_ROWS]
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        predict(model, batch, task)
+        best = min(best, time.perf_counter() - start)
+    return best * 1000 / len(batch)
+
+
+def _fit(model: Pipeline, x: pd.DataFrame, y: pd.Series, log: Callable[[str], None] | None) -> Pipeline:
+    final = model[-1]
+    if log is not None and hasattr(final, "log_fn"):
+        final.log_fn = log
+    return model.fit(x, y)
+
+
+def select_model(
+    features: FeatureSet,
+    candidates: list[Candidate],
+    *,
+    metric: str,
+    cv_folds: int,
+    max_latency_ms: float | None = None,
+    max_size_mb: float | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> SelectionResult:
+    x, y = features.xy("train")
+    y_values = y.to_numpy()
+    classes = sorted(np.unique(y_values).tolist()) if features.task == "classification" else None
+    folds = list(_folds(features, cv_folds))
+    results: list[CandidateResult] = []
+    for candidate in candidates:
+        template = build_model(candidate, features.columns, features.task, seed)
+        scores, fit_seconds, fold_model, val_frame = [], 0.0, None, None
+        for fold, (train_idx, val_idx) in enumerate(folds):
+            fold_model = clone(template)
+            start = time.perf_counter()
+            _fit(fold_model, x.iloc[train_idx], y.iloc[train_idx], log)
+            fit_seconds += time.perf_counter() - start
+            val_frame = x.iloc[val_idx]
+            predictions, proba = predict(fold_model, val_frame, features.task)
+            scores.append(compute_metric(metric, y_values[val_idx], predictions, proba, classes))
+            if log:
+                log(f"cv {candidate.label} fold {fold + 1}/{len(folds)}: {metric}={scores[-1]:.4f}")
+        latency = measure_latency_ms_per_row(fold_model, val_frame, features.task)
+        size_mb = serialized_size_bytes(fold_model) / 1e6
+        dropped = None
+        if max_latency_ms is not None and latency > max_latency_ms:
+            dropped = f"latency {latency:.3f} ms/row > max_latency_ms {max_latency_ms}"
+        elif max_size_mb is not None and size_mb > max_size_mb:
+            dropped = f"size {size_mb:.2f} MB > max_size_mb {max_size_mb}"
+        results.append(
+            CandidateResult(
+                candidate.label, candidate.model.name, candidate.model.framework, candidate.params,
+                scores, fit_seconds / len(folds), latency, size_mb, dropped,
+            )
+        )
+    eligible = [(r, c) for r, c in zip(results, candidates) if r.dropped is None]
+    if not eligible:
+        reasons = "; ".join(f"{r.label}: {r.dropped}" for r in results)
+        raise SelectionError(f"every candidate was dropped: {reasons}")
+    sign = 1 if METRIC_DIRECTIONS[metric] else -1
+    best, best_candidate = max(eligible, key=lambda pair: sign * pair[0].mean)
+    model = build_model(best_candidate, features.columns, features.task, seed)
+    start = time.perf_counter()
+    _fit(model, x, y, log)
+    return SelectionResult(metric, cv_folds, results, best, model, time.perf_counter() - start)

@@ -1,0 +1,1 @@
+"""Demo data generators, named from specs by dotted path."""

@@ -1,0 +1,18 @@
+"""ConfigurableResources: the model registry, the BentoML store and the local
+work directory. Local and cloud implementations share one interface."""
+
+from ml_pipelines.resources.platform import (
+    BentoStoreResource,
+    LocalRegistryResource,
+    RegistryResource,
+    WorkdirResource,
+    local_resources,
+)
+
+__all__ = [
+    "BentoStoreResource",
+    "LocalRegistryResource",
+    "RegistryResource",
+    "WorkdirResource",
+    "local_resources",
+]
