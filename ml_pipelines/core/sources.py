@@ -89,13 +89,13 @@ def _load_files(source: FileSource, base_dir: Path | None) -> LoadedSource:
     files = resolve_paths(source.path, base_dir)
     if not files:
         raise SourceError(f"{source.kind} source {source.path!r}: no file matches this path")
-    frames = [_read_file(source.kind, f, source.read_options) for f in files]
+    frames = [read_file(source.kind, f, source.read_options) for f in files]
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     description = f"{source.kind} {source.path} ({len(files)} file{'s' if len(files) > 1 else ''})"
     return LoadedSource(frame, description, tuple(files))
 
 
-def _read_file(kind: str, path: str, options: dict) -> pd.DataFrame:
+def read_file(kind: str, path: str, options: dict) -> pd.DataFrame:
     try:
         if kind == "csv":
             frame = pd.read_csv(path, **options)

@@ -1,0 +1,38 @@
+# The two commands: `make demo` (every demo pipeline end to end) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export ML_PIPELINES_HOME ?= $(CURDIR)/.ml_pipelines
+export BENTOML_DO_NOT_TRACK := True
+export GX_ANALYTICS_ENABLED := False
+export DAGSTER_DISABLE_TELEMETRY := 1
+
+.PHONY: setup demo test dev bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# the CPU wheel on disk; any other torch request pulls CUDA packages
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/ml-pipelines demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+dev: setup
+	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/ 2>/dev/null || true
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: setup
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .dagster_home .ml_pipelines

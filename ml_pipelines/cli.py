@@ -1,0 +1,64 @@
+"""The `ml-pipelines` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PIPELINES_DIR = Path(__file__).resolve().parent / "defs" / "pipelines"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ml_pipelines.demo import run_demo
+
+    return run_demo(args.pipelines)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from ml_pipelines.scaffold import write_starter_spec
+
+    try:
+        path = write_starter_spec(
+            args.name,
+            Path(args.source),
+            args.target,
+            task=args.task,
+            pipelines_dir=Path(args.out) if args.out else PIPELINES_DIR,
+            project_root=Path.cwd(),
+            force=args.force,
+        )
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}\nreview the inferred schema, then materialize `{args.name}_retrain_job`.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ml-pipelines", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="materialize every demo pipeline end to end and print a summary")
+    demo.add_argument("--pipelines", nargs="*", help="only these pipelines (default: all)")
+    demo.set_defaults(func=_cmd_demo)
+
+    init = commands.add_parser("init", help="write a starter spec whose schema is inferred from a CSV")
+    init.add_argument("name", help="pipeline name ([a-z][a-z0-9_]*)")
+    init.add_argument("--from", dest="source", required=True, help="CSV file to infer from")
+    init.add_argument("--target", required=True, help="column to predict")
+    init.add_argument("--task", choices=["auto", "classification", "regression"], default="auto")
+    init.add_argument("--out", help=f"pipelines folder (default: {PIPELINES_DIR})")
+    init.add_argument("--force", action="store_true", help="overwrite an existing spec")
+    init.set_defaults(func=_cmd_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

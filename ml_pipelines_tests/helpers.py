@@ -1,0 +1,60 @@
+"""Shared helpers: build a spec from a dict, materialize it in process on a temporary instance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from ml_pipelines.components import build_pipeline_defs
+from ml_pipelines.core.registry import ModelRegistry
+from ml_pipelines.core.storage import LocalObjectStore
+from ml_pipelines.resources import local_resources
+from ml_pipelines.spec import PipelineSpec
+
+
+@dataclass
+class Materialized:
+    result: dg.ExecuteInProcessResult
+    registry: ModelRegistry
+
+    @property
+    def success(self) -> bool:
+        return self.result.success
+
+    def check(self, name: str) -> dg.AssetCheckEvaluation:
+        found = [e for e in self.result.get_asset_check_evaluations() if e.check_name == name]
+        assert found, f"check {name} did not run"
+        return found[-1]
+
+    def materialized(self) -> set[str]:
+        return {e.asset_key.path[-1] for e in self.result.get_asset_materialization_events()}
+
+    def step_errors(self) -> list[str]:
+        return [e.event_specific_data.error.message for e in self.result.all_events if e.is_step_failure]
+
+
+def make_spec(**attributes: Any) -> PipelineSpec:
+    return PipelineSpec.model_validate(attributes)
+
+
+def registry_at(root: Path) -> ModelRegistry:
+    return ModelRegistry(LocalObjectStore(root / "registry"))
+
+
+def materialize(
+    spec: PipelineSpec, root: Path, instance: dg.DagsterInstance | None = None, base_dir: Path | None = None
+) -> Materialized:
+    """Run the pipeline's retrain job in process against the local resources under root."""
+    defs = dg.Definitions.merge(
+        build_pipeline_defs(spec, base_dir=base_dir), dg.Definitions(resources=local_resources(root))
+    )
+    job = defs.get_job_def(f"{spec.name}_retrain_job")
+    if instance is None:
+        with dg.instance_for_test() as temp_instance:
+            result = job.execute_in_process(instance=temp_instance, raise_on_error=False)
+    else:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    return Materialized(result, registry_at(root))
