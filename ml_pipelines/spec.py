@@ -182,9 +182,8 @@ class FeaturesSpec(StrictModel):
             names = [d.name for d in values] if group == "derived" else values
             for name in names:
                 if name in seen:
-                    raise ValueError(
-                        f"feature {name!r} is listed twice (in `{seen[name]}` and in `{group}`)"
-                    )
+                    where = f"in `{group}`" if seen[name] == group else f"in `{seen[name]}` and in `{group}`"
+                    raise ValueError(f"feature {name!r} is listed twice ({where})")
                 seen[name] = group
         return self
 

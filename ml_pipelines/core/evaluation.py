@@ -208,7 +208,7 @@ def decide_gate(
         ok = loss <= max_regression + 1e-12
         reasons.append(
             f"{metric} {candidate:.4f} vs champion {champion_version} {champion:.4f}: "
-            + (f"worse by {loss:.4f}" if loss > 0 else f"better by {-loss:.4f}")
+            + (f"worse by {loss:.4f}" if loss > 0 else f"better by {-loss:.4f}" if loss < 0 else "equal")
             + f" (allowed regression {max_regression:.4f})"
         )
         passed &= ok
