@@ -20,6 +20,7 @@ from ml_pipelines.core.hashing import frame_hash
 from ml_pipelines.core.model_io import save_model
 from ml_pipelines.core.models import expand_candidates
 from ml_pipelines.core.packaging import save_bentoml_model
+from ml_pipelines.core.plots import evaluation_plots
 from ml_pipelines.core.registry import ModelRegistry, Trigger
 from ml_pipelines.core.selection import SelectionResult, select_model
 from ml_pipelines.core.sources import coerce_declared_types, describe_source, load_source
@@ -238,6 +239,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         trained_model: SelectionResult,
         features: FeatureSet,
         registry: RegistryResource,
+        workdir: WorkdirResource,
     ) -> dg.Output[Evaluation]:
         champion = _load_champion(registry.registry(), spec)
         result = evaluate(
@@ -249,6 +251,10 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
             bootstrap_samples=spec.evaluation.bootstrap_samples,
             champion=champion,
         )
+        result.plots = evaluation_plots(result, spec.task, spec.gate_metric)
+        plot_dir = workdir.path(name, "evaluation", context.run_id)
+        for plot, png in result.plots.items():
+            (plot_dir / f"{plot}.png").write_bytes(png)
         return dg.Output(result, metadata=md.evaluation_metadata(result, spec.gate_metric))
 
     @dg.asset_check(
@@ -299,6 +305,9 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         with tempfile.TemporaryDirectory(prefix=f"{name}-package-") as tmp:
             artifact_dir = Path(tmp)
             save_model(trained_model.model, artifact_dir)
+            for plot, png in evaluation.plots.items():
+                (artifact_dir / "plots").mkdir(exist_ok=True)
+                (artifact_dir / "plots" / f"{plot}.png").write_bytes(png)
             version = reg.new_version_id()
             record = reg.register(
                 name,

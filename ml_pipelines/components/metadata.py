@@ -3,6 +3,7 @@ markdown tables that the UI renders."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,11 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return "" if value is None else str(value).replace("|", "\\|")
+
+
+def png_markdown(title: str, png: bytes) -> dg.MetadataValue:
+    """An inline PNG the UI renders as an image."""
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 def table_schema(frame: pd.DataFrame) -> dg.TableSchema:
@@ -133,6 +139,8 @@ def evaluation_metadata(evaluation: Evaluation, gate_metric: str) -> dict[str, A
             ["column", "value", "rows", *names],
             [[s.column, s.value, s.rows, *(s.metrics.get(n) for n in names)] for s in evaluation.slices],
         )
+    for plot, png in evaluation.plots.items():
+        metadata[f"plot/{plot}"] = png_markdown(plot, png)
     metadata["feature_importance"] = markdown_table(
         ["input", f"{gate_metric} drop", "std"], [list(r) for r in evaluation.importance]
     )

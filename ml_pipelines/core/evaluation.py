@@ -48,6 +48,7 @@ class Evaluation:
     champion_version: str | None = None
     champion_metrics: dict[str, float] | None = None
     champion_note: str | None = None  # how the champion's numbers were obtained
+    plots: dict[str, bytes] = field(default_factory=dict, repr=False)  # name -> PNG
 
 
 @dataclass(frozen=True)

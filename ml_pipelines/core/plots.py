@@ -1,0 +1,116 @@
+"""Evaluation and drift plots as small PNGs (a few tens of KB, so the UI stays fast)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from sklearn import metrics as skm
+
+from ml_pipelines.core.evaluation import Evaluation
+
+FIGSIZE = (4.2, 3.2)
+DPI = 80
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(figsize=FIGSIZE, dpi=DPI)
+
+
+def _png(plt, fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _positive_scores(evaluation: Evaluation) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(label, is_class, score) for the positive class, or one-vs-rest per class."""
+    p = evaluation.predictions
+    classes = list(p.classes or [])
+    targets = classes[1:] if len(classes) == 2 else classes
+    return [(str(c), p.y_true == c, p.proba[:, classes.index(c)]) for c in targets]
+
+
+def roc_curve_png(evaluation: Evaluation) -> bytes:
+    plt, fig, ax = _figure()
+    for label, truth, score in _positive_scores(evaluation):
+        fpr, tpr, _ = skm.roc_curve(truth, score)
+        ax.plot(fpr, tpr, label=f"{label} (AUC {skm.auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(plt, fig)
+
+
+def pr_curve_png(evaluation: Evaluation) -> bytes:
+    plt, fig, ax = _figure()
+    for label, truth, score in _positive_scores(evaluation):
+        precision, recall, _ = skm.precision_recall_curve(truth, score)
+        ax.plot(recall, precision, label=f"{label} (AP {skm.average_precision_score(truth, score):.3f})")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
+    ax.legend(fontsize=7)
+    return _png(plt, fig)
+
+
+def confusion_matrix_png(evaluation: Evaluation) -> bytes:
+    p = evaluation.predictions
+    labels = list(p.classes or [])
+    matrix = skm.confusion_matrix(p.y_true, p.y_pred, labels=labels)
+    plt, fig, ax = _figure()
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), [str(label) for label in labels], fontsize=7)
+    ax.set_yticks(range(len(labels)), [str(label) for label in labels], fontsize=7)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set(xlabel="predicted", ylabel="actual", title="Confusion matrix")
+    return _png(plt, fig)
+
+
+def residuals_png(evaluation: Evaluation) -> bytes:
+    p = evaluation.predictions
+    plt, fig, ax = _figure()
+    ax.scatter(p.y_pred, p.y_true - p.y_pred, s=6, alpha=0.5)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set(xlabel="predicted", ylabel="actual - predicted", title="Residuals")
+    return _png(plt, fig)
+
+
+def predicted_vs_actual_png(evaluation: Evaluation) -> bytes:
+    p = evaluation.predictions
+    plt, fig, ax = _figure()
+    ax.scatter(p.y_true, p.y_pred, s=6, alpha=0.5)
+    low, high = float(min(p.y_true.min(), p.y_pred.min())), float(max(p.y_true.max(), p.y_pred.max()))
+    ax.plot([low, high], [low, high], "--", color="grey", linewidth=0.8)
+    ax.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual")
+    return _png(plt, fig)
+
+
+def importance_png(evaluation: Evaluation, metric: str, top: int = 12) -> bytes:
+    rows = evaluation.importance[:top][::-1]
+    plt, fig, ax = _figure()
+    ax.barh([r[0] for r in rows], [r[1] for r in rows], xerr=[r[2] for r in rows], color="#4c72b0")
+    ax.set(xlabel=f"{metric} drop when shuffled", title="Permutation importance")
+    ax.tick_params(axis="y", labelsize=7)
+    return _png(plt, fig)
+
+
+def evaluation_plots(evaluation: Evaluation, task: str, metric: str) -> dict[str, bytes]:
+    plots = {"feature_importance": importance_png(evaluation, metric)}
+    if task == "classification":
+        if evaluation.predictions.proba is not None:
+            plots["roc_curve"] = roc_curve_png(evaluation)
+            plots["pr_curve"] = pr_curve_png(evaluation)
+        plots["confusion_matrix"] = confusion_matrix_png(evaluation)
+    else:
+        plots["residuals"] = residuals_png(evaluation)
+        plots["predicted_vs_actual"] = predicted_vs_actual_png(evaluation)
+    return plots
