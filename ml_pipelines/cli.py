@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--out", help=f"pipelines folder (default: {PIPELINES_DIR})")
     init.add_argument("--force", action="store_true", help="overwrite an existing spec")
     init.set_defaults(func=_cmd_init)
+
+    from ml_pipelines import registry_cli
+
+    registry_cli.add_parser(commands)
     return parser
 
 

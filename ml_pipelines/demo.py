@@ -24,8 +24,7 @@ def run_demo(only: list[str] | None = None) -> int:
     import dagster as dg
 
     from ml_pipelines.definitions import defs
-    from ml_pipelines.defs.resources import local_home
-    from ml_pipelines.resources import local_resources
+    from ml_pipelines.defs.resources import platform_resources
 
     definitions = defs()
     jobs = sorted(j.name for j in definitions.jobs if j.name.endswith("_retrain_job"))
@@ -36,7 +35,7 @@ def run_demo(only: list[str] | None = None) -> int:
             print(f"unknown pipeline(s): {', '.join(unknown)}; known: {', '.join(names)}")
             return 2
         names = [n for n in names if n in only]
-    resources = local_resources(local_home())
+    resources = platform_resources()
     registry = resources["registry"].registry()
     failed = []
     rows = []

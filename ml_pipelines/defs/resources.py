@@ -7,16 +7,20 @@ import dagster as dg
 
 from ml_pipelines.resources import local_resources
 
+ENVIRONMENTS = ("local",)
+
 
 def local_home() -> Path:
     return Path(os.environ.get("ML_PIPELINES_HOME", Path.cwd() / ".ml_pipelines")).resolve()
 
 
-@dg.definitions
-def resources() -> dg.Definitions:
+def platform_resources() -> dict[str, dg.ConfigurableResource]:
     env = os.environ.get("ML_PIPELINES_ENV", "local")
     if env == "local":
-        return dg.Definitions(resources=local_resources(local_home()))
-    raise dg.DagsterInvalidConfigError(
-        f"ML_PIPELINES_ENV={env!r} is not supported; use 'local'", [], None
-    )
+        return local_resources(local_home())
+    raise ValueError(f"ML_PIPELINES_ENV={env!r} is not one of {', '.join(ENVIRONMENTS)}")
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=platform_resources())
