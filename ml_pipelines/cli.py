@@ -36,6 +36,34 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_pipeline_spec(name: str):
+    import yaml
+
+    from ml_pipelines.spec import PipelineSpec
+
+    path = PIPELINES_DIR / name / "defs.yaml"
+    if not path.exists():
+        raise ValueError(f"no pipeline {name!r} at {path}")
+    return PipelineSpec.model_validate(yaml.safe_load(path.read_text())["attributes"])
+
+
+def _cmd_land(args: argparse.Namespace) -> int:
+    import os
+
+    from ml_pipelines.components.monitoring import land_batch
+    from ml_pipelines.defs.resources import local_home
+
+    os.environ.setdefault("ML_PIPELINES_HOME", str(local_home()))
+    try:
+        path = land_batch(_load_pipeline_spec(args.name), drift=args.drift, rows=args.rows, seed=args.seed,
+                          base_dir=PROJECT_ROOT)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"landed {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ml-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--out", help=f"pipelines folder (default: {PIPELINES_DIR})")
     init.add_argument("--force", action="store_true", help="overwrite an existing spec")
     init.set_defaults(func=_cmd_init)
+
+    land = commands.add_parser("land", help="write a production batch into a pipeline's landing folder")
+    land.add_argument("name")
+    land.add_argument("--drift", type=float, default=0.0, help="0 = like training data, 1 = strongly drifted")
+    land.add_argument("--rows", type=int, default=2000)
+    land.add_argument("--seed", type=int, default=None)
+    land.set_defaults(func=_cmd_land)
 
     from ml_pipelines import registry_cli
 

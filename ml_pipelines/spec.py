@@ -77,7 +77,7 @@ class SyntheticSource(_SourceBase):
 
 class FileSource(_SourceBase):
     kind: Literal["csv", "parquet"]
-    path: str = Field(description="Local path, glob, or s3:// URL.")
+    path: str = Field(description="Local path, glob, or s3:// URL; ${VAR} is expanded at run time.")
     read_options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -89,6 +89,7 @@ class SqlSource(_SourceBase):
 
 class PredictionLogSource(StrictModel):
     kind: Literal["prediction_log"]
+    start_date: date = Field(default=date(2026, 1, 1), description="First daily partition of the log.")
 
 
 Source = Annotated[SyntheticSource | FileSource | SqlSource, Field(discriminator="kind")]

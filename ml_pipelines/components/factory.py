@@ -14,11 +14,13 @@ import pandas as pd
 
 from ml_pipelines import __version__
 from ml_pipelines.components import metadata as md
+from ml_pipelines.components.monitoring import build_monitoring_defs
 from ml_pipelines.core.evaluation import Champion, Evaluation, decide_gate, evaluate
 from ml_pipelines.core.features import FeatureSet, build_feature_set, check_required_columns
 from ml_pipelines.core.hashing import frame_hash
 from ml_pipelines.core.model_io import save_model
 from ml_pipelines.core.models import expand_candidates
+from ml_pipelines.core.monitoring import PROFILE_FILE, reference_profile
 from ml_pipelines.core.packaging import save_bentoml_model
 from ml_pipelines.core.plots import evaluation_plots
 from ml_pipelines.core.registry import ModelRegistry, Trigger
@@ -305,6 +307,8 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         with tempfile.TemporaryDirectory(prefix=f"{name}-package-") as tmp:
             artifact_dir = Path(tmp)
             save_model(trained_model.model, artifact_dir)
+            profile = reference_profile(trained_model.model, features)
+            (artifact_dir / PROFILE_FILE).write_bytes(profile.to_bytes())
             for plot, png in evaluation.plots.items():
                 (artifact_dir / "plots").mkdir(exist_ok=True)
                 (artifact_dir / "plots" / f"{plot}.png").write_bytes(png)
@@ -384,11 +388,15 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
                 tags={"pipeline": name},
             )
         )
-    return dg.Definitions(
+    definitions = dg.Definitions(
         assets=assets,
         asset_checks=[matches_expectation_suite, beats_champion],
         jobs=jobs,
     )
+    if spec.monitoring.production_data is None:
+        return definitions
+    monitoring = build_monitoring_defs(spec, retrain_job=jobs[0], base_dir=base_dir, common=common)
+    return dg.Definitions.merge(definitions, monitoring)
 
 
 def _gate(spec: PipelineSpec, evaluation: Evaluation):

@@ -114,3 +114,25 @@ def evaluation_plots(evaluation: Evaluation, task: str, metric: str) -> dict[str
         plots["residuals"] = residuals_png(evaluation)
         plots["predicted_vs_actual"] = predicted_vs_actual_png(evaluation)
     return plots
+
+
+def drift_png(column: str, reference: np.ndarray | dict[str, int], current: np.ndarray | dict[str, int]) -> bytes:
+    """Reference against current: overlaid densities (numeric) or side-by-side shares (categorical)."""
+    plt, fig, ax = _figure()
+    if isinstance(reference, dict):
+        categories = sorted(set(reference) | set(current), key=lambda c: -reference.get(c, 0))[:15]
+        ref_total, cur_total = max(sum(reference.values()), 1), max(sum(current.values()), 1)
+        x = np.arange(len(categories))
+        ax.bar(x - 0.2, [reference.get(c, 0) / ref_total for c in categories], 0.4, label="reference")
+        ax.bar(x + 0.2, [current.get(c, 0) / cur_total for c in categories], 0.4, label="current")
+        ax.set_xticks(x, categories, rotation=45, fontsize=7, ha="right")
+        ax.set_ylabel("share")
+    else:
+        values = np.concatenate([reference, current])
+        edges = np.histogram_bin_edges(values[np.isfinite(values)], bins=30)
+        ax.hist(reference, bins=edges, density=True, alpha=0.5, label="reference")
+        ax.hist(current, bins=edges, density=True, alpha=0.5, label="current")
+        ax.set_ylabel("density")
+    ax.set_title(f"Drift: {column}")
+    ax.legend(fontsize=7)
+    return _png(plt, fig)

@@ -45,7 +45,7 @@ def load_source(
     if isinstance(source, SyntheticSource):
         loaded = _load_synthetic(source)
     elif isinstance(source, FileSource):
-        loaded = _load_files(source, base_dir)
+        loaded = _load_files(source, base_dir, env or {})
     else:
         loaded = _load_sql(source, env or {})
     if source.partitions is not None and partition_key is not None:
@@ -69,8 +69,24 @@ def _load_synthetic(source: SyntheticSource) -> LoadedSource:
     return LoadedSource(frame, describe_source(source))
 
 
-def resolve_paths(pattern: str, base_dir: Path | None = None) -> list[str]:
+ENV_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_variables(pattern: str, env: Mapping[str, str]) -> str:
+    """Replace ${VAR} with its value; a variable that is not set is an error naming it."""
+
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        if not env.get(name):
+            raise SourceError(f"path {pattern!r}: environment variable {name} is not set")
+        return env[name]
+
+    return ENV_VARIABLE.sub(value, pattern)
+
+
+def resolve_paths(pattern: str, base_dir: Path | None = None, env: Mapping[str, str] | None = None) -> list[str]:
     """Expand a local path or glob (relative to base_dir); s3:// URLs are expanded with fsspec."""
+    pattern = expand_variables(pattern, env or {})
     if "://" in pattern:
         import fsspec
 
@@ -85,8 +101,8 @@ def resolve_paths(pattern: str, base_dir: Path | None = None) -> list[str]:
     return [str(path)] if path.is_file() else []
 
 
-def _load_files(source: FileSource, base_dir: Path | None) -> LoadedSource:
-    files = resolve_paths(source.path, base_dir)
+def _load_files(source: FileSource, base_dir: Path | None, env: Mapping[str, str]) -> LoadedSource:
+    files = resolve_paths(source.path, base_dir, env)
     if not files:
         raise SourceError(f"{source.kind} source {source.path!r}: no file matches this path")
     frames = [read_file(source.kind, f, source.read_options) for f in files]

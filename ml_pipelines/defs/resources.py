@@ -23,4 +23,6 @@ def platform_resources() -> dict[str, dg.ConfigurableResource]:
 
 @dg.definitions
 def resources() -> dg.Definitions:
+    # specs may name ${ML_PIPELINES_HOME} in paths (the demo's landing folder)
+    os.environ.setdefault("ML_PIPELINES_HOME", str(local_home()))
     return dg.Definitions(resources=platform_resources())

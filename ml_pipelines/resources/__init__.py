@@ -4,6 +4,7 @@ work directory. Local and cloud implementations share one interface."""
 from ml_pipelines.resources.platform import (
     BentoStoreResource,
     LocalRegistryResource,
+    PredictionLogResource,
     RegistryResource,
     WorkdirResource,
     local_resources,
@@ -12,6 +13,7 @@ from ml_pipelines.resources.platform import (
 __all__ = [
     "BentoStoreResource",
     "LocalRegistryResource",
+    "PredictionLogResource",
     "RegistryResource",
     "WorkdirResource",
     "local_resources",

@@ -47,10 +47,21 @@ class WorkdirResource(dg.ConfigurableResource):
         return path
 
 
+class PredictionLogResource(dg.ConfigurableResource):
+    """Where the serving audit trail (one JSON line per prediction) is written and read."""
+
+    root: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root)
+
+
 def local_resources(root: str | Path) -> dict[str, dg.ConfigurableResource]:
     root = Path(root)
     return {
         "registry": LocalRegistryResource(root=str(root / "registry")),
         "bento_store": BentoStoreResource(home=str(root / "bentoml")),
         "workdir": WorkdirResource(root=str(root / "work")),
+        "prediction_log": PredictionLogResource(root=str(root / "audit")),
     }

@@ -1,0 +1,48 @@
+"""The serving audit log, read back as production data.
+
+Layout: <root>/<pipeline>/<YYYY-MM-DD>/<writer>.jsonl, one JSON object per
+prediction: request_id, caller, model_version, timestamp, input (a record), output.
+Serving appends; the `production_data` asset with `kind: prediction_log` reads a day.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+META_COLUMNS = ("request_id", "caller", "model_version", "timestamp")
+
+
+def day_dir(root: Path, pipeline: str, day: str) -> Path:
+    return root / pipeline / day
+
+
+def read_records(root: Path, pipeline: str, day: str) -> list[dict]:
+    records = []
+    directory = day_dir(root, pipeline, day)
+    for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else []:
+        with path.open() as handle:
+            for line_number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    # a writer killed mid-line leaves a torn last line; earlier lines are whole
+                    if line.endswith("\n"):
+                        raise ValueError(f"{path}:{line_number}: corrupt audit record") from None
+    return records
+
+
+def read_prediction_log(root: Path, pipeline: str, day: str) -> pd.DataFrame:
+    """One row per prediction: the meta columns, the input fields and `prediction`."""
+    records = read_records(root, pipeline, day)
+    if not records:
+        raise ValueError(f"{day_dir(root, pipeline, day)}: no predictions were logged on {day}")
+    rows = [
+        {**{k: r.get(k) for k in META_COLUMNS}, **r["input"], "prediction": r["output"].get("prediction")}
+        for r in records
+    ]
+    return pd.DataFrame(rows)
