@@ -64,6 +64,32 @@ def _cmd_land(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from ml_pipelines.defs.resources import local_home
+
+    env = {
+        **os.environ,
+        "ML_PIPELINES_SERVE_PIPELINE": args.pipeline,
+        "ML_PIPELINES_HOME": os.environ.get("ML_PIPELINES_HOME", str(local_home())),
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+    if args.version:
+        env["ML_PIPELINES_SERVE_VERSION"] = args.version
+    env.setdefault("BENTOML_HOME", str(Path(env["ML_PIPELINES_HOME"]) / "bentoml"))
+    command = [sys.executable, "-m", "bentoml", "serve", "ml_pipelines.serving.service:ModelService",
+               "--host", args.host, "--port", str(args.port)]
+    os.execvpe(command[0], command, env)
+    return 0  # not reached
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from ml_pipelines.serving.audit_cli import print_audit
+
+    return print_audit(args.pipeline, since=args.since, limit=args.limit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ml-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     land.add_argument("--rows", type=int, default=2000)
     land.add_argument("--seed", type=int, default=None)
     land.set_defaults(func=_cmd_land)
+
+    serve = commands.add_parser("serve", help="serve a pipeline's champion (or --version) with bentoml serve")
+    serve.add_argument("pipeline")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--version", help="serve this version instead of following the champion")
+    serve.set_defaults(func=_cmd_serve)
+
+    audit = commands.add_parser("audit", help="print the audit trail, one line per prediction")
+    audit.add_argument("pipeline")
+    audit.add_argument("--since", help="ISO date or time (UTC)")
+    audit.add_argument("--limit", type=int, default=None)
+    audit.set_defaults(func=_cmd_audit)
 
     from ml_pipelines import registry_cli
 

@@ -335,6 +335,9 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
                     "gate": md.jsonable(decision.__dict__),
                     "intervals": {k: [v.low, v.high] for k, v in evaluation.intervals.items()},
                     "selection": {"metric": trained_model.metric, "cv_mean": best.mean, "cv_std": best.std},
+                    "serving": spec.serving.model_dump(),
+                    "trusted_roots": list(trusted_roots(spec)),
+                    "description": spec.description,
                 },
             )
             bento = save_bentoml_model(

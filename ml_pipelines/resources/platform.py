@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ml_pipelines.core.layout import LocalLayout
 from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.core.storage import LocalObjectStore, ObjectStore
 
@@ -58,10 +59,10 @@ class PredictionLogResource(dg.ConfigurableResource):
 
 
 def local_resources(root: str | Path) -> dict[str, dg.ConfigurableResource]:
-    root = Path(root)
+    layout = LocalLayout(Path(root))
     return {
-        "registry": LocalRegistryResource(root=str(root / "registry")),
-        "bento_store": BentoStoreResource(home=str(root / "bentoml")),
-        "workdir": WorkdirResource(root=str(root / "work")),
-        "prediction_log": PredictionLogResource(root=str(root / "audit")),
+        "registry": LocalRegistryResource(root=str(layout.registry)),
+        "bento_store": BentoStoreResource(home=str(layout.bentoml)),
+        "workdir": WorkdirResource(root=str(layout.work)),
+        "prediction_log": PredictionLogResource(root=str(layout.audit)),
     }

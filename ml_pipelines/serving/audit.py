@@ -1,0 +1,81 @@
+"""The audit trail: one JSON line per prediction, durable before the response.
+
+Each process appends to its own file per day (<root>/<pipeline>/<day>/<host>-<pid>.jsonl),
+so processes never contend. Within a process a writer thread group-commits: it
+drains every record queued so far, writes them, fsyncs once and then releases
+the waiting requests, so the hot path never waits behind a per-request lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import socket
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+class AuditWriter:
+    def __init__(self, root: Path, pipeline: str):
+        self.root = Path(root)
+        self.pipeline = pipeline
+        self.writer_id = f"{socket.gethostname()}-{os.getpid()}"
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    def _path(self, day: str) -> Path:
+        directory = self.root / self.pipeline / day
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f"{self.writer_id}.jsonl"
+
+    def _run(self) -> None:
+        handles: dict[str, Any] = {}
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            error: BaseException | None = None
+            try:
+                touched = set()
+                for records, _, _ in batch:
+                    for record in records:
+                        day = record["timestamp"][:10]
+                        if day not in handles:
+                            handles[day] = open(self._path(day), "a", encoding="utf-8")  # noqa: SIM115
+                        handles[day].write(json.dumps(record, default=str) + "\n")
+                        touched.add(day)
+                for day in touched:
+                    handles[day].flush()
+                    os.fsync(handles[day].fileno())
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
+                error = exc
+            for _, loop, future in batch:
+                loop.call_soon_threadsafe(_settle, future, error)
+
+    async def write(self, records: list[dict[str, Any]]) -> None:
+        """Returns once the records are on disk (fsynced)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((records, loop, future))
+        await future
+
+
+def _settle(future: asyncio.Future, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def utc_timestamp() -> str:
+    return datetime.now(UTC).isoformat()

@@ -1,0 +1,59 @@
+"""The request schema, generated from the features a model version was trained on."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+PYTHON_TYPES: dict[str, Any] = {"float": float, "int": int, "bool": bool, "category": str, "str": str, "datetime": str}
+
+
+class RequestError(ValueError):
+    """A bad request; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def record_model(features: dict[str, Any]) -> type[BaseModel]:
+    """One record: every model input, strictly typed; nullable inputs may be null but not absent."""
+    fields: dict[str, Any] = {}
+    for column in features["inputs"]:
+        python_type = PYTHON_TYPES[features["types"].get(column, "float")]
+        nullable = features.get("nullable", {}).get(column, True)
+        fields[column] = (Optional[python_type] if nullable else python_type, ...)  # noqa: UP045
+    return create_model("Record", __config__=ConfigDict(extra="forbid", strict=True), **fields)
+
+
+def validate_records(records: Any, model: type[BaseModel], max_records: int) -> list[dict[str, Any]]:
+    """Validated records, or a RequestError naming the record index and the field."""
+    if not isinstance(records, list):
+        raise RequestError("`records` must be a list of objects")
+    if not records:
+        raise RequestError("`records` is empty; send at least one record")
+    if len(records) > max_records:
+        raise RequestError(f"`records` holds {len(records)} records; at most {max_records} per request", 413)
+    validated = []
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise RequestError(f"records[{index}]: must be an object, got {type(record).__name__}")
+        try:
+            validated.append(model.model_validate(record).model_dump())
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                field = ".".join(str(p) for p in error["loc"]) or "<record>"
+                kind = error["type"]
+                if kind == "missing":
+                    message = "field is missing"
+                elif kind == "extra_forbidden":
+                    message = "unknown field"
+                elif error.get("input") is None and kind.endswith("_type"):
+                    message = "null is not allowed"
+                else:
+                    message = f"{error['msg']} (got {error.get('input')!r})"
+                problems.append(f"records[{index}].{field}: {message}")
+            raise RequestError("; ".join(problems)) from None
+    return validated
