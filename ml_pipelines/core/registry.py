@@ -140,8 +140,14 @@ class ModelRegistry:
         self.store.put(f"{prefix}/record.json", record.to_json())
         return record
 
+    @staticmethod
+    def _is_record_key(key: str) -> bool:
+        """`<pipeline>/versions/<version>/record.json`, not an artifact that happens to be named so."""
+        parts = key.split("/")
+        return len(parts) == 4 and parts[1] == "versions" and parts[3] == "record.json"
+
     def list_versions(self, pipeline: str) -> list[VersionRecord]:
-        keys = [k for k in self.store.list(f"{pipeline}/versions/") if k.endswith("/record.json")]
+        keys = [k for k in self.store.list(f"{pipeline}/versions/") if self._is_record_key(k)]
         records = [VersionRecord.from_json(self.store.get(k)) for k in keys]
         return sorted(records, key=lambda r: (r.created_at, r.version))
 
@@ -234,4 +240,5 @@ class ModelRegistry:
 
     def pipelines(self) -> list[str]:
         keys = self.store.list("")
-        return sorted({k.split("/", 1)[0] for k in keys if "/versions/" in k})
+        # only committed versions count: a killed first write must not make a pipeline appear
+        return sorted({k.split("/", 1)[0] for k in keys if self._is_record_key(k)})

@@ -1,0 +1,343 @@
+"""Metrics (core.metrics), holdout evaluation and the promotion gate
+(core.evaluation), and the evaluation plots (core.plots)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from ml_pipelines.core.evaluation import (
+    Champion,
+    Predictions,
+    bootstrap_intervals,
+    decide_gate,
+    evaluate,
+    permutation_importance,
+    slice_metrics,
+)
+from ml_pipelines.core.features import build_feature_set
+from ml_pipelines.core.metrics import MetricError, compute_metric, compute_metrics
+from ml_pipelines.core.models import Candidate, build_model
+from ml_pipelines.core.plots import evaluation_plots
+from ml_pipelines_tests.helpers import make_spec
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MAX_PNG_BYTES = 60_000
+
+
+def signal_frame(rows: int = 1500, seed: int = 0) -> pd.DataFrame:
+    """`signal` decides the label, `noise` is independent of it, `region` is a slice column."""
+    rng = np.random.default_rng(seed)
+    signal, noise = rng.normal(size=rows), rng.normal(size=rows)
+    region = rng.choice(["north", "south", "east"], size=rows, p=[0.45, 0.45, 0.10])
+    label = (signal + 0.5 * rng.normal(size=rows) > 0).astype(np.int64)
+    amount = 10.0 * signal + rng.normal(size=rows)
+    return pd.DataFrame(
+        {"signal": signal, "noise": noise, "region": pd.array(region, dtype="str"), "label": label, "amount": amount}
+    )
+
+
+def _features(task: str = "classification", target: str = "label", frame: pd.DataFrame | None = None):
+    spec = make_spec(
+        name="evaluation_test",
+        task=task,
+        target=target,
+        source={"kind": "synthetic", "generator": "ml_pipelines_tests.core.test_metrics_evaluation:signal_frame"},
+        features={"numeric": ["signal", "noise"], "categorical": ["region"], "split": {"test_size": 0.3, "seed": 1}},
+        models=[{"name": "m", "estimator": "sklearn.dummy.DummyClassifier"}],
+        evaluation={"slices": ["region"]},
+    )
+    return build_feature_set(spec, signal_frame() if frame is None else frame)
+
+
+def _fitted(features, estimator: str, **params):
+    from ml_pipelines.spec import SklearnModel
+
+    candidate = Candidate(SklearnModel(name="m", estimator=estimator, params=params))
+    model = build_model(candidate, features.columns, features.task)
+    return model.fit(*features.xy("train"))
+
+
+# ------------------------------------------------------------------ metrics match sklearn
+
+
+def _probabilities(rng, rows: int, classes: int) -> np.ndarray:
+    raw = rng.random((rows, classes)) + 0.05
+    return raw / raw.sum(axis=1, keepdims=True)
+
+
+def test_binary_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 2, 300)
+    proba = _probabilities(rng, 300, 2)
+    proba[:, 1] = np.clip(proba[:, 1] + 0.3 * (y_true - 0.5), 0.01, 0.99)
+    proba[:, 0] = 1 - proba[:, 1]
+    y_pred = (proba[:, 1] > 0.5).astype(int)
+    got = compute_metrics(["roc_auc", "accuracy", "f1", "f1_macro", "log_loss"], y_true, y_pred, proba, (0, 1))
+    assert got["roc_auc"] == pytest.approx(skm.roc_auc_score(y_true, proba[:, 1]))
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert got["f1"] == pytest.approx(skm.f1_score(y_true, y_pred))
+    assert got["f1_macro"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro"))
+    assert got["log_loss"] == pytest.approx(skm.log_loss(y_true, proba))
+    assert got["roc_auc"] > 0.6  # the probabilities carry signal: not a trivial 0.5
+
+
+def test_binary_string_labels_use_the_second_class_as_positive():
+    rng = np.random.default_rng(1)
+    y_true = rng.choice(["no", "yes"], 200)
+    proba = _probabilities(rng, 200, 2)
+    y_pred = np.where(proba[:, 1] > 0.5, "yes", "no")
+    assert compute_metric("roc_auc", y_true, y_pred, proba, ("no", "yes")) == pytest.approx(
+        skm.roc_auc_score(y_true == "yes", proba[:, 1])
+    )
+    assert compute_metric("f1", y_true, y_pred, proba, ("no", "yes")) == pytest.approx(
+        skm.f1_score(y_true, y_pred, pos_label="yes")
+    )
+
+
+def test_multiclass_metrics_match_sklearn_with_string_labels():
+    rng = np.random.default_rng(2)
+    classes = ("barbera", "barolo", "grignolino")  # as model.classes_ holds them: sorted
+    y_true = rng.choice(classes, 400)
+    proba = _probabilities(rng, 400, 3)
+    for i, c in enumerate(classes):
+        proba[y_true == c, i] += 0.4
+    proba /= proba.sum(axis=1, keepdims=True)
+    y_pred = np.array(classes)[proba.argmax(axis=1)]
+    got = compute_metrics(["roc_auc", "accuracy", "f1", "f1_macro", "log_loss"], y_true, y_pred, proba, classes)
+    assert got["roc_auc"] == pytest.approx(skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=list(classes)))
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert got["f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="weighted"))
+    assert got["f1_macro"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro"))
+    assert got["log_loss"] == pytest.approx(skm.log_loss(y_true, proba, labels=list(classes)))
+    # and the per-class one-vs-rest mean, worked out by hand
+    by_hand = np.mean([skm.roc_auc_score(y_true == c, proba[:, i]) for i, c in enumerate(classes)])
+    assert got["roc_auc"] == pytest.approx(by_hand)
+
+
+def test_regression_metrics_match_sklearn():
+    rng = np.random.default_rng(3)
+    y_true = rng.normal(50, 10, 250)
+    y_pred = y_true + rng.normal(0, 3, 250)
+    got = compute_metrics(["rmse", "mae", "r2"], y_true, y_pred)
+    assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y_true, y_pred)))
+    assert got["mae"] == pytest.approx(skm.mean_absolute_error(y_true, y_pred))
+    assert got["r2"] == pytest.approx(skm.r2_score(y_true, y_pred))
+
+
+def test_metric_errors_name_the_problem():
+    with pytest.raises(MetricError, match="unknown metric 'auc'"):
+        compute_metric("auc", np.array([0, 1]), np.array([0, 1]))
+    with pytest.raises(MetricError, match="roc_auc needs predicted probabilities"):
+        compute_metric("roc_auc", np.array([0, 1]), np.array([0, 1]))
+    with pytest.raises(MetricError, match="only class"):
+        compute_metric("roc_auc", np.array([1, 1]), np.array([1, 1]), np.array([[0.2, 0.8], [0.3, 0.7]]), (0, 1))
+
+
+# ------------------------------------------------------------------ holdout evaluation
+
+
+@pytest.fixture(scope="module")
+def classification():
+    features = _features()
+    model = _fitted(features, "sklearn.linear_model.LogisticRegression")
+    return features, model
+
+
+def test_bootstrap_intervals_contain_the_point_estimate(classification):
+    features, model = classification
+    names = ["roc_auc", "accuracy", "f1", "log_loss"]
+    result = evaluate(model, features, names, slices=[], importance_metric="roc_auc", bootstrap_samples=100)
+    assert set(result.intervals) == set(names)
+    for name in names:
+        interval, point = result.intervals[name], result.metrics[name]
+        assert interval.low < point < interval.high, (name, interval, point)
+        assert interval.high - interval.low < 0.2
+    assert result.test_rows == len(features.test)
+    # no bootstrap asked: no intervals
+    assert bootstrap_intervals(names, result.predictions, samples=0) == {}
+
+
+def test_bootstrap_skips_resamples_that_miss_a_class():
+    y = np.array([0] * 19 + [1])
+    p = Predictions(y, y.copy(), np.column_stack([1 - y * 0.9, y * 0.9]), (0, 1))
+    intervals = bootstrap_intervals(["roc_auc", "accuracy"], p, samples=50)
+    assert intervals["accuracy"].low == intervals["accuracy"].high == 1.0
+    # about a third of the resamples hold no positive row; the others still give an interval
+    assert intervals["roc_auc"].low == pytest.approx(1.0)
+
+
+def test_slice_metrics_match_the_metric_on_each_slice(classification):
+    features, model = classification
+    result = evaluate(model, features, ["accuracy", "roc_auc"], slices=["region"], importance_metric="roc_auc",
+                      bootstrap_samples=0)
+    x_test, y_test = features.xy("test")
+    counts = x_test["region"].value_counts()
+    assert {s.value for s in result.slices} == {"north", "south", "east"}
+    for piece in result.slices:
+        mask = (x_test["region"] == piece.value).to_numpy()
+        assert piece.column == "region"
+        assert piece.rows == counts[piece.value]
+        p = result.predictions
+        assert piece.metrics["accuracy"] == pytest.approx(skm.accuracy_score(p.y_true[mask], p.y_pred[mask]))
+        assert piece.metrics["roc_auc"] == pytest.approx(skm.roc_auc_score(p.y_true[mask], p.proba[mask, 1]))
+
+
+def test_slices_below_min_rows_are_left_out_and_undefined_metrics_are_none():
+    y = np.array([0, 1] * 10 + [1] * 12)
+    p = Predictions(y, y.copy(), np.column_stack([1 - y * 0.8, y * 0.8]), (0, 1))
+    frame = pd.DataFrame({"group": ["mixed"] * 20 + ["ones"] * 10 + ["tiny"] * 2})
+    rows = {s.value: s for s in slice_metrics(["accuracy", "roc_auc"], p, frame, ["group"], min_rows=10)}
+    assert set(rows) == {"mixed", "ones"}
+    assert rows["mixed"].metrics == {"accuracy": 1.0, "roc_auc": 1.0}
+    assert rows["ones"].metrics["roc_auc"] is None
+    assert rows["ones"].metrics["accuracy"] == 1.0
+
+
+def test_permutation_importance_ranks_signal_above_noise(classification):
+    features, model = classification
+    importance = permutation_importance(model, features, "roc_auc")
+    ranked = [name for name, _, _ in importance]
+    assert set(ranked) == {"signal", "noise", "region"}
+    assert ranked[0] == "signal"
+    drops = {name: drop for name, drop, _ in importance}
+    assert drops["signal"] > 0.2
+    assert abs(drops["noise"]) < 0.02
+    assert drops["signal"] > drops["noise"] + 0.2
+
+
+def test_permutation_importance_for_lower_is_better_metrics_is_positive_when_it_hurts():
+    features = _features("regression", "amount")
+    model = _fitted(features, "sklearn.linear_model.Ridge")
+    importance = dict((name, drop) for name, drop, _ in permutation_importance(model, features, "rmse"))
+    assert importance["signal"] > 5.0  # rmse grows by several units when the signal is shuffled
+    assert abs(importance["noise"]) < 0.1
+
+
+def test_evaluation_scores_the_champion_on_the_same_rows(classification):
+    features, model = classification
+    weak = _fitted(features, "sklearn.dummy.DummyClassifier")
+    result = evaluate(model, features, ["roc_auc", "accuracy"], slices=[], importance_metric="roc_auc",
+                      bootstrap_samples=0, champion=Champion("v1", weak, {"roc_auc": 0.99, "accuracy": 0.99}))
+    assert result.champion_version == "v1"
+    assert result.champion_metrics["roc_auc"] == pytest.approx(0.5)
+    assert result.champion_note == f"champion v1 scored on the same {len(features.test)} holdout rows"
+
+
+def test_a_champion_that_cannot_score_these_rows_falls_back_to_its_record(classification):
+    features, model = classification
+    # trained when the data had another column: it cannot read the new rows
+    old_frame = signal_frame().rename(columns={"noise": "old_noise"})
+    old_spec = make_spec(
+        name="evaluation_test", task="classification", target="label",
+        source={"kind": "synthetic", "generator": "ml_pipelines_tests.core.test_metrics_evaluation:signal_frame"},
+        features={"numeric": ["signal", "old_noise"], "categorical": ["region"]},
+        models=[{"name": "m", "estimator": "sklearn.dummy.DummyClassifier"}],
+    )
+    old = _fitted(build_feature_set(old_spec, old_frame), "sklearn.linear_model.LogisticRegression")
+    recorded = {"roc_auc": 0.81, "accuracy": 0.77}
+    result = evaluate(model, features, ["roc_auc", "accuracy"], slices=[], importance_metric="roc_auc",
+                      bootstrap_samples=0, champion=Champion("v0", old, recorded))
+    assert result.champion_metrics == recorded
+    assert "cannot score these rows" in result.champion_note
+    assert "old_noise" in result.champion_note
+
+
+# ------------------------------------------------------------------ the gate
+
+
+def test_gate_without_champion_applies_only_the_floor():
+    passing = decide_gate("roc_auc", 0.75, minimum=0.7, max_regression=0.01)
+    assert passing.passed
+    assert passing.reasons == (
+        "roc_auc 0.7500 meets the floor (at least 0.7000)",
+        "no champion yet: only the floor applies",
+    )
+    failing = decide_gate("roc_auc", 0.65, minimum=0.7, max_regression=0.01)
+    assert not failing.passed
+    assert "roc_auc 0.6500 fails the floor (at least 0.7000)" in failing.explain()
+    # no floor and no champion: nothing to fail
+    assert decide_gate("roc_auc", 0.51, minimum=None, max_regression=0.0).passed
+
+
+def test_gate_blocks_a_regression_larger_than_allowed():
+    decision = decide_gate("roc_auc", 0.78, minimum=0.7, max_regression=0.01, champion_version="v1", champion=0.80)
+    assert not decision.passed
+    assert decision.reasons[0].startswith("roc_auc 0.7800 meets the floor")
+    assert decision.reasons[1] == "roc_auc 0.7800 vs champion v1 0.8000: worse by 0.0200 (allowed regression 0.0100)"
+
+
+def test_gate_allows_a_regression_within_max_regression_and_passes_a_better_one():
+    within = decide_gate("roc_auc", 0.795, minimum=None, max_regression=0.01, champion_version="v1", champion=0.80)
+    assert within.passed
+    exactly = decide_gate("accuracy", 0.79, minimum=None, max_regression=0.01, champion_version="v1", champion=0.80)
+    assert exactly.passed
+    better = decide_gate("roc_auc", 0.83, minimum=0.7, max_regression=0.0, champion_version="v1", champion=0.80)
+    assert better.passed
+    assert "better by 0.0300" in better.explain()
+    equal = decide_gate("roc_auc", 0.80, minimum=None, max_regression=0.0, champion_version="v1", champion=0.80)
+    assert equal.passed and "equal" in equal.explain()
+
+
+def test_gate_beating_the_champion_does_not_excuse_the_floor():
+    decision = decide_gate("roc_auc", 0.65, minimum=0.7, max_regression=0.0, champion_version="v1", champion=0.6)
+    assert not decision.passed
+
+
+def test_gate_handles_lower_is_better_metrics():
+    worse = decide_gate("rmse", 12.0, minimum=15.0, max_regression=0.5, champion_version="v3", champion=10.0)
+    assert not worse.passed
+    assert worse.reasons[0] == "rmse 12.0000 meets the floor (at most 15.0000)"
+    assert "worse by 2.0000" in worse.reasons[1]
+    better = decide_gate("rmse", 9.0, minimum=15.0, max_regression=0.0, champion_version="v3", champion=10.0)
+    assert better.passed and "better by 1.0000" in better.explain()
+    over_floor = decide_gate("rmse", 16.0, minimum=15.0, max_regression=0.0)
+    assert not over_floor.passed
+    assert "rmse 16.0000 fails the floor (at most 15.0000)" in over_floor.explain()
+
+
+# ------------------------------------------------------------------ plots
+
+
+def _assert_small_pngs(plots: dict[str, bytes], expected: set[str]) -> None:
+    assert set(plots) == expected
+    for name, png in plots.items():
+        assert png.startswith(PNG_MAGIC), name
+        assert png.rstrip(b"\x00").endswith(b"IEND\xaeB`\x82"), name
+        assert 1_000 < len(png) < MAX_PNG_BYTES, (name, len(png))
+
+
+def test_binary_classification_plots_are_small_pngs(classification):
+    features, model = classification
+    result = evaluate(model, features, ["roc_auc"], slices=[], importance_metric="roc_auc", bootstrap_samples=0)
+    _assert_small_pngs(
+        evaluation_plots(result, "classification", "roc_auc"),
+        {"feature_importance", "roc_curve", "pr_curve", "confusion_matrix"},
+    )
+
+
+def test_multiclass_plots_are_small_pngs():
+    frame = signal_frame()
+    frame["label"] = pd.array(np.where(frame["signal"] > 0.6, "high", np.where(frame["signal"] < -0.6, "low", "mid")),
+                              dtype="str")
+    features = _features(frame=frame)
+    model = _fitted(features, "sklearn.linear_model.LogisticRegression")
+    result = evaluate(model, features, ["roc_auc", "f1_macro"], slices=[], importance_metric="f1_macro",
+                      bootstrap_samples=0)
+    assert result.metrics["f1_macro"] > 0.8
+    _assert_small_pngs(
+        evaluation_plots(result, "classification", "f1_macro"),
+        {"feature_importance", "roc_curve", "pr_curve", "confusion_matrix"},
+    )
+
+
+def test_regression_plots_are_small_pngs():
+    features = _features("regression", "amount")
+    model = _fitted(features, "sklearn.linear_model.Ridge")
+    result = evaluate(model, features, ["rmse", "r2"], slices=[], importance_metric="rmse", bootstrap_samples=0)
+    assert result.metrics["r2"] > 0.95
+    _assert_small_pngs(
+        evaluation_plots(result, "regression", "rmse"), {"feature_importance", "residuals", "predicted_vs_actual"}
+    )
