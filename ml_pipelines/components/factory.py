@@ -23,6 +23,8 @@ from ml_pipelines.core.models import expand_candidates
 from ml_pipelines.core.monitoring import PROFILE_FILE, reference_profile
 from ml_pipelines.core.packaging import save_bentoml_model
 from ml_pipelines.core.plots import evaluation_plots
+from ml_pipelines.serving.bento import build_bento
+from ml_pipelines.serving.runtime import RECORD_FILE
 from ml_pipelines.core.registry import ModelRegistry, Trigger
 from ml_pipelines.core.selection import SelectionResult, select_model
 from ml_pipelines.core.sources import coerce_declared_types, describe_source, load_source
@@ -340,6 +342,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
                     "description": spec.description,
                 },
             )
+            (artifact_dir / RECORD_FILE).write_bytes(record.to_json())  # lets a bento serve without the registry
             bento = save_bentoml_model(
                 name,
                 version,
@@ -355,13 +358,15 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
                     "run_id": context.run_id,
                 },
             )
+        bento_tag = build_bento(name, version, bentoml_home=bento_store.path)
         move = reg.promote(name, version, actor=f"run {context.run_id}", reason=decision.explain())
         context.log.info(f"{name} {version} is champion (previous: {move.previous})")
         return dg.Output(
-            {"version": version, "bento_tag": bento.tag, "bento_path": bento.path},
+            {"version": version, "bento_tag": bento.tag, "bento_path": bento.path, "bento": bento_tag},
             metadata={
                 "version": version,
                 "bentoml_tag": bento.tag,
+                "bento": bento_tag,
                 "bentoml_path": dg.MetadataValue.path(bento.path),
                 "previous_champion": move.previous or "none",
                 "registry": reg.store.uri(f"{name}/versions/{version}/record.json"),

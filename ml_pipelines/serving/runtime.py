@@ -22,6 +22,7 @@ from ml_pipelines.core.registry import ChecksumError, ModelRegistry, VersionReco
 from ml_pipelines.core.storage import LocalObjectStore
 
 log = logging.getLogger("ml_pipelines.serving")
+RECORD_FILE = "record.json"  # the version record, shipped inside the BentoML model
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class ServingConfig:
     audit: bool = True
     api_keys: dict[str, str] = field(default_factory=dict)  # key id -> sha256 of the key
     watch_seconds: float = 2.0
+    from_bento: bool = False  # inside a built bento: the pinned version's record ships with the model
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ServingConfig:
@@ -46,6 +48,7 @@ class ServingConfig:
             audit=env.get("ML_PIPELINES_AUDIT", "on").lower() not in ("off", "0", "false"),
             api_keys=parse_api_keys(env.get("ML_PIPELINES_API_KEYS", "")),
             watch_seconds=float(env.get("ML_PIPELINES_WATCH_SECONDS", "2")),
+            from_bento=env.get("ML_PIPELINES_SERVE_FROM") == "bento",
         )
 
     @property
@@ -54,6 +57,26 @@ class ServingConfig:
 
     def registry(self) -> ModelRegistry:
         return ModelRegistry(LocalObjectStore(self.layout.registry))
+
+    def model_dir(self, version: str) -> Path:
+        from ml_pipelines.core.packaging import model_store
+
+        if self.from_bento:
+            import bentoml
+
+            return Path(bentoml.models.get(f"{self.pipeline}:{version}").path)
+        return Path(model_store(self.layout.bentoml).get(f"{self.pipeline}:{version}").path)
+
+    def record(self, version: str) -> VersionRecord:
+        if self.from_bento:
+            return VersionRecord.from_json((self.model_dir(version) / RECORD_FILE).read_bytes())
+        return self.registry().get_version(self.pipeline, version)
+
+    def initial_version(self) -> str:
+        version = self.pinned_version or self.registry().get_alias(self.pipeline, "champion")
+        if version is None:
+            raise RuntimeError(f"{self.pipeline} has no champion to serve; materialize the pipeline first")
+        return version
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
@@ -99,19 +122,12 @@ def records_to_frame(rows: list[dict[str, Any]], features: dict[str, Any]) -> pd
 class ModelHolder:
     def __init__(self, config: ServingConfig):
         self.config = config
-        self.registry = config.registry()
-        version = config.pinned_version or self.registry.get_alias(config.pipeline, "champion")
-        if version is None:
-            raise RuntimeError(f"{config.pipeline} has no champion to serve; materialize the pipeline first")
-        self.current = self.load(version)
+        self.current = self.load(config.initial_version())
         self._stop = threading.Event()
 
     def load(self, version: str) -> LoadedModel:
-        from ml_pipelines.core.packaging import model_store
-
-        record = self.registry.get_version(self.config.pipeline, version)
-        stored = model_store(self.config.layout.bentoml).get(f"{self.config.pipeline}:{version}")
-        directory = Path(stored.path)
+        record = self.config.record(version)
+        directory = self.config.model_dir(version)
         for name, expected in record.artifacts.items():
             actual = hashlib.sha256((directory / name).read_bytes()).hexdigest()
             if actual != expected:
@@ -123,7 +139,7 @@ class ModelHolder:
         """Switch to the champion if it moved. The old model answers until the new one is ready."""
         if self.config.pinned_version:
             return False
-        champion = self.registry.get_alias(self.config.pipeline, "champion")
+        champion = self.config.registry().get_alias(self.config.pipeline, "champion")
         if champion is None or champion == self.current.version:
             return False
         self.current = self.load(champion)  # one reference swap: atomic for readers

@@ -28,11 +28,8 @@ from ml_pipelines.serving.runtime import ModelHolder, ServingConfig, hash_key  #
 from ml_pipelines.serving.schema import RequestError, record_model, validate_records  # noqa: E402
 
 CONFIG = ServingConfig.from_env()
-_REGISTRY = CONFIG.registry()
-_VERSION = CONFIG.pinned_version or _REGISTRY.get_alias(CONFIG.pipeline, "champion")
-if _VERSION is None:
-    raise RuntimeError(f"{CONFIG.pipeline} has no champion to serve; materialize the pipeline first")
-_RECORD = _REGISTRY.get_version(CONFIG.pipeline, _VERSION)
+_VERSION = CONFIG.initial_version()
+_RECORD = CONFIG.record(_VERSION)
 SERVING = {"batchable": True, "max_batch_size": 64, "max_latency_ms": 20, "max_records": 1000,
            **_RECORD.extra.get("serving", {})}
 
@@ -51,6 +48,9 @@ class HTTPError(BentoMLException):
 
 @bentoml.service(name=f"{CONFIG.pipeline}_predictor", workers=1, traffic={"timeout": 30})
 class Predictor:
+    # declared so a built bento carries the model it starts with
+    bento_model = bentoml.models.BentoModel(f"{CONFIG.pipeline}:{_VERSION}") if CONFIG.from_bento else None
+
     def __init__(self) -> None:
         self.holder = ModelHolder(CONFIG)
         self.holder.watch()
