@@ -90,6 +90,16 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return print_audit(args.pipeline, since=args.since, limit=args.limit)
 
 
+def _cmd_trace(args: argparse.Namespace) -> int:
+    import os
+
+    from ml_pipelines.defs.resources import local_home, platform_resources
+    from ml_pipelines.trace import print_trace
+
+    home = Path(os.environ.get("ML_PIPELINES_HOME", str(local_home())))
+    return print_trace(args.request_id, home, platform_resources()["registry"].registry())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ml-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--since", help="ISO date or time (UTC)")
     audit.add_argument("--limit", type=int, default=None)
     audit.set_defaults(func=_cmd_audit)
+
+    trace = commands.add_parser("trace", help="trace a prediction back to its model, run, data and gate")
+    trace.add_argument("request_id")
+    trace.set_defaults(func=_cmd_trace)
 
     from ml_pipelines import registry_cli
 

@@ -61,9 +61,10 @@ def cmd_show(registry: ModelRegistry, args: argparse.Namespace) -> int:
         "artifacts:",
         *(f"  {name}  sha256:{digest}" for name, digest in sorted(record.artifacts.items())),
     ]
-    card = record.extra.get("model_card")
-    if card:
-        lines.append(f"model card:    {card}")
+    for suffix in ("html", "md"):
+        key = registry.card_key(record.pipeline, record.version, suffix)
+        if registry.store.exists(key):
+            lines.append(f"model card:    {registry.store.uri(key)}")
     print("\n".join(lines))
     return 0
 

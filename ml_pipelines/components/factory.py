@@ -18,6 +18,7 @@ from ml_pipelines.components.monitoring import build_monitoring_defs
 from ml_pipelines.core.evaluation import Champion, Evaluation, decide_gate, evaluate
 from ml_pipelines.core.features import FeatureSet, build_feature_set, check_required_columns
 from ml_pipelines.core.hashing import frame_hash
+from ml_pipelines.core.model_card import publish_card
 from ml_pipelines.core.model_io import save_model
 from ml_pipelines.core.models import expand_candidates
 from ml_pipelines.core.monitoring import PROFILE_FILE, reference_profile
@@ -340,6 +341,8 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
                     "serving": spec.serving.model_dump(),
                     "trusted_roots": list(trusted_roots(spec)),
                     "description": spec.description,
+                    "source": source_text,
+                    "slices": [md.jsonable(s.__dict__) for s in evaluation.slices],
                 },
             )
             (artifact_dir / RECORD_FILE).write_bytes(record.to_json())  # lets a bento serve without the registry
@@ -361,6 +364,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         bento_tag = build_bento(name, version, bentoml_home=bento_store.path)
         move = reg.promote(name, version, actor=f"run {context.run_id}", reason=decision.explain())
         context.log.info(f"{name} {version} is champion (previous: {move.previous})")
+        card = publish_card(reg, name, version)
         return dg.Output(
             {"version": version, "bento_tag": bento.tag, "bento_path": bento.path, "bento": bento_tag},
             metadata={
@@ -369,6 +373,8 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
                 "bento": bento_tag,
                 "bentoml_path": dg.MetadataValue.path(bento.path),
                 "previous_champion": move.previous or "none",
+                "model_card": md.uri_value(card["html"]),
+                "model_card_markdown": md.uri_value(card["md"]),
                 "registry": reg.store.uri(f"{name}/versions/{version}/record.json"),
                 **{f"metric/{k}": v for k, v in evaluation.metrics.items()},
             },

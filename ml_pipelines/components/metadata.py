@@ -43,6 +43,11 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value).replace("|", "\\|")
 
 
+def uri_value(uri: str) -> dg.MetadataValue:
+    """A link the UI can open: URLs as URLs, local files as paths."""
+    return dg.MetadataValue.url(uri) if "://" in uri else dg.MetadataValue.path(uri)
+
+
 def png_markdown(title: str, png: bytes) -> dg.MetadataValue:
     """An inline PNG the UI renders as an image."""
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")

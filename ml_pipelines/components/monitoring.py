@@ -14,6 +14,7 @@ import pandas as pd
 
 from ml_pipelines.components import metadata as md
 from ml_pipelines.core.drift import DriftReport, ReferenceProfile
+from ml_pipelines.core.model_card import publish_card
 from ml_pipelines.core.monitoring import PROFILE_FILE, drift_against
 from ml_pipelines.core.plots import drift_png
 from ml_pipelines.core.prediction_log import read_prediction_log
@@ -147,6 +148,12 @@ def build_monitoring_defs(
         if report.prediction is not None:
             metadata["prediction_drift"] = report.prediction.drifted
             metadata["prediction_drift_value"] = report.prediction.value
+        reg.record_drift(name, version, {
+            "time": datetime.now(UTC).isoformat(), "partition": context.partition_key, "run_id": context.run_id,
+            "share_drifted": report.share_drifted, "dataset_drifted": report.dataset_drifted,
+            "drifted_columns": report.drifted_columns(),
+        })
+        metadata["model_card"] = md.uri_value(publish_card(reg, name, version)["html"])
         for column, png in _drift_plots(report, profile, production_data).items():
             metadata[f"plot/{column}"] = md.png_markdown(column, png)
         yield dg.Output(report, metadata=metadata)

@@ -238,6 +238,29 @@ class ModelRegistry:
             raise RegistryError(f"{pipeline}: champion {current} has no earlier champion to roll back to")
         return self.set_alias(pipeline, "champion", previous, actor=actor, reason=f"rollback from {current}")
 
+    # ------------------------------------------------------------ monitoring and cards (mutable, per version)
+
+    def record_drift(self, pipeline: str, version: str, entry: dict[str, Any]) -> None:
+        stamp = f"{utcnow():%Y%m%dT%H%M%S%f}-{secrets.token_hex(2)}"
+        self.store.put(f"{pipeline}/drift_history/{version}/{stamp}.json", json.dumps(entry, default=str).encode())
+
+    def drift_history(self, pipeline: str, version: str) -> list[dict[str, Any]]:
+        return [json.loads(self.store.get(k)) for k in self.store.list(f"{pipeline}/drift_history/{version}/")]
+
+    def artifact_bytes(self, pipeline: str, version: str, name: str) -> bytes:
+        """One artifact, checksum verified."""
+        expected = self.get_version(pipeline, version).artifacts.get(name)
+        key = f"{pipeline}/versions/{version}/artifacts/{name}"
+        if expected is None:
+            raise RegistryError(f"{pipeline} {version} has no artifact {name!r}")
+        data = self.store.get(key)
+        if sha256_bytes(data) != expected:
+            raise ChecksumError(f"{self.store.uri(key)}: checksum mismatch; refusing to load")
+        return data
+
+    def card_key(self, pipeline: str, version: str, suffix: str) -> str:
+        return f"{pipeline}/cards/{version}.{suffix}"
+
     def pipelines(self) -> list[str]:
         keys = self.store.list("")
         # only committed versions count: a killed first write must not make a pipeline appear

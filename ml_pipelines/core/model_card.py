@@ -1,0 +1,139 @@
+"""Model cards, rendered from a version record and its drift history: markdown,
+and self-contained HTML (plots inlined) for people without the Dagster UI."""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any
+
+from ml_pipelines.core.registry import VersionRecord
+
+SECTIONS = (
+    "Description and intended use",
+    "Training data",
+    "Features",
+    "Metrics",
+    "Slices",
+    "Promotion gate",
+    "Drift since deployment",
+    "Lineage",
+)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "-" if value is None else str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    if not rows:
+        return "_none_"
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(record: VersionRecord, drift_history: list[dict[str, Any]], aliases: list[str]) -> str:
+    extra = record.extra
+    features = record.features
+    gate = extra.get("gate") or {}
+    intervals = extra.get("intervals", {})
+    parts = [f"# Model card: {record.pipeline} {record.version}", ""]
+    if aliases:
+        parts.append(f"Aliases: **{', '.join(aliases)}**\n")
+
+    parts += [f"## {SECTIONS[0]}", "", extra.get("description") or "_no description in the spec_", "",
+              f"Task: {record.task} of `{record.target}`"
+              + (f" (classes: {', '.join(map(str, record.classes))})" if record.classes else "")
+              + f". Model: {record.model_name} ({record.framework}), params `{record.params}`.", ""]
+
+    parts += [f"## {SECTIONS[1]}", "", _table(
+        ["source", "partitions", "train rows", "test rows", "data hash"],
+        [[extra.get("source", "-"), ", ".join(record.partitions) or "all",
+          features.get("train_rows"), features.get("test_rows"), record.data_version]],
+    ), ""]
+
+    lineage = features.get("lineage", {})
+    parts += [f"## {SECTIONS[2]}", "", _table(
+        ["feature", "kind", "computed from"],
+        [[name, "numeric" if name in features.get("numeric", []) else "categorical", ", ".join(lineage.get(name, []))]
+         for name in [*features.get("numeric", []), *features.get("categorical", [])]],
+    ), ""]
+
+    parts += [f"## {SECTIONS[3]}", "", "Holdout metrics with bootstrap 95% confidence intervals.", "", _table(
+        ["metric", "value", "95% low", "95% high"],
+        [[name, value, *(intervals.get(name) or [None, None])] for name, value in sorted(record.metrics.items())],
+    ), ""]
+
+    slices = extra.get("slices", [])
+    metric_names = sorted(record.metrics)
+    parts += [f"## {SECTIONS[4]}", "", _table(
+        ["column", "value", "rows", *metric_names],
+        [[s["column"], s["value"], s["rows"], *(s["metrics"].get(m) for m in metric_names)] for s in slices],
+    ), ""]
+
+    reasons = "\n".join(f"- {r}" for r in gate.get("reasons", [])) or "_no gate record_"
+    parts += [f"## {SECTIONS[5]}", "",
+              f"Decision: **{'passed' if gate.get('passed') else 'not passed'}** on `{gate.get('metric')}`: "
+              f"candidate {_fmt(gate.get('candidate'))}, floor {_fmt(gate.get('minimum'))}, "
+              f"champion {gate.get('champion_version') or '-'} {_fmt(gate.get('champion'))}, "
+              f"allowed regression {_fmt(gate.get('max_regression'))}.", "", reasons, ""]
+
+    parts += [f"## {SECTIONS[6]}", "", _table(
+        ["time", "batch", "drifted share", "dataset drifted", "drifted columns"],
+        [[d.get("time"), d.get("partition"), d.get("share_drifted"), d.get("dataset_drifted"),
+          ", ".join(d.get("drifted_columns", []))] for d in drift_history],
+    ), ""]
+
+    trigger = record.trigger
+    parts += [f"## {SECTIONS[7]}", "", _table(
+        ["run id", "trigger", "spec hash", "code version", "created"],
+        [[trigger.run_id, f"{trigger.kind} {trigger.name or ''}".strip(), record.spec_hash, record.code_version,
+          record.created_at]],
+    ), "", "Libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(record.libraries.items())), "",
+        "Artifacts (sha256):", "", *(f"- `{name}` {digest}" for name, digest in sorted(record.artifacts.items())), ""]
+    return "\n".join(parts)
+
+
+def render_html(markdown_text: str, title: str, plots: dict[str, bytes]) -> str:
+    """One HTML file with no external references: styles and plots inline."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+    images = "".join(
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+        for name, png in sorted(plots.items())
+    )
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}"
+        "th{background:#f3f3f3}figure{display:inline-block;margin:.5em}code{background:#f5f5f5}"
+    )
+    plots_section = f"<h2>Plots</h2>{images}" if images else ""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{body}{plots_section}</body></html>"
+    )
+
+
+def publish_card(registry, pipeline: str, version: str) -> dict[str, str]:
+    """Render the card from the registry (record, drift history, plots) and store it
+    beside the version; returns the URIs of the markdown and HTML files."""
+    record = registry.get_version(pipeline, version)
+    aliases = [alias for alias, v in registry.aliases(pipeline).items() if v == version]
+    text = render_markdown(record, registry.drift_history(pipeline, version), aliases)
+    plots = {
+        name.removeprefix("plots/").removesuffix(".png"): registry.artifact_bytes(pipeline, version, name)
+        for name in record.artifacts
+        if name.startswith("plots/")
+    }
+    page = render_html(text, f"{pipeline} {version}", plots)
+    uris = {}
+    for suffix, content in (("md", text), ("html", page)):
+        key = registry.card_key(pipeline, version, suffix)
+        registry.store.put(key, content.encode())
+        uris[suffix] = registry.store.uri(key)
+    return uris

@@ -1,0 +1,59 @@
+"""`ml-pipelines trace <request_id>`: from one prediction back to the data that trained its model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ml_pipelines.core.layout import LocalLayout
+from ml_pipelines.core.prediction_log import read_records
+from ml_pipelines.core.registry import ModelRegistry
+
+
+def find_prediction(audit_root: Path, request_id: str) -> list[dict]:
+    """Every audit record of the request (one per record it carried), newest day first."""
+    if not audit_root.is_dir():
+        return []
+    for pipeline_dir in sorted(p for p in audit_root.iterdir() if p.is_dir()):
+        for day_dir in sorted((d for d in pipeline_dir.iterdir() if d.is_dir()), reverse=True):
+            found = [r for r in read_records(audit_root, pipeline_dir.name, day_dir.name)
+                     if r.get("request_id") == request_id]
+            if found:
+                return [{**r, "pipeline": pipeline_dir.name} for r in found]
+    return []
+
+
+def trace_lines(request_id: str, audit_root: Path, registry: ModelRegistry) -> list[str]:
+    records = find_prediction(audit_root, request_id)
+    if not records:
+        raise LookupError(f"no prediction with request id {request_id} in {audit_root}")
+    first = records[0]
+    pipeline, version = first["pipeline"], first["model_version"]
+    record = registry.get_version(pipeline, version)
+    gate = record.extra.get("gate") or {}
+    lines = [f"prediction   {request_id} ({len(records)} record(s)) at {first['timestamp']}, caller {first.get('caller') or '-'}"]
+    for r in records:
+        lines.append(f"  input  {json.dumps(r['input'], sort_keys=True)}")
+        lines.append(f"  output {json.dumps(r['output'], sort_keys=True)}")
+    lines += [
+        f"model        {pipeline} version {version}: {record.model_name} ({record.framework}) params={json.dumps(record.params)}",
+        f"training run {record.trigger.run_id} (trigger: {record.trigger.kind}{' ' + record.trigger.name if record.trigger.name else ''})"
+        f" at {record.created_at}",
+        f"data         partitions {', '.join(record.partitions) or 'all'}; data hash {record.data_version};"
+        f" source {record.extra.get('source', '-')}",
+        f"code         spec hash {record.spec_hash}; code version {record.code_version}",
+        f"gate         {'passed' if gate.get('passed') else 'not passed'}: " + "; ".join(gate.get("reasons", [])),
+    ]
+    card = registry.card_key(pipeline, version, "html")
+    if registry.store.exists(card):
+        lines.append(f"model card   {registry.store.uri(card)}")
+    return lines
+
+
+def print_trace(request_id: str, home: Path, registry: ModelRegistry) -> int:
+    try:
+        print("\n".join(trace_lines(request_id, LocalLayout(home).audit, registry)))
+    except LookupError as exc:
+        print(f"error: {exc}")
+        return 2
+    return 0
