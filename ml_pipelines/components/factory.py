@@ -14,6 +14,7 @@ import pandas as pd
 
 from ml_pipelines import __version__
 from ml_pipelines.components import metadata as md
+from ml_pipelines.components.execution import RETRY_POLICY, fail_fast_on_bad_input, stage_op_tags, stage_pool
 from ml_pipelines.components.monitoring import build_monitoring_defs
 from ml_pipelines.core.evaluation import Champion, Evaluation, decide_gate, evaluate
 from ml_pipelines.core.features import FeatureSet, build_feature_set, check_required_columns
@@ -96,8 +97,11 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         kinds={"pandas"},
         tags=tags("ingestion"),
         partitions_def=partitions_def,
+        op_tags=stage_op_tags(spec, "raw_data"),
+        pool=stage_pool(spec, "raw_data"),
         **common,
     )
+    @fail_fast_on_bad_input
     def raw_data(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
         partition = context.partition_key if partitions_def else None
         loaded = load_source(spec.source, base_dir=base_dir, env=os.environ, partition_key=partition)
@@ -148,8 +152,11 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         kinds={"pandas", "great_expectations"},
         tags=tags("validation"),
         partitions_def=partitions_def,
+        op_tags=stage_op_tags(spec, "validated_data"),
+        pool=stage_pool(spec, "validated_data"),
         **common,
     )
+    @fail_fast_on_bad_input
     def validated_data(
         context: dg.AssetExecutionContext, raw_data: pd.DataFrame, registry: RegistryResource
     ) -> dg.Output[ValidatedData]:
@@ -157,8 +164,9 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         bad, counts = row_failures(raw_data, schema)
         if spec.data_schema.on_failure == "block" and bad.any():
             raise dg.Failure(
-                f"{name}: {int(bad.sum())} rows break the schema and on_failure is block: "
-                + ", ".join(f"{rule} on {column}: {n}" for (rule, column), n in counts.items())
+                allow_retries=False,
+                description=f"{name}: {int(bad.sum())} rows break the schema and on_failure is block: "
+                + ", ".join(f"{rule} on {column}: {n}" for (rule, column), n in counts.items()),
             )
         frame = raw_data.loc[~bad].reset_index(drop=True)
         partition = context.partition_key if partitions_def else None
@@ -190,8 +198,11 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         "are fitted inside the model so serving applies the same transform.",
         kinds={"pandas", "sklearn"},
         tags=tags("features"),
+        op_tags=stage_op_tags(spec, "features"),
+        pool=stage_pool(spec, "features"),
         **common,
     )
+    @fail_fast_on_bad_input
     def features(context: dg.AssetExecutionContext, validated_data) -> dg.Output[FeatureSet]:
         validated = ValidatedData.combine(validated_data)
         feature_set = build_feature_set(spec, validated.frame)
@@ -213,8 +224,11 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         f"cross-validated {spec.selection_metric}, refit on the whole training split.",
         kinds={"sklearn", *(["pytorch"] if "torch" in frameworks else [])},
         tags=tags("training"),
+        op_tags=stage_op_tags(spec, "trained_model"),
+        pool=stage_pool(spec, "trained_model"),
         **common,
     )
+    @fail_fast_on_bad_input
     def trained_model(context: dg.AssetExecutionContext, features: FeatureSet) -> dg.Output[SelectionResult]:
         result = select_model(
             features,
@@ -237,8 +251,11 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         "importance, and the same metrics for the current champion on the same rows.",
         kinds={"sklearn"},
         tags=tags("evaluation"),
+        op_tags=stage_op_tags(spec, "evaluation"),
+        pool=stage_pool(spec, "evaluation"),
         **common,
     )
+    @fail_fast_on_bad_input
     def evaluation(
         context: dg.AssetExecutionContext,
         trained_model: SelectionResult,
@@ -291,8 +308,11 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         "promoted to champion when the gate passes.",
         kinds={"bentoml"},
         tags=tags("packaging"),
+        op_tags=stage_op_tags(spec, "model_package"),
+        pool=stage_pool(spec, "model_package"),
         **common,
     )
+    @fail_fast_on_bad_input
     def model_package(
         context: dg.AssetExecutionContext,
         trained_model: SelectionResult,
@@ -304,7 +324,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         decision = _gate(spec, evaluation)
         if not decision.passed:
             # the blocking check normally stops the run first; this covers a package-only run
-            raise dg.Failure(f"{name}: the promotion gate did not pass: {decision.explain()}")
+            raise dg.Failure(f"{name}: the promotion gate did not pass: {decision.explain()}", allow_retries=False)
         reg = registry.registry()
         best = trained_model.best
         with tempfile.TemporaryDirectory(prefix=f"{name}-package-") as tmp:
@@ -391,6 +411,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
             description=f"Re-materialize {name} from {'features' if partitions_def else 'raw_data'} to model_package; "
             "the promotion gate decides whether the new version becomes champion.",
             tags={"pipeline": name},
+            op_retry_policy=RETRY_POLICY,
         )
     ]
     if partitions_def is not None:
@@ -400,6 +421,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
                 selection=dg.AssetSelection.assets(key["raw_data"], key["validated_data"]),
                 partitions_def=partitions_def,
                 tags={"pipeline": name},
+                op_retry_policy=RETRY_POLICY,
             )
         )
     definitions = dg.Definitions(

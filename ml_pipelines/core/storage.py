@@ -81,3 +81,50 @@ class LocalObjectStore(ObjectStore):
 
     def uri(self, key: str) -> str:
         return str(self._path(key))
+
+
+class S3ObjectStore(ObjectStore):
+    """Objects in an S3 bucket under a prefix. A PUT is atomic in S3, so a reader
+    sees a whole object or none. The endpoint follows boto3's own configuration
+    (AWS_ENDPOINT_URL), so MinIO and other S3-compatible stores work."""
+
+    def __init__(self, bucket: str, prefix: str = "", client=None):
+        import boto3
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client or boto3.client("s3")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey as exc:
+            raise ObjectNotFound(key) from exc
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def list(self, prefix: str) -> list[str]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            keys += [item["Key"][strip:] for item in page.get("Contents", [])]
+        return sorted(keys)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"

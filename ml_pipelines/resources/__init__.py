@@ -6,6 +6,7 @@ from ml_pipelines.resources.platform import (
     LocalRegistryResource,
     PredictionLogResource,
     RegistryResource,
+    S3RegistryResource,
     WorkdirResource,
     local_resources,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "LocalRegistryResource",
     "PredictionLogResource",
     "RegistryResource",
+    "S3RegistryResource",
     "WorkdirResource",
     "local_resources",
 ]

@@ -7,7 +7,7 @@ import dagster as dg
 
 from ml_pipelines.core.layout import LocalLayout
 from ml_pipelines.core.registry import ModelRegistry
-from ml_pipelines.core.storage import LocalObjectStore, ObjectStore
+from ml_pipelines.core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 
 
 class RegistryResource(dg.ConfigurableResource):
@@ -27,10 +27,28 @@ class LocalRegistryResource(RegistryResource):
         return LocalObjectStore(self.root)
 
 
+class S3RegistryResource(RegistryResource):
+    """Registry in S3: bucket and prefix; credentials and endpoint from the standard AWS chain."""
+
+    bucket: str
+    prefix: str = "ml_pipelines"
+
+    def object_store(self) -> ObjectStore:
+        return S3ObjectStore(self.bucket, f"{self.prefix.strip('/')}/registry")
+
+
 class BentoStoreResource(dg.ConfigurableResource):
-    """The BentoML home whose model store receives packaged versions."""
+    """The BentoML home whose model store receives packaged versions; with
+    `export_bucket`, every built bento is also exported to S3."""
 
     home: str
+    export_bucket: str | None = None
+    export_prefix: str = "ml_pipelines"
+
+    def export_store(self) -> ObjectStore | None:
+        if not self.export_bucket:
+            return None
+        return S3ObjectStore(self.export_bucket, f"{self.export_prefix.strip('/')}/bentos")
 
     @property
     def path(self) -> Path:

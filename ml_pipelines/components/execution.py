@@ -1,0 +1,80 @@
+"""Per-stage execution settings: Kubernetes step-pod resources (dagster-k8s op
+tags), the GPU concurrency pool, and the retry policy for transient failures."""
+
+import functools
+from typing import Any
+
+import dagster as dg
+
+from ml_pipelines.spec import PipelineSpec, StageResources
+
+# spec stage name -> asset
+STAGE_OF_ASSET = {
+    "raw_data": "ingest",
+    "validated_data": "validate",
+    "features": "features",
+    "trained_model": "train",
+    "evaluation": "evaluate",
+    "model_package": "package",
+}
+DEFAULT_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
+GPU_POOL = "gpu"
+# transient failures (an S3 blip, a preempted pod) are retried with backoff;
+# deterministic ones (bad data, a failed gate) raise dg.Failure(allow_retries=False)
+RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def k8s_config(resources: StageResources | None) -> dict[str, Any]:
+    """The `dagster-k8s/config` tag for one stage. A tag's `resources` replaces the
+    executor's default rather than merging, so requests and limits are always both set."""
+    requests = dict(DEFAULT_REQUESTS)
+    if resources is not None:
+        if resources.cpu:
+            requests["cpu"] = resources.cpu
+        if resources.memory:
+            requests["memory"] = resources.memory
+    limits = dict(requests)
+    config: dict[str, Any] = {"container_config": {"resources": {"requests": requests, "limits": limits}}}
+    if resources is not None and resources.gpu:
+        limits["nvidia.com/gpu"] = str(resources.gpu)
+        requests["nvidia.com/gpu"] = str(resources.gpu)
+        config["pod_spec_config"] = {
+            "node_selector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        }
+    return config
+
+
+def stage_op_tags(spec: PipelineSpec, asset: str) -> dict[str, Any]:
+    return {"dagster-k8s/config": k8s_config(spec.resources.get(STAGE_OF_ASSET[asset]))}
+
+
+def stage_pool(spec: PipelineSpec, asset: str) -> str | None:
+    resources = spec.resources.get(STAGE_OF_ASSET[asset])
+    return GPU_POOL if resources is not None and resources.gpu else None
+
+
+def _deterministic_errors() -> tuple[type[Exception], ...]:
+    from ml_pipelines.core.features import FeatureError
+    from ml_pipelines.core.metrics import MetricError
+    from ml_pipelines.core.model_io import UntrustedArtifactError
+    from ml_pipelines.core.models import ModelError
+    from ml_pipelines.core.registry import RegistryError
+    from ml_pipelines.core.selection import SelectionError
+    from ml_pipelines.core.sources import SourceError
+
+    return (SourceError, FeatureError, ModelError, SelectionError, MetricError, RegistryError, UntrustedArtifactError)
+
+
+def fail_fast_on_bad_input(fn):
+    """Errors that a retry cannot fix (bad data, a bad spec, a checksum mismatch)
+    fail the step at once, with the original message, instead of being retried."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _deterministic_errors() as exc:
+            raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
+
+    return wrapper
