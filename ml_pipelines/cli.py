@@ -93,11 +93,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _cmd_trace(args: argparse.Namespace) -> int:
     import os
 
-    from ml_pipelines.defs.resources import local_home, platform_resources
+    from ml_pipelines.defs.resources import local_home, registry_from_env
     from ml_pipelines.trace import print_trace
 
     home = Path(os.environ.get("ML_PIPELINES_HOME", str(local_home())))
-    return print_trace(args.request_id, home, platform_resources()["registry"].registry())
+    return print_trace(args.request_id, home, registry_from_env())
 
 
 def build_parser() -> argparse.ArgumentParser:

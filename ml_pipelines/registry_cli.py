@@ -10,9 +10,9 @@ from ml_pipelines.core.registry import ModelRegistry, RegistryError
 
 
 def _registry() -> ModelRegistry:
-    from ml_pipelines.defs.resources import platform_resources
+    from ml_pipelines.defs.resources import registry_from_env
 
-    return platform_resources()["registry"].registry()
+    return registry_from_env()
 
 
 def _aliases_by_version(registry: ModelRegistry, pipeline: str) -> dict[str, list[str]]:

@@ -25,7 +25,7 @@ from ml_pipelines.core.models import expand_candidates
 from ml_pipelines.core.monitoring import PROFILE_FILE, reference_profile
 from ml_pipelines.core.packaging import save_bentoml_model
 from ml_pipelines.core.plots import evaluation_plots
-from ml_pipelines.serving.bento import build_bento
+from ml_pipelines.serving.bento import build_bento, export_bento
 from ml_pipelines.serving.runtime import RECORD_FILE
 from ml_pipelines.core.registry import ModelRegistry, Trigger
 from ml_pipelines.core.selection import SelectionResult, select_model
@@ -382,6 +382,9 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
                 },
             )
         bento_tag = build_bento(name, version, bentoml_home=bento_store.path)
+        export_store = bento_store.export_store()
+        if export_store is not None:
+            export_store.put(f"{name}/{version}.bento", export_bento(bento_tag, bentoml_home=bento_store.path))
         move = reg.promote(name, version, actor=f"run {context.run_id}", reason=decision.explain())
         context.log.info(f"{name} {version} is champion (previous: {move.previous})")
         card = publish_card(reg, name, version)

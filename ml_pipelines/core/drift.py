@@ -288,6 +288,10 @@ def numeric_drift(
         result.note = "all values are null"
         result.drifted = profile.rows > 0
         return result
+    if profile.rows == 0:
+        result.note = "all values were null in the reference"
+        result.drifted = True
+        return result
     s = result.statistics
     if "ks" in wanted:
         s["ks"] = ks_statistic(profile.quantiles, current)
@@ -323,6 +327,10 @@ def categorical_drift(
     if cur.sum() == 0:
         result.note = "all values are null"
         result.drifted = profile.rows > 0
+        return result
+    if ref.sum() == 0:
+        result.note = "all values were null in the reference"
+        result.drifted = True
         return result
     s = result.statistics
     s["psi"] = psi(ref, cur)

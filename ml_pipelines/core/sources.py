@@ -150,8 +150,10 @@ def _load_sql(source: SqlSource, env: Mapping[str, str]) -> LoadedSource:
     try:
         with engine.connect() as connection:
             frame = pd.read_sql_query(sqlalchemy.text(source.query), connection)
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise SourceError(f"{where}: query failed: {exc.__class__.__name__}: {exc.orig or exc}") from exc
+    except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        # pandas wraps a failed query's SQLAlchemyError in its own DatabaseError
+        error = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
+        raise SourceError(f"{where}: query failed: {error.__class__.__name__}: {getattr(error, 'orig', None) or error}") from exc
     finally:
         engine.dispose()
     if frame.empty:

@@ -36,6 +36,22 @@ def build_bento(pipeline: str, version: str, *, bentoml_home: Path, timeout: flo
     return result.stdout.strip().splitlines()[-1]
 
 
+def export_bento(tag: str, *, bentoml_home: Path, timeout: float = 600) -> bytes:
+    """The bento as one archive (what `bentoml import` reads back)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bento-export-") as tmp:
+        target = Path(tmp) / "bento.bento"
+        env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "True"}
+        result = subprocess.run(
+            [sys.executable, "-m", "bentoml", "export", tag, str(target)],
+            env=env, capture_output=True, text=True, timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"bentoml export {tag} failed:\n{result.stderr[-3000:]}")
+        return target.read_bytes()
+
+
 def _build(pipeline: str, version: str) -> str:
     import bentoml
     from bentoml._internal.bento.build_config import BentoEnvSchema

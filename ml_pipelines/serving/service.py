@@ -13,6 +13,7 @@ configuration (environment and the champion's registry record) on import.
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import uuid
 from http import HTTPStatus
@@ -31,7 +32,9 @@ CONFIG = ServingConfig.from_env()
 _VERSION = CONFIG.initial_version()
 _RECORD = CONFIG.record(_VERSION)
 SERVING = {"batchable": True, "max_batch_size": 64, "max_latency_ms": 20, "max_records": 1000,
-           **_RECORD.extra.get("serving", {})}
+           **_RECORD.extra.get("serving", {}),
+           # operators (and the benchmark) may override the packaged settings, e.g. {"batchable": false}
+           **json.loads(os.environ.get("ML_PIPELINES_SERVING") or "{}")}
 
 UNSEEN = bentoml.metrics.Counter(
     name="ml_pipelines_unseen_categories",
