@@ -1,0 +1,239 @@
+"""End to end: `dagster dev -w workspace.yaml` as a real process on loopback, read
+through its GraphQL API the way the UI reads it."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dagster
+import httpx
+import pytest
+import yaml
+
+from ml_pipelines_tests.servers import (
+    REPO_ROOT,
+    ServerError,
+    ServerProcess,
+    assert_all_gone,
+    free_port,
+    start_server,
+    stop_server,
+    venv_executable,
+    wait_for_url,
+)
+
+pytestmark = pytest.mark.timeout(420)
+
+READY_TIMEOUT_S = 120
+DEMO_PIPELINES = ("credit_default", "diabetes_progression")
+DEFAULT_OWNERS = ["team:ml-platform"]  # what definitions.py gives an asset whose spec names no owner
+# DESIGN section 4: each stage and the stages it reads
+UPSTREAM = {
+    "raw_data": set(),
+    "validated_data": {"raw_data"},
+    "features": {"validated_data"},
+    "trained_model": {"features"},
+    "evaluation": {"trained_model", "features"},
+    "model_package": {"trained_model", "evaluation", "features"},
+}
+MONITORING_UPSTREAM = {"production_data": set(), "drift_report": {"production_data"}}
+# asset -> {check: blocking}
+CHECKS = {
+    "raw_data": {"matches_expectation_suite": True},
+    "evaluation": {"beats_champion": True},
+    "drift_report": {"no_drift": False},
+}
+
+
+def _specs() -> dict[str, dict[str, Any]]:
+    """The `attributes` of every defs.yaml under ml_pipelines/defs/pipelines, by pipeline name."""
+    specs = {}
+    for path in sorted((REPO_ROOT / "ml_pipelines" / "defs" / "pipelines").glob("*/defs.yaml")):
+        attributes = yaml.safe_load(path.read_text())["attributes"]
+        specs[attributes["name"]] = attributes
+    return specs
+
+
+SPECS = _specs()
+
+
+def _expected_upstream(attributes: dict[str, Any]) -> dict[str, set[str]]:
+    expected = dict(UPSTREAM)
+    if (attributes.get("monitoring") or {}).get("production_data"):
+        expected.update(MONITORING_UPSTREAM)
+    return expected
+
+
+WORKSPACE_QUERY = """
+{
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError {
+          __typename
+          ... on PythonError { message }
+        }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+REPOSITORY_QUERY = """
+{
+  repositoriesOrError {
+    __typename
+    ... on RepositoryConnection {
+      nodes {
+        name
+        location { name }
+        jobs { name isAssetJob }
+        assetNodes {
+          assetKey { path }
+          groupName
+          jobNames
+          dependencyKeys { path }
+          owners {
+            __typename
+            ... on TeamAssetOwner { team }
+            ... on UserAssetOwner { email }
+          }
+          assetChecksOrError {
+            __typename
+            ... on AssetChecks { checks { name blocking } }
+          }
+        }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+@dataclass
+class DagsterDev:
+    url: str
+    server: ServerProcess
+
+    def graphql(self, query: str) -> dict[str, Any]:
+        response = httpx.post(f"{self.url}/graphql", json={"query": query}, timeout=30, trust_env=False)
+        assert response.status_code == 200, response.text[:500]
+        body = response.json()
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+
+def _wait_for_code_location(dev: DagsterDev, deadline: float) -> None:
+    """server_info answers before the code server has loaded the definitions."""
+    while True:
+        data = dev.graphql(WORKSPACE_QUERY)["workspaceOrError"]
+        assert data["__typename"] == "Workspace", data
+        entries = data["locationEntries"]
+        for entry in entries:
+            error = entry["locationOrLoadError"]
+            if error and error["__typename"] == "PythonError":
+                pytest.fail(f"code location {entry['name']} failed to load: {error['message']}")
+        if entries and all(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries):
+            return
+        if time.monotonic() > deadline:
+            raise ServerError(f"code locations still loading: {entries}\n{dev.server.log_tail()}")
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
+    root = tmp_path_factory.mktemp("dagster_dev")
+    dagster_home = root / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    port = free_port()
+    server = start_server(
+        "dagster dev",
+        [venv_executable("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        log_path=root / "dagster_dev.log",
+        cwd=REPO_ROOT,
+        env={
+            "DAGSTER_HOME": str(dagster_home),
+            "ML_PIPELINES_HOME": str(root / "ml_pipelines_home"),
+            "ML_PIPELINES_ENV": "local",
+        },
+    )
+    dev = DagsterDev(f"http://127.0.0.1:{port}", server)
+    try:
+        wait_for_url(f"{dev.url}/server_info", server=server, timeout=READY_TIMEOUT_S)
+        _wait_for_code_location(dev, time.monotonic() + READY_TIMEOUT_S)
+        yield dev
+    finally:
+        stop_server(server)  # raises if any process needed SIGKILL
+        assert_all_gone(server.stopped)
+        assert not server.running()
+
+
+@pytest.fixture(scope="module")
+def repository(dagster_dev: DagsterDev) -> dict[str, Any]:
+    data = dagster_dev.graphql(REPOSITORY_QUERY)["repositoriesOrError"]
+    assert data["__typename"] == "RepositoryConnection", data
+    nodes = data["nodes"]
+    assert len(nodes) == 1, [n["name"] for n in nodes]
+    assert nodes[0]["location"]["name"] == "ml_pipelines.definitions"
+    return nodes[0]
+
+
+def _assets(repository: dict[str, Any]) -> dict[tuple[str, ...], dict[str, Any]]:
+    return {tuple(node["assetKey"]["path"]): node for node in repository["assetNodes"]}
+
+
+def test_server_info_reports_versions(dagster_dev: DagsterDev):
+    info = httpx.get(f"{dagster_dev.url}/server_info", timeout=10, trust_env=False).json()
+    assert info["dagster_version"] == dagster.__version__
+    assert info["dagster_webserver_version"] == dagster.__version__
+
+
+def test_the_demo_pipelines_are_loaded():
+    assert set(DEMO_PIPELINES) <= set(SPECS), sorted(SPECS)
+
+
+def test_every_demo_asset_is_listed_with_its_upstream(repository):
+    assets = _assets(repository)
+    for pipeline, attributes in SPECS.items():
+        owners = attributes.get("owners") or DEFAULT_OWNERS
+        for stage, upstream in _expected_upstream(attributes).items():
+            node = assets.get((pipeline, stage))
+            assert node is not None, f"{pipeline}/{stage} is missing; listed: {sorted(assets)}"
+            listed = {tuple(d["path"]) for d in node["dependencyKeys"]}
+            assert listed == {(pipeline, s) for s in upstream}, f"{pipeline}/{stage} reads {sorted(listed)}"
+            assert node["groupName"] == pipeline
+            listed_owners = [f"team:{o['team']}" if "team" in o else o["email"] for o in node["owners"]]
+            assert listed_owners == owners, f"{pipeline}/{stage} owners {listed_owners}"
+    # nothing else is listed, and no edge crosses pipelines
+    expected_keys = {(p, s) for p, a in SPECS.items() for s in _expected_upstream(a)}
+    assert set(assets) == expected_keys, f"unexpected: {sorted(set(assets) - expected_keys)}"
+
+
+def test_gating_checks_are_attached(repository):
+    assets = _assets(repository)
+    for pipeline, attributes in SPECS.items():
+        for stage in _expected_upstream(attributes):
+            result = assets[(pipeline, stage)]["assetChecksOrError"]
+            assert result["__typename"] == "AssetChecks", result
+            checks = {c["name"]: c["blocking"] for c in result["checks"]}
+            assert checks == CHECKS.get(stage, {}), f"{pipeline}/{stage} checks {checks}"
+
+
+def test_retrain_jobs_cover_the_chain(repository):
+    jobs = {j["name"] for j in repository["jobs"]}
+    assets = _assets(repository)
+    for pipeline in SPECS:
+        job = f"{pipeline}_retrain_job"
+        assert job in jobs, f"{job} missing; jobs: {sorted(jobs)}"
+        for stage in UPSTREAM:
+            assert job in assets[(pipeline, stage)]["jobNames"], f"{pipeline}/{stage} is not in {job}"
