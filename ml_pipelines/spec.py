@@ -359,9 +359,14 @@ class PipelineSpec(StrictModel):
 
     @property
     def evaluation_metrics(self) -> list[str]:
+        """The listed metrics (or the task's), plus the gate's metric, which the gate must read."""
         if self.evaluation.metrics:
-            return list(self.evaluation.metrics)
-        return list(CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS)
+            metrics = list(self.evaluation.metrics)
+        else:
+            metrics = list(CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS)
+        if self.gate_metric not in metrics:
+            metrics.append(self.gate_metric)
+        return metrics
 
     @property
     def gate_metric(self) -> str:

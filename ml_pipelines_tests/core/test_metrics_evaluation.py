@@ -298,6 +298,20 @@ def test_gate_handles_lower_is_better_metrics():
     assert "rmse 16.0000 fails the floor (at most 15.0000)" in over_floor.explain()
 
 
+def test_the_gate_metric_is_always_evaluated():
+    base = dict(name="g", task="classification", target="label",
+                source={"kind": "synthetic", "generator": "ml_pipelines_tests.core.test_metrics_evaluation:signal_frame"},
+                models=[{"name": "m", "estimator": "sklearn.dummy.DummyClassifier"}])
+    unlisted = make_spec(**base, evaluation={"metrics": ["accuracy"], "gate": {"metric": "roc_auc"}})
+    assert unlisted.evaluation_metrics == ["accuracy", "roc_auc"]
+    by_selection = make_spec(**base, selection={"metric": "log_loss"}, evaluation={"metrics": ["f1"]})
+    assert by_selection.gate_metric == "log_loss"
+    assert by_selection.evaluation_metrics == ["f1", "log_loss"]
+    listed = make_spec(**base, evaluation={"metrics": ["roc_auc", "accuracy"]})
+    assert listed.evaluation_metrics == ["roc_auc", "accuracy"]
+    assert make_spec(**base).evaluation_metrics == ["roc_auc", "accuracy", "f1", "f1_macro", "log_loss"]
+
+
 # ------------------------------------------------------------------ plots
 
 
