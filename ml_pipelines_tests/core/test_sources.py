@@ -1,0 +1,251 @@
+"""core.sources: csv, parquet, globs and SQL load into a DataFrame; every failure
+names the file or the source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy
+
+from ml_pipelines.core.sources import (
+    SourceError,
+    coerce_declared_types,
+    describe_source,
+    load_source,
+    resolve_env_template,
+    select_partition,
+)
+from ml_pipelines.spec import FileSource, Partitions, SchemaSpec, SqlSource, SyntheticSource
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "age": [25, 40, 61, 33],
+            "income": [41000.5, None, 88000.0, 52000.25],
+            "purpose": ["car", "home", "car", "other"],
+            "applied_on": ["2026-01-01", "2026-01-01", "2026-01-02", "2026-01-03"],
+        }
+    )
+
+
+def csv_source(path: str, **extra) -> FileSource:
+    return FileSource(kind="csv", path=path, **extra)
+
+
+def test_csv_round_trip(tmp_path, frame):
+    path = tmp_path / "loans.csv"
+    frame.to_csv(path, index=False)
+    loaded = load_source(csv_source(str(path)))
+    pd.testing.assert_frame_equal(loaded.frame, frame, check_dtype=False)
+    assert loaded.files == (str(path),)
+    assert loaded.description == f"csv {path} (1 file)"
+    assert loaded.frame["income"].isna().sum() == 1
+
+
+def test_relative_path_is_resolved_against_base_dir(tmp_path, frame):
+    (tmp_path / "data").mkdir()
+    frame.to_csv(tmp_path / "data" / "loans.csv", index=False)
+    loaded = load_source(csv_source("data/loans.csv"), base_dir=tmp_path)
+    assert len(loaded.frame) == 4
+    assert loaded.files == (str(tmp_path / "data" / "loans.csv"),)
+
+
+def test_read_options_are_passed_to_pandas(tmp_path, frame):
+    path = tmp_path / "loans.csv"
+    frame.to_csv(path, index=False, sep=";")
+    loaded = load_source(csv_source(str(path), read_options={"sep": ";"}))
+    assert list(loaded.frame.columns) == list(frame.columns)
+
+
+def test_parquet(tmp_path, frame):
+    path = tmp_path / "loans.parquet"
+    frame.to_parquet(path, index=False)
+    loaded = load_source(FileSource(kind="parquet", path=str(path)))
+    pd.testing.assert_frame_equal(loaded.frame, frame, check_dtype=False)
+    assert loaded.description.startswith("parquet ")
+
+
+def test_glob_concatenates_files_in_name_order(tmp_path, frame):
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    frame.iloc[2:].to_csv(folder / "b.csv", index=False)
+    frame.iloc[:2].to_csv(folder / "a.csv", index=False)
+    (folder / "notes.txt").write_text("not data")
+    loaded = load_source(csv_source(str(folder / "*.csv")))
+    assert loaded.files == (str(folder / "a.csv"), str(folder / "b.csv"))
+    assert loaded.description.endswith("(2 files)")
+    pd.testing.assert_frame_equal(loaded.frame, frame, check_dtype=False)
+
+
+def test_glob_with_no_match_names_the_pattern(tmp_path):
+    with pytest.raises(SourceError, match=r"csv source '.*/nothing/\*\.csv': no file matches this path"):
+        load_source(csv_source(str(tmp_path / "nothing" / "*.csv")))
+
+
+def test_missing_file_names_the_path(tmp_path):
+    path = tmp_path / "absent.csv"
+    with pytest.raises(SourceError) as info:
+        load_source(csv_source(str(path)))
+    assert str(path) in str(info.value)
+    assert "no file matches" in str(info.value)
+
+
+def test_empty_file_names_the_file(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    with pytest.raises(SourceError) as info:
+        load_source(csv_source(str(path)))
+    assert str(info.value) == f"{path}: the file is empty"
+
+
+def test_header_only_file_names_the_file(tmp_path):
+    path = tmp_path / "header.csv"
+    path.write_text("age,income,purpose\n")
+    with pytest.raises(SourceError) as info:
+        load_source(csv_source(str(path)))
+    assert str(info.value) == f"{path}: the file has a header but no rows"
+
+
+def test_malformed_csv_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_text("age,income\n25,41000\n40,52000,extra,fields\n")
+    with pytest.raises(SourceError) as info:
+        load_source(csv_source(str(path)))
+    message = str(info.value)
+    assert message.startswith(f"{path}: malformed CSV:")
+    assert "line 3" in message
+
+
+def test_one_bad_file_in_a_glob_is_named(tmp_path, frame):
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    (tmp_path / "b.csv").write_text("")
+    with pytest.raises(SourceError, match=f"^{tmp_path / 'b.csv'}: the file is empty$"):
+        load_source(csv_source(str(tmp_path / "*.csv")))
+
+
+def test_corrupt_parquet_names_the_file(tmp_path):
+    path = tmp_path / "corrupt.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(SourceError) as info:
+        load_source(FileSource(kind="parquet", path=str(path)))
+    assert str(info.value).startswith(f"{path}: cannot be read as parquet")
+
+
+# ---------------------------------------------------------------- sql
+
+
+@pytest.fixture
+def sqlite_url(tmp_path, frame) -> str:
+    url = f"sqlite:///{tmp_path / 'loans.db'}"
+    engine = sqlalchemy.create_engine(url)
+    try:
+        frame.to_sql("loans", engine, index=False)
+    finally:
+        engine.dispose()
+    return url
+
+
+def test_sql_query_on_sqlite(sqlite_url, frame):
+    query = "select * from loans where age > 30 order by age"
+    loaded = load_source(SqlSource(kind="sql", query=query, connection=sqlite_url))
+    assert loaded.frame["age"].tolist() == [33, 40, 61]
+    assert list(loaded.frame.columns) == list(frame.columns)
+    assert loaded.description == f"sql source on {sqlite_url}"
+
+
+def test_sql_connection_from_env_template(sqlite_url):
+    source = SqlSource(kind="sql", query="select count(*) as n from loans", connection="{{ env.LOANS_DB_URL }}")
+    loaded = load_source(source, env={"LOANS_DB_URL": sqlite_url})
+    assert loaded.frame["n"].tolist() == [4]
+    with pytest.raises(SourceError, match="source.connection: environment variable LOANS_DB_URL is not set"):
+        load_source(source, env={})
+
+
+def test_sql_bad_query_names_the_source(sqlite_url):
+    with pytest.raises(SourceError) as info:
+        load_source(SqlSource(kind="sql", query="select * from no_such_table", connection=sqlite_url))
+    message = str(info.value)
+    assert message.startswith(f"sql source on {sqlite_url}: query failed")
+    assert "no_such_table" in message
+
+
+def test_sql_empty_result_names_the_source(sqlite_url):
+    with pytest.raises(SourceError, match="the query returned no rows"):
+        load_source(SqlSource(kind="sql", query="select * from loans where age > 500", connection=sqlite_url))
+
+
+def test_sql_password_is_redacted_in_descriptions():
+    source = SqlSource(kind="sql", query="select 1", connection="postgresql://ml:s3cret@db:5432/loans")
+    assert describe_source(source) == "sql query on postgresql://ml:***@db:5432/loans"
+    assert "s3cret" not in describe_source(source)
+
+
+def test_env_template_leaves_plain_values_alone():
+    assert resolve_env_template("sqlite:///x.db", {}, "source.connection") == "sqlite:///x.db"
+    assert resolve_env_template("{{env.DB}}", {"DB": "sqlite://"}, "source.connection") == "sqlite://"
+
+
+# ---------------------------------------------------------------- synthetic, partitions, types
+
+
+def test_synthetic_generator_with_params():
+    source = SyntheticSource(
+        kind="synthetic", generator="ml_pipelines.datasets.credit:generate", params={"rows": 50, "seed": 1}
+    )
+    loaded = load_source(source)
+    assert len(loaded.frame) == 50
+    assert "defaulted" in loaded.frame.columns
+    assert loaded.description == "synthetic ml_pipelines.datasets.credit:generate"
+
+
+def not_a_frame(**_):
+    return [1, 2, 3]
+
+
+def test_generator_that_returns_no_dataframe_is_named():
+    source = SyntheticSource(kind="synthetic", generator=f"{__name__}:not_a_frame")
+    with pytest.raises(SourceError, match=f"generator {__name__}:not_a_frame returned list, not a DataFrame"):
+        load_source(source)
+
+
+def test_partition_selects_one_day(tmp_path, frame):
+    path = tmp_path / "loans.csv"
+    frame.to_csv(path, index=False)
+    source = csv_source(str(path), partitions={"start_date": "2026-01-01", "column": "applied_on"})
+    loaded = load_source(source, partition_key="2026-01-01")
+    assert loaded.frame["age"].tolist() == [25, 40]
+    assert loaded.description.endswith("[partition 2026-01-01]")
+
+
+def test_missing_partition_column_is_named(frame):
+    partitions = Partitions(start_date="2026-01-01", column="created")
+    with pytest.raises(SourceError, match="csv x.csv: partition column 'created' is missing"):
+        select_partition(frame, partitions, "2026-01-01", "csv x.csv")
+
+
+def test_declared_datetime_columns_are_parsed(frame):
+    schema = SchemaSpec.model_validate({"columns": {"applied_on": {"type": "datetime"}}})
+    parsed = coerce_declared_types(frame, schema, "csv x.csv")
+    assert pd.api.types.is_datetime64_any_dtype(parsed["applied_on"])
+    assert not pd.api.types.is_datetime64_any_dtype(frame["applied_on"])  # the input is not modified
+    bad = frame.assign(applied_on=["2026-01-01", "yesterday", "2026-01-02", "2026-01-03"])
+    with pytest.raises(SourceError, match="csv x.csv: column 'applied_on' is declared datetime but does not parse"):
+        coerce_declared_types(bad, schema, "csv x.csv")
+
+
+def test_loading_does_not_modify_the_file(tmp_path, frame):
+    path = tmp_path / "loans.csv"
+    frame.to_csv(path, index=False)
+    before = Path(path).read_bytes()
+    load_source(csv_source(str(path)))
+    assert Path(path).read_bytes() == before
+
+
+def test_sql_database_that_cannot_be_opened_is_named(tmp_path):
+    url = f"sqlite:///{tmp_path / 'no_such_dir' / 'loans.db'}"
+    with pytest.raises(SourceError, match=r"^sql source on sqlite:///.*/no_such_dir/loans.db: query failed: "):
+        load_source(SqlSource(kind="sql", query="select 1", connection=url))

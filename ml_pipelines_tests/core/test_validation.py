@@ -1,0 +1,242 @@
+"""core.validation: schema inference and resolution, the Great Expectations suite,
+and the pandas checker that must agree with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_pipelines.core.validation import (
+    ColumnRule,
+    ResolvedSchema,
+    ValidatedData,
+    build_suite,
+    check_with_pandas,
+    infer_column_rule,
+    infer_column_type,
+    infer_schema,
+    resolve_schema,
+    row_failures,
+    run_suite,
+)
+from ml_pipelines.spec import SchemaSpec
+
+ROWS = 400
+
+
+@pytest.fixture(scope="module")
+def clean() -> pd.DataFrame:
+    rng = np.random.default_rng(11)
+    return pd.DataFrame(
+        {
+            "age": rng.integers(18, 91, ROWS).astype("int64"),
+            "income": np.where(rng.random(ROWS) < 0.05, np.nan, rng.normal(50_000, 9_000, ROWS).round(2)),
+            "debt_ratio": rng.uniform(0, 1, ROWS),
+            "purpose": pd.array(rng.choice(["car", "home", "education"], ROWS), dtype="str"),
+            "defaulted": rng.integers(0, 2, ROWS).astype("int64"),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def schema(clean) -> ResolvedSchema:
+    spec = SchemaSpec.model_validate(
+        {
+            "columns": {
+                "age": {"type": "int", "min": 18, "max": 100},
+                "purpose": {"type": "category", "values": ["car", "home", "education"]},
+                "income": {"min": 0},
+            },
+            "nullable": ["income"],
+            "row_count": {"min": 100},
+        }
+    )
+    return resolve_schema(spec, clean, categorical_columns=("defaulted",))
+
+
+def broken(clean: pd.DataFrame) -> pd.DataFrame:
+    """Known numbers of bad rows: 6 null ages, 9 out-of-range ages, 4 unseen categories,
+    3 negative incomes, 5 debt ratios beyond the inferred range."""
+    frame = clean.copy()
+    frame["age"] = frame["age"].astype("float64")
+    frame.loc[0:5, "age"] = np.nan
+    frame.loc[10:15, "age"] = 150.0
+    frame.loc[16:18, "age"] = 3.0
+    frame.loc[20:23, "purpose"] = "boat"
+    frame.loc[30:32, "income"] = -10.0
+    frame.loc[40:44, "debt_ratio"] = 7.5
+    return frame
+
+
+def unexpected(report) -> dict[tuple[str, str], int]:
+    return {(f.expectation, f.column): f.unexpected_count for f in report.failures if f.unexpected_count is not None}
+
+
+# ---------------------------------------------------------------- inference
+
+
+def test_infer_column_types():
+    assert infer_column_type(pd.Series([1, 2, 3])) == "int"
+    assert infer_column_type(pd.Series([1.0, None, 3.0])) == "int"  # an int column that holds nulls
+    assert infer_column_type(pd.Series([1.5, None, 3.0])) == "float"
+    assert infer_column_type(pd.Series([1.0, 2.0])) == "float"
+    assert infer_column_type(pd.Series([True, False])) == "bool"
+    assert infer_column_type(pd.Series(pd.to_datetime(["2026-01-01", "2026-01-02"]))) == "datetime"
+    assert infer_column_type(pd.Series(["a", "b", "a"])) == "category"
+    assert infer_column_type(pd.Series([f"id-{i}" for i in range(200)])) == "str"
+
+
+def test_infer_numeric_range_is_widened_and_never_below_zero_for_positive_data():
+    rule = infer_column_rule(pd.Series([10.0, 20.0, None], name="income"))
+    assert rule.type == "int"  # whole numbers with a null
+    assert rule.nullable is True
+    assert (rule.min, rule.max) == (9, 21)
+    rule = infer_column_rule(pd.Series([0.5, 1.5, 2.5], name="ratio"))
+    assert rule.type == "float" and rule.nullable is False
+    assert rule.min == 0.3 and rule.max == pytest.approx(2.7)
+    rule = infer_column_rule(pd.Series([0.1, 10.0], name="x"))
+    assert rule.min == 0.0  # 0.1 - 0.99 would be negative for data that never is
+    rule = infer_column_rule(pd.Series([-5.0, 5.0], name="delta"))
+    assert rule.min == -6.0 and rule.max == 6.0
+
+
+def test_infer_categories_and_target_values():
+    rule = infer_column_rule(pd.Series(["home", "car", None, "car"], name="purpose"))
+    assert rule.type == "category"
+    assert rule.values == ("car", "home")
+    assert rule.nullable is True
+    rule = infer_column_rule(pd.Series([1, 0, 1], name="y"), categorical_values=True)
+    assert rule.values == (0, 1) and rule.min is None
+    assert all(type(v) is int for v in rule.values)  # plain Python values, not numpy scalars
+
+
+def test_infer_schema_covers_every_column(clean):
+    inferred = infer_schema(clean)
+    assert [r.column for r in inferred.rules] == list(clean.columns)
+    assert inferred.rule("income").nullable is True
+    assert inferred.rule("age").nullable is False
+    assert inferred.rule("age").min <= clean["age"].min() and inferred.rule("age").max >= clean["age"].max()
+
+
+def test_resolve_schema_explicit_values_win(schema, clean):
+    age = schema.rule("age")
+    assert (age.type, age.min, age.max, age.nullable) == ("int", 18, 100, False)
+    purpose = schema.rule("purpose")
+    assert purpose.values == ("car", "home", "education") and purpose.nullable is False
+    income = schema.rule("income")
+    assert income.min == 0 and income.max >= clean["income"].max() and income.nullable is True
+    assert schema.rule("defaulted").values == (0, 1)
+    assert schema.rule("debt_ratio").type == "float"  # filled in by inference
+    assert schema.row_count_min == 100
+
+
+def test_resolve_schema_without_infer_keeps_only_declared_columns(clean):
+    spec = SchemaSpec.model_validate({"columns": {"age": {"min": 18}}, "infer": False})
+    resolved = resolve_schema(spec, clean)
+    assert [r.column for r in resolved.rules] == ["age"]
+    assert resolved.rule("age") == ColumnRule("age", None, 18, None, None, nullable=False)
+
+
+def test_resolve_schema_prefers_the_champion_reference(clean):
+    reference = ResolvedSchema((ColumnRule("age", "int", 20, 60, None, False),))
+    resolved = resolve_schema(SchemaSpec(), clean, reference=reference)
+    assert resolved.rules == reference.rules
+
+
+def test_declared_type_change_drops_inferred_range(clean):
+    spec = SchemaSpec.model_validate({"columns": {"defaulted": {"type": "category"}}})
+    rule = resolve_schema(spec, clean).rule("defaulted")
+    assert rule.type == "category" and rule.min is None and rule.max is None and rule.values is None
+
+
+def test_schema_round_trips_through_json(schema):
+    assert ResolvedSchema.from_dict(schema.to_dict()) == schema
+
+
+# ---------------------------------------------------------------- GX suite vs pandas
+
+
+def test_suite_has_one_expectation_per_rule(schema):
+    import great_expectations as gx
+
+    gx.get_context(mode="ephemeral")  # a suite needs an active context, as in run_suite
+    suite = build_suite(schema, "loans_raw_data")
+    types = [e.expectation_type for e in suite.expectations]
+    assert types.count("expect_column_to_exist") == len(schema.rules)
+    assert types.count("expect_table_row_count_to_be_between") == 1
+    assert types.count("expect_column_values_to_not_be_null") == sum(not r.nullable for r in schema.rules)
+
+
+def test_clean_data_passes_both_engines(clean, schema):
+    gx_report = run_suite(clean, schema, suite_name="clean")
+    pandas_report = check_with_pandas(clean, schema)
+    assert gx_report.success, gx_report.summary_lines()
+    assert pandas_report.success, pandas_report.summary_lines()
+    assert gx_report.evaluated == pandas_report.evaluated
+    assert gx_report.row_count == ROWS
+
+
+def test_gx_and_pandas_agree_on_unexpected_counts(clean, schema):
+    frame = broken(clean)
+    gx_report = run_suite(frame, schema, suite_name="broken")
+    pandas_report = check_with_pandas(frame, schema)
+    expected = {
+        ("expect_column_values_to_not_be_null", "age"): 6,
+        ("expect_column_values_to_be_between", "age"): 9,
+        ("expect_column_values_to_be_in_set", "purpose"): 4,
+        ("expect_column_values_to_be_between", "income"): 3,
+        ("expect_column_values_to_be_between", "debt_ratio"): 5,
+    }
+    assert not gx_report.success and not pandas_report.success
+    assert unexpected(gx_report) == expected
+    assert unexpected(pandas_report) == expected
+    assert gx_report.evaluated == pandas_report.evaluated
+    assert "expect_column_values_to_be_in_set on purpose: 4 unexpected" in gx_report.summary_lines()
+
+
+def test_row_failures_mask_matches_the_bad_rows(clean, schema):
+    frame = broken(clean)
+    bad, counts = row_failures(frame, schema)
+    assert counts[("expect_column_values_to_be_between", "age")] == 9
+    expected_bad = set(range(0, 6)) | set(range(10, 19)) | set(range(20, 24)) | set(range(30, 33)) | set(range(40, 45))
+    assert set(frame.index[bad]) == expected_bad
+    assert not row_failures(clean, schema)[0].any()
+
+
+def test_missing_column_and_row_count_fail_both_engines(clean, schema):
+    frame = clean.drop(columns=["purpose"]).iloc[:50]
+    gx_report = run_suite(frame, schema, suite_name="short")
+    pandas_report = check_with_pandas(frame, schema)
+    for report in (gx_report, pandas_report):
+        assert not report.success
+        failed = {(f.expectation, f.column) for f in report.failures}
+        assert ("expect_column_to_exist", "purpose") in failed
+        assert ("expect_table_row_count_to_be_between", None) in failed
+
+
+def test_wrong_type_fails_both_engines(clean, schema):
+    frame = clean.assign(purpose=np.arange(ROWS))
+    gx_failed = {f.column for f in run_suite(frame, schema, suite_name="typed").failures}
+    pandas_failed = {f.column for f in check_with_pandas(frame, schema).failures}
+    assert "purpose" in gx_failed and "purpose" in pandas_failed
+
+
+def test_data_docs_are_written(tmp_path, clean, schema):
+    report = run_suite(clean.iloc[:150], schema, suite_name="docs", docs_dir=tmp_path / "docs")
+    assert report.docs_path is not None
+    assert list((tmp_path / "docs").rglob("*.html"))
+
+
+def test_validated_data_combines_partitions(clean, schema):
+    parts = {
+        "2026-01-02": ValidatedData(clean.iloc[100:], schema, 2),
+        "2026-01-01": ValidatedData(clean.iloc[:100], schema, 1),
+    }
+    combined = ValidatedData.combine(parts)
+    assert len(combined.frame) == ROWS
+    assert combined.dropped_rows == 3
+    assert combined.partitions == ("2026-01-01", "2026-01-02")
+    assert combined.frame["age"].tolist() == clean["age"].tolist()
+    with pytest.raises(ValueError, match="no validated partitions"):
+        ValidatedData.combine({})

@@ -1,0 +1,353 @@
+"""The pipeline spec (DESIGN section 3): every error names the bad field's path,
+both through pydantic directly and through Dagster's real defs.yaml load path,
+and loading a spec never reads data."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+from dagster.components.testing import create_defs_folder_sandbox
+from pydantic import ValidationError
+
+from ml_pipelines.components import MLPipeline
+from ml_pipelines.resources import local_resources
+from ml_pipelines.spec import PipelineSpec, format_validation_error
+
+COMPONENT_TYPE = "ml_pipelines.components.MLPipeline"
+STAGES = {"raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package"}
+
+# A generator the load-path test can spy on: it must never be called while loading.
+GENERATOR_CALLS: list[dict[str, Any]] = []
+
+
+def counting_generator(**params: Any) -> pd.DataFrame:
+    GENERATOR_CALLS.append(params)
+    return pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]})
+
+
+def minimal() -> dict[str, Any]:
+    """The five required fields and nothing else."""
+    return {
+        "name": "loans",
+        "task": "classification",
+        "target": "defaulted",
+        "source": {"kind": "csv", "path": "data/loans.csv"},
+        "models": [{"name": "logreg", "estimator": "sklearn.linear_model.LogisticRegression"}],
+    }
+
+
+def spec_error(attributes: dict[str, Any]) -> str:
+    """The formatted error for attributes that must not validate."""
+    with pytest.raises(ValidationError) as info:
+        PipelineSpec.model_validate(attributes)
+    return format_validation_error(info.value, "defs.yaml")
+
+
+def with_changes(**changes: Any) -> dict[str, Any]:
+    attributes = minimal()
+    attributes.update(copy.deepcopy(changes))
+    return attributes
+
+
+# ---------------------------------------------------------------- valid specs
+
+
+def test_minimal_spec_gets_documented_defaults():
+    spec = PipelineSpec.model_validate(minimal())
+    assert spec.selection_metric == "roc_auc"
+    assert spec.gate_metric == "roc_auc"
+    assert spec.selection.cv_folds == 5
+    assert spec.data_schema.on_failure == "block"
+    assert spec.data_schema.infer is True
+    assert spec.features.split.by == "random"
+    assert spec.models[0].framework == "sklearn"
+    regression = PipelineSpec.model_validate(with_changes(task="regression", models=[
+        {"name": "ridge", "estimator": "sklearn.linear_model.Ridge"}]))
+    assert regression.selection_metric == "rmse"
+    assert regression.evaluation_metrics == ["rmse", "mae", "r2"]
+
+
+def test_spec_hash_ignores_key_order_but_not_content():
+    attributes = minimal()
+    reordered = dict(reversed(list(attributes.items())))
+    assert PipelineSpec.model_validate(attributes).spec_hash() == PipelineSpec.model_validate(reordered).spec_hash()
+    changed = with_changes(target="other")
+    assert PipelineSpec.model_validate(changed).spec_hash() != PipelineSpec.model_validate(attributes).spec_hash()
+
+
+def test_demo_specs_validate():
+    root = Path(__file__).resolve().parent.parent / "ml_pipelines" / "defs" / "pipelines"
+    files = sorted(root.glob("*/defs.yaml"))
+    assert len(files) >= 2
+    for file in files:
+        document = yaml.safe_load(file.read_text())
+        assert document["type"] == COMPONENT_TYPE
+        spec = PipelineSpec.model_validate(document["attributes"])
+        assert spec.name == file.parent.name
+
+
+# ---------------------------------------------------------------- errors name the field path
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"retries": 3}, "defs.yaml: retries: Extra inputs are not permitted"),
+        (
+            {"schema": {"columns": {"age": {"minimum": 18}}}},
+            "schema.columns.age.minimum: Extra inputs are not permitted",
+        ),
+        ({"features": {"numerc": ["age"]}}, "features.numerc: Extra inputs are not permitted"),
+        ({"source": {"kind": "csv", "path": "x.csv", "sep": ";"}}, "source.csv.sep: Extra inputs are not permitted"),
+    ],
+    ids=["top-level", "schema-column", "features", "source"],
+)
+def test_unknown_key_names_its_path(changes, expected):
+    assert expected in spec_error(with_changes(**changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "words"),
+    [
+        ({"selection": {"cv_folds": "many"}}, "selection.cv_folds", "valid integer"),
+        ({"task": "ranking"}, "task", "'classification' or 'regression'"),
+        ({"owners": "team:risk"}, "owners", "valid list"),
+        ({"schema": {"columns": {"age": {"min": "zero"}}}}, "schema.columns.age.min", "valid number"),
+        (
+            {"models": [{"name": "mlp", "framework": "torch", "epochs": "ten"}]},
+            "models.0.torch.epochs",
+            "valid integer",
+        ),
+        ({"features": {"split": {"test_size": 1.5}}}, "features.split.test_size", "less than 1"),
+    ],
+    ids=["cv_folds", "task", "owners", "column-min", "torch-epochs", "test-size"],
+)
+def test_wrong_type_names_its_path(changes, path, words):
+    message = spec_error(with_changes(**changes))
+    assert f"defs.yaml: {path}: " in message
+    assert words in message
+
+
+@pytest.mark.parametrize("field", ["name", "task", "target", "source", "models"])
+def test_missing_required_field_names_it(field):
+    attributes = minimal()
+    del attributes[field]
+    assert spec_error(attributes) == f"defs.yaml: {field}: Field required"
+
+
+def test_empty_models_list_is_an_error():
+    assert "models: List should have at least 1 item" in spec_error(with_changes(models=[]))
+
+
+def test_unknown_estimator_names_model_and_dotted_path():
+    message = spec_error(with_changes(models=[
+        {"name": "logreg", "estimator": "sklearn.linear_model.LogisticRegression"},
+        {"name": "magic", "estimator": "sklearn.ensemble.MagicForest"},
+    ]))
+    assert message.startswith("defs.yaml: models.1.sklearn.estimator: ")
+    assert "estimator 'sklearn.ensemble.MagicForest' cannot be imported" in message
+
+
+def test_unknown_module_in_estimator_generator_and_function():
+    message = spec_error(with_changes(models=[{"name": "x", "estimator": "no_such_pkg.Model"}]))
+    assert "models.0.sklearn.estimator: estimator 'no_such_pkg.Model' cannot be imported" in message
+    message = spec_error(with_changes(source={"kind": "synthetic", "generator": "no_such_pkg.data:make"}))
+    assert "source.synthetic.generator: generator 'no_such_pkg.data:make' cannot be imported" in message
+    derived = [{"name": "d", "function": "no_such_pkg:f", "inputs": ["a"]}]
+    message = spec_error(with_changes(features={"derived": derived}))
+    assert "features.derived.0: function 'no_such_pkg:f' cannot be imported" in message
+
+
+@pytest.mark.parametrize(
+    ("features", "expected"),
+    [
+        ({"numeric": ["age", "income", "age"]}, "feature 'age' is listed twice (in `numeric`)"),
+        (
+            {"numeric": ["age"], "categorical": ["age"]},
+            "feature 'age' is listed twice (in `numeric` and in `categorical`)",
+        ),
+        (
+            {"numeric": ["ratio"], "derived": [{"name": "ratio", "expr": "a / b"}]},
+            "feature 'ratio' is listed twice (in `numeric` and in `derived`)",
+        ),
+    ],
+    ids=["same-group", "numeric-and-categorical", "numeric-and-derived"],
+)
+def test_feature_listed_twice(features, expected):
+    message = spec_error(with_changes(features=features))
+    assert message.startswith("defs.yaml: features: ")
+    assert expected in message
+
+
+def test_target_cannot_be_a_feature():
+    assert "features: the target 'defaulted' cannot also be a feature" in spec_error(
+        with_changes(features={"numeric": ["age", "defaulted"]})
+    )
+
+
+@pytest.mark.parametrize("owner", ["risk team", "team:", "someone@nowhere", "team:risk ml"])
+def test_bad_owner_names_its_index(owner):
+    message = spec_error(with_changes(owners=["team:risk-ml", owner]))
+    assert message.startswith("defs.yaml: owners.1: String should match pattern")
+
+
+def test_good_owners_are_accepted():
+    spec = PipelineSpec.model_validate(with_changes(owners=["team:risk-ml", "ana.lyst@example.com"]))
+    assert spec.owners == ["team:risk-ml", "ana.lyst@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("task", "changes", "expected"),
+    [
+        (
+            "classification",
+            {"selection": {"metric": "rmse"}},
+            "selection.metric: 'rmse' is not a classification metric",
+        ),
+        (
+            "classification",
+            {"evaluation": {"metrics": ["roc_auc", "r2"]}},
+            "evaluation.metrics[1]: 'r2' is not a classification metric",
+        ),
+        (
+            "classification",
+            {"evaluation": {"gate": {"metric": "mae"}}},
+            "evaluation.gate.metric: 'mae' is not a classification metric",
+        ),
+        ("regression", {"selection": {"metric": "roc_auc"}}, "selection.metric: 'roc_auc' is not a regression metric"),
+    ],
+    ids=["selection", "evaluation-list", "gate", "regression"],
+)
+def test_metric_must_fit_the_task(task, changes, expected):
+    models = [{"name": "m", "estimator": "sklearn.linear_model.Ridge"}] if task == "regression" else minimal()["models"]
+    message = spec_error(with_changes(task=task, models=models, **changes))
+    assert expected in message
+    assert "choose one of" in message
+
+
+def test_every_problem_is_reported_on_its_own_line():
+    attributes = with_changes(owners=["nobody"], selection={"cv_folds": 1})
+    del attributes["target"]
+    lines = spec_error(attributes).splitlines()
+    assert sorted(line.split(": ")[1] for line in lines) == ["owners.0", "selection.cv_folds", "target"]
+    assert all(line.startswith("defs.yaml: ") for line in lines)
+
+
+def test_other_spec_rules():
+    assert "name: String should match pattern" in spec_error(with_changes(name="Credit-Default"))
+    assert "features.split: split by time needs `column`" in spec_error(
+        with_changes(features={"split": {"by": "time"}})
+    )
+    assert "schema.columns.age: min (90.0) is greater than max (18.0)" in spec_error(
+        with_changes(schema={"columns": {"age": {"min": 90, "max": 18}}})
+    )
+    assert "features.derived.0: give exactly one of `expr` or `function`" in spec_error(
+        with_changes(features={"derived": [{"name": "d"}]})
+    )
+    assert "models: candidate name 'm' is used twice" in spec_error(
+        with_changes(models=[{"name": "m", "estimator": "sklearn.linear_model.LogisticRegression"}] * 2)
+    )
+    assert "search.C is an empty list" in spec_error(
+        with_changes(models=[{**minimal()["models"][0], "search": {"C": []}}])
+    )
+    assert "source: Input tag 'ftp'" in spec_error(with_changes(source={"kind": "ftp", "path": "x"}))
+
+
+# ---------------------------------------------------------------- the real Dagster load path
+
+
+def _error_text(exc: BaseException) -> str:
+    """The exception and everything it was raised from, as Dagster prints it."""
+    parts, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(str(current))
+        current = current.__cause__ or current.__context__
+    return "\n".join(parts)
+
+
+def _write_defs(folder: Path, attributes: dict[str, Any]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "defs.yaml"
+    path.write_text(yaml.safe_dump({"type": COMPONENT_TYPE, "attributes": attributes}, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with create_defs_folder_sandbox() as box:
+        yield box
+
+
+@pytest.mark.parametrize(
+    ("change", "field_path"),
+    [
+        (lambda a: a.pop("models"), "attributes.models"),
+        (lambda a: a.update(models=[{"name": "x", "estimator": "sklearn.ensemble.MagicForest"}]),
+         "attributes.models.0.sklearn.estimator"),
+        (lambda a: a.update(features={"numerc": ["age"]}), "attributes.features.numerc"),
+        (lambda a: a.update(owners=["risk team"]), "attributes.owners.0"),
+    ],
+    ids=["missing-models", "bad-estimator", "unknown-key", "bad-owner"],
+)
+def test_bad_defs_yaml_error_names_field_and_file(sandbox, change, field_path):
+    attributes = minimal()
+    change(attributes)
+    path = _write_defs(sandbox.defs_folder_path / "loans", attributes)
+    with pytest.raises(Exception) as info:
+        with sandbox.build_all_defs():
+            pass
+    text = _error_text(info.value)
+    assert f"{field_path} at {path}:" in text, text
+    assert "PipelineSpec" in text
+
+
+def test_metric_error_through_dagster_names_the_field_in_the_message(sandbox):
+    path = _write_defs(sandbox.defs_folder_path / "loans", with_changes(selection={"metric": "rmse"}))
+    with pytest.raises(Exception) as info:
+        with sandbox.build_all_defs():
+            pass
+    text = _error_text(info.value)
+    assert str(path) in text
+    assert "selection.metric: 'rmse' is not a classification metric" in text
+
+
+def test_loading_a_spec_reads_no_data(sandbox, monkeypatch):
+    """A csv source whose file does not exist still loads and builds every definition."""
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("loading a spec must not read data")
+
+    monkeypatch.setattr(pd, "read_csv", no_reading)
+    monkeypatch.setattr(pd, "read_parquet", no_reading)
+    monkeypatch.setattr("ml_pipelines.components.factory.load_source", no_reading)
+    GENERATOR_CALLS.clear()
+
+    missing = Path(sandbox.project_root) / "data" / "never_written.csv"
+    assert not missing.exists()
+    _write_defs(
+        sandbox.defs_folder_path / "loans", with_changes(source={"kind": "csv", "path": "data/never_written.csv"})
+    )
+    _write_defs(
+        sandbox.defs_folder_path / "toy",
+        {**minimal(), "name": "toy", "target": "y",
+         "source": {"kind": "synthetic", "generator": f"{__name__}:counting_generator", "params": {"rows": 5}}},
+    )
+    with sandbox.build_component_tree() as tree:
+        components = [tree.load_component(sandbox.defs_folder_path / n) for n in ("loans", "toy")]
+        assert all(isinstance(c, MLPipeline) for c in components)
+        assert components[0].spec.source.path == "data/never_written.csv"
+        defs = dg.Definitions.merge(tree.build_defs(), dg.Definitions(resources=local_resources(sandbox.project_root)))
+        keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+        job = defs.resolve_job_def("loans_retrain_job")
+    assert keys == {f"{p}/{s}" for p in ("loans", "toy") for s in STAGES}
+    assert {n.name for n in job.nodes} >= {"loans__raw_data", "loans__model_package"}
+    assert GENERATOR_CALLS == []
+    assert not missing.exists()
