@@ -1,0 +1,213 @@
+"""The analyst's view, shared by the GraphQL and browser tests: one `dagster dev`
+(a real process on loopback, in its own process group, stopped by PID) on a
+workspace whose demo pipelines are materialized in process into the same
+DAGSTER_HOME (while the server boots) before any test runs.
+
+To stay fast the workspace is a temporary definitions file: credit_default
+shrunk to ~3,000 rows and one sklearn model, and diabetes_progression as shipped.
+credit_default also gets one landed production batch and its drift report, so
+every asset of every pipeline has a materialization to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+import pytest
+
+from ml_pipelines.components.monitoring import land_batch
+from ml_pipelines.core.registry import ModelRegistry
+from ml_pipelines.spec import PipelineSpec
+from ml_pipelines_tests.demo_specs import shipped_attributes, small_credit_attributes
+from ml_pipelines_tests.helpers import registry_at
+from ml_pipelines_tests.servers import (
+    REPO_ROOT,
+    ServerError,
+    ServerProcess,
+    assert_all_gone,
+    free_port,
+    start_server,
+    stop_server,
+    venv_executable,
+    wait_for_url,
+)
+
+DEFS_FILE = "analyst_defs.py"
+LOCATION = DEFS_FILE  # `dagster dev -f <file>` names the code location after the file
+READY_TIMEOUT_S = 180
+
+# The workspace `dagster dev` loads: the same code the tests materialize with in process.
+DEFS_SOURCE = '''\
+"""Written by ml_pipelines_tests/ui/conftest.py: the analyst workspace."""
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from ml_pipelines.components import build_pipeline_defs
+from ml_pipelines.resources import local_resources
+from ml_pipelines.spec import PipelineSpec
+
+_CONFIG = json.loads((Path(__file__).parent / "analyst_config.json").read_text())
+
+defs = dg.Definitions.merge(
+    *(build_pipeline_defs(PipelineSpec.model_validate(a)) for a in _CONFIG["specs"]),
+    dg.Definitions(resources=local_resources(_CONFIG["platform_home"])),
+)
+'''
+
+
+@dataclass
+class AnalystWorld:
+    url: str
+    server: ServerProcess
+    root: Path
+    platform_home: Path
+    dagster_home: Path
+    specs: dict[str, PipelineSpec]
+    defs: dg.Definitions  # the in-process copy of what the server loaded
+    registry: ModelRegistry
+    landed_batch: str  # the credit_default production_data partition that was materialized
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = httpx.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60, trust_env=False
+        )
+        assert response.status_code == 200, response.text[:500]
+        body = response.json()
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+    def asset_keys(self, pipeline: str) -> list[dg.AssetKey]:
+        return sorted(
+            (k for k in self.defs.resolve_asset_graph().get_all_asset_keys() if k.path[0] == pipeline),
+            key=lambda k: k.to_user_string(),
+        )
+
+
+WORKSPACE_QUERY = """
+{
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def _wait_for_code_location(world: AnalystWorld, deadline: float) -> None:
+    """server_info answers before the code server has loaded the definitions."""
+    while True:
+        data = world.graphql(WORKSPACE_QUERY)["workspaceOrError"]
+        assert data["__typename"] == "Workspace", data
+        entries = data["locationEntries"]
+        for entry in entries:
+            error = entry["locationOrLoadError"]
+            if error and error["__typename"] == "PythonError":
+                pytest.fail(f"code location {entry['name']} failed to load: {error['message']}")
+        if entries and all(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries):
+            return
+        if time.monotonic() > deadline:
+            raise ServerError(f"code locations still loading: {entries}\n{world.server.log_tail()}")
+        time.sleep(1)
+
+
+def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, specs: dict[str, PipelineSpec]) -> str:
+    """Every pipeline's retrain job, then one landed credit_default batch through the monitor job."""
+    for name in specs:
+        result = defs.resolve_job_def(f"{name}_retrain_job").execute_in_process(instance=instance, raise_on_error=False)
+        errors = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
+        assert result.success, f"{name}_retrain_job failed: {errors}"
+    credit = specs["credit_default"]
+    batch = land_batch(credit, drift=0.0, rows=1000, seed=21)
+    instance.add_dynamic_partitions("credit_default_production_batches", [batch.name])  # what the sensor asks for
+    result = defs.resolve_job_def("credit_default_monitor_job").execute_in_process(
+        instance=instance, partition_key=batch.name, raise_on_error=False
+    )
+    assert result.success, [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
+    return batch.name
+
+
+def _create_storage(instance: dg.DagsterInstance) -> None:
+    """Create the SQLite run, event and schedule storage before `dagster dev` opens the same
+    DAGSTER_HOME, so the two processes never race to create the tables."""
+    instance.get_runs(limit=1)
+    instance.get_latest_materialization_event(dg.AssetKey(["none"]))
+    instance.all_instigator_state()
+
+
+@pytest.fixture(scope="session")
+def analyst_world(tmp_path_factory) -> Iterator[AnalystWorld]:
+    root = tmp_path_factory.mktemp("analyst")
+    platform_home = root / "ml_pipelines_home"
+    dagster_home = root / "dagster_home"
+    workspace = root / "workspace"
+    for folder in (platform_home, dagster_home, workspace):
+        folder.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    attributes = [small_credit_attributes(), shipped_attributes("diabetes_progression")]
+    specs = {a["name"]: PipelineSpec.model_validate(a) for a in attributes}
+    (workspace / "analyst_config.json").write_text(
+        json.dumps({"platform_home": str(platform_home), "specs": attributes}, default=str)
+    )
+    (workspace / DEFS_FILE).write_text(DEFS_SOURCE)
+    env = {
+        "DAGSTER_HOME": str(dagster_home),
+        "ML_PIPELINES_HOME": str(platform_home),  # the credit spec lands batches under ${ML_PIPELINES_HOME}
+        "ML_PIPELINES_ENV": "local",
+    }
+
+    with pytest.MonkeyPatch.context() as patch, dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        defs = runpy.run_path(str(workspace / DEFS_FILE))["defs"]
+        _create_storage(instance)
+        # the server boots while the pipelines materialize; the tests start once both are done
+        port = free_port()
+        server = start_server(
+            "dagster dev (analyst)",
+            [venv_executable("dagster"), "dev", "-f", str(workspace / DEFS_FILE), "-h", "127.0.0.1", "-p", str(port)],
+            log_path=root / "dagster_dev.log",
+            cwd=workspace,
+            env=env,
+        )
+        try:
+            landed = _materialize(defs, instance, specs)
+        except BaseException:
+            stop_server(server)
+            raise
+    world = AnalystWorld(
+        url=f"http://127.0.0.1:{port}",
+        server=server,
+        root=root,
+        platform_home=platform_home,
+        dagster_home=dagster_home,
+        specs=specs,
+        defs=defs,
+        registry=registry_at(platform_home),
+        landed_batch=landed,
+    )
+    try:
+        wait_for_url(f"{world.url}/server_info", server=server, timeout=READY_TIMEOUT_S)
+        _wait_for_code_location(world, time.monotonic() + READY_TIMEOUT_S)
+        yield world
+    finally:
+        stop_server(server)  # raises if any process needed SIGKILL
+        assert_all_gone(server.stopped)
+        assert not server.running()
