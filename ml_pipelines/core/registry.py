@@ -102,6 +102,7 @@ class AliasMove:
     moved_at: str
     actor: str
     reason: str
+    rollback: bool = False
 
 
 class ModelRegistry:
@@ -202,7 +203,7 @@ class ModelRegistry:
         return found
 
     def set_alias(
-        self, pipeline: str, alias: str, version: str | None, *, actor: str, reason: str
+        self, pipeline: str, alias: str, version: str | None, *, actor: str, reason: str, rollback: bool = False
     ) -> AliasMove:
         if alias not in ALIASES:
             raise RegistryError(f"unknown alias {alias!r}; aliases are {', '.join(ALIASES)}")
@@ -210,7 +211,7 @@ class ModelRegistry:
             self.get_version(pipeline, version)  # raises for an unknown version
         previous = self.get_alias(pipeline, alias)
         now = utcnow()
-        move = AliasMove(pipeline, alias, version, previous, now.isoformat(), actor, reason)
+        move = AliasMove(pipeline, alias, version, previous, now.isoformat(), actor, reason, rollback)
         payload = json.dumps(asdict(move), indent=2).encode()
         stamp = f"{now:%Y%m%dT%H%M%S%f}-{secrets.token_hex(2)}"
         self.store.put(f"{pipeline}/alias_history/{stamp}-{alias}.json", payload)
@@ -228,15 +229,23 @@ class ModelRegistry:
         return self.set_alias(pipeline, "champion", version, actor=actor, reason=reason)
 
     def rollback(self, pipeline: str, *, actor: str) -> AliasMove:
-        """Move the champion back to the version it pointed at before its latest move."""
-        moves = self.alias_history(pipeline, "champion")
+        """Move the champion back to the one before it. Rollbacks stack: v1 -> v2 -> v3,
+        then two rollbacks, ends at v1 (a rollback undoes a promotion, not a rollback)."""
         current = self.get_alias(pipeline, "champion")
-        if not moves or current is None:
+        if current is None:
             raise RegistryError(f"{pipeline} has no champion to roll back")
-        previous = moves[-1].previous
-        if previous is None:
+        promoted: list[str] = []  # champions in promotion order, minus those rolled back
+        for move in self.alias_history(pipeline, "champion"):
+            if move.rollback:
+                if promoted:
+                    promoted.pop()
+            elif move.version is not None:
+                promoted.append(move.version)
+        if len(promoted) < 2:
             raise RegistryError(f"{pipeline}: champion {current} has no earlier champion to roll back to")
-        return self.set_alias(pipeline, "champion", previous, actor=actor, reason=f"rollback from {current}")
+        return self.set_alias(
+            pipeline, "champion", promoted[-2], actor=actor, reason=f"rollback from {current}", rollback=True
+        )
 
     # ------------------------------------------------------------ monitoring and cards (mutable, per version)
 
