@@ -147,7 +147,8 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
     @dg.asset(
         key=key["validated_data"],
         ins={"raw_data": dg.AssetIn(key["raw_data"])},
-        description="Rows of raw_data that pass the schema's row-level rules; the resolved rules "
+        description=f"{description}\n\n"
+        "Rows of raw_data that pass the schema's row-level rules; the resolved rules "
         "and the rows dropped per rule are in the metadata.",
         kinds={"pandas", "great_expectations"},
         tags=tags("validation"),
@@ -194,7 +195,8 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
     @dg.asset(
         key=key["features"],
         ins={"validated_data": validated_in},
-        description="Train and test frames plus the resolved feature spec. Derived columns and encoders "
+        description=f"{description}\n\n"
+        "Train and test frames plus the resolved feature spec. Derived columns and encoders "
         "are fitted inside the model so serving applies the same transform.",
         kinds={"pandas", "sklearn"},
         tags=tags("features"),
@@ -220,7 +222,8 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
     @dg.asset(
         key=key["trained_model"],
         ins={"features": dg.AssetIn(key["features"])},
-        description=f"The best of {len(spec.models)} candidate model(s) by {spec.selection.cv_folds}-fold "
+        description=f"{description}\n\n"
+        f"The best of {len(spec.models)} candidate model(s) by {spec.selection.cv_folds}-fold "
         f"cross-validated {spec.selection_metric}, refit on the whole training split.",
         kinds={"sklearn", *(["pytorch"] if "torch" in frameworks else [])},
         tags=tags("training"),
@@ -247,7 +250,8 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
     @dg.asset(
         key=key["evaluation"],
         ins={"trained_model": dg.AssetIn(key["trained_model"]), "features": dg.AssetIn(key["features"])},
-        description="Holdout metrics with bootstrap 95% intervals, per-slice metrics, permutation "
+        description=f"{description}\n\n"
+        "Holdout metrics with bootstrap 95% intervals, per-slice metrics, permutation "
         "importance, and the same metrics for the current champion on the same rows.",
         kinds={"sklearn"},
         tags=tags("evaluation"),
@@ -304,7 +308,8 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
             "evaluation": dg.AssetIn(key["evaluation"]),
             "features": dg.AssetIn(key["features"]),
         },
-        description="A registry version with full lineage, the same model in the BentoML store, "
+        description=f"{description}\n\n"
+        "A registry version with full lineage, the same model in the BentoML store, "
         "promoted to champion when the gate passes.",
         kinds={"bentoml"},
         tags=tags("packaging"),

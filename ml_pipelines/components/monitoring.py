@@ -83,7 +83,8 @@ def build_monitoring_defs(
     @dg.asset(
         key=production_key,
         partitions_def=partitions_def,
-        description=(
+        description=f"{spec.description or name}\n\n"
+        + (
             f"Production batches landed at {source.path}, one partition per file."
             if from_files
             else "The serving audit trail (every prediction's input), one partition per day."
@@ -111,7 +112,8 @@ def build_monitoring_defs(
         key=drift_key,
         partitions_def=partitions_def,
         ins={"production_data": dg.AssetIn(production_key)},
-        description="Per-feature drift of a production batch against the champion's reference profile "
+        description=f"{spec.description or name}\n\n"
+        "Per-feature drift of a production batch against the champion's reference profile "
         f"(method {monitoring.drift.method}; the batch counts as drifted when at least "
         f"{monitoring.drift.share:.0%} of features drift), plus drift of the champion's predictions.",
         kinds={"pandas"},
