@@ -1,0 +1,172 @@
+"""Great Expectations vs hand-written pandas: the same rules on 1M rows of credit data.
+
+The rules are the credit_default spec's schema resolved against clean data
+(ml_pipelines.core.validation.resolve_schema), as the asset check resolves them
+against a champion. A copy of the data then gets a few bad values (out of range,
+unknown category, nulls where none are allowed). Both engines validate that copy:
+  - run_suite: the GX 1.x suite through an ephemeral context and a checkpoint,
+    no Data Docs (what the raw_data check runs, less the HTML);
+  - check_with_pandas: the same rules as vectorized pandas masks.
+They must agree: the same failed expectations with the same unexpected counts,
+equal to the injected ones, and both pass the clean data. Reported: rows/s of each
+(median of alternating runs) and GX time / pandas time. GX's fixed cost per call
+(context, suite and checkpoint set-up) is measured on 1,000 rows and reported apart.
+
+    python -m bench.validation_throughput [--rows 1000000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from bench._common import median, print_table, timed, write_results
+from bench.orchestration_overhead import SPEC_FILE
+
+# (column, expectation, rows, value): bad values written into distinct rows
+INJECTED = (
+    ("age", "expect_column_values_to_be_between", 7, 150),  # explicit max 100
+    ("debt_ratio", "expect_column_values_to_be_between", 3, -0.5),  # explicit min 0
+    ("credit_lines", "expect_column_values_to_be_between", 2, 10_000),  # inferred range
+    ("purpose", "expect_column_values_to_be_in_set", 5, "crypto"),  # explicit categories
+    ("employment_years", "expect_column_values_to_not_be_null", 4, np.nan),  # only income may be null
+    ("home_ownership", "expect_column_values_to_not_be_null", 2, None),
+)
+
+
+def load_spec():
+    from ml_pipelines.spec import PipelineSpec
+
+    return PipelineSpec.model_validate(yaml.safe_load(SPEC_FILE.read_text())["attributes"])
+
+
+def inject(frame: pd.DataFrame, seed: int = 11) -> tuple[pd.DataFrame, dict[tuple[str, str], int]]:
+    """A copy of frame with INJECTED written into distinct random rows; the expected failure counts."""
+    bad = frame.copy()
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(frame), size=sum(n for _, _, n, _ in INJECTED), replace=False)
+    expected: dict[tuple[str, str], int] = {}
+    start = 0
+    for column, expectation, n, value in INJECTED:
+        index = rows[start : start + n]
+        start += n
+        position = bad.columns.get_loc(column)
+        bad.iloc[index, position] = value
+        expected[(expectation, column)] = expected.get((expectation, column), 0) + n
+    return bad, expected
+
+
+def failures(report) -> dict[tuple[str, str], int | None]:
+    return {(f.expectation, f.column): f.unexpected_count for f in report.failures}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine (alternating)")
+    args = parser.parse_args(argv)
+
+    from ml_pipelines.core.sources import coerce_declared_types, load_source
+    from ml_pipelines.core.validation import check_with_pandas, resolve_schema, run_suite
+
+    spec = load_spec()
+    source = spec.source.model_copy(update={"params": {**spec.source.params, "rows": args.rows}})
+    loaded = load_source(source)
+    clean = coerce_declared_types(loaded.frame, spec.data_schema, loaded.description)
+    categorical = (spec.target,) if spec.task == "classification" else ()
+    schema = resolve_schema(spec.data_schema, clean, categorical_columns=categorical)
+    bad, expected = inject(clean)
+
+    def gx(frame: pd.DataFrame):
+        return run_suite(frame, schema, suite_name="bench_credit", docs_dir=None)
+
+    def pandas_checks(frame: pd.DataFrame):
+        return check_with_pandas(frame, schema)
+
+    # warm-up (imports, first context) and the agreement checks on clean data
+    gx(clean.iloc[:1000])
+    clean_gx, clean_gx_s, _ = timed(lambda: gx(clean))
+    clean_pd, clean_pd_s, _ = timed(lambda: pandas_checks(clean))
+    if not (clean_gx.success and clean_pd.success):
+        raise AssertionError(
+            f"clean data must pass both: GX {clean_gx.summary_lines()}, pandas {clean_pd.summary_lines()}"
+        )
+
+    fixed = median([timed(lambda: gx(clean.iloc[:1000]))[1] for _ in range(3)])
+
+    times: dict[str, list[float]] = {"great_expectations": [], "pandas": []}
+    reports: dict[str, Any] = {}
+    print(f"validation throughput: {len(bad):,} rows, {len(schema.rules)} columns, {args.repeats} runs per engine")
+    for _ in range(args.repeats):
+        for engine, fn in (("great_expectations", gx), ("pandas", pandas_checks)):
+            report, wall, _ = timed(lambda: fn(bad))
+            times[engine].append(wall)
+            reports[engine] = report
+            print(f"  {engine:18s} {wall:8.3f}s  {len(bad) / wall:14,.0f} rows/s")
+
+    gx_report, pd_report = reports["great_expectations"], reports["pandas"]
+    if failures(gx_report) != failures(pd_report):
+        raise AssertionError(f"the engines disagree: GX {failures(gx_report)} vs pandas {failures(pd_report)}")
+    if failures(gx_report) != expected:
+        raise AssertionError(f"GX found {failures(gx_report)}, injected {expected}")
+    if gx_report.success or pd_report.success or gx_report.evaluated != pd_report.evaluated:
+        raise AssertionError(
+            f"success GX {gx_report.success} pandas {pd_report.success}; "
+            f"evaluated GX {gx_report.evaluated} pandas {pd_report.evaluated}"
+        )
+
+    gx_s, pd_s = median(times["great_expectations"]), median(times["pandas"])
+    rows = len(bad)
+    payload = {
+        "rows": rows,
+        "columns": len(schema.rules),
+        "expectations": gx_report.evaluated,
+        "repeats": args.repeats,
+        "great_expectations": {
+            "median_s": gx_s,
+            "rows_per_s": rows / gx_s,
+            "runs_s": times["great_expectations"],
+            "fixed_cost_s": fixed,
+            "rows_per_s_less_fixed_cost": rows / (gx_s - fixed) if gx_s > fixed else None,
+            "clean_data_s": clean_gx_s,
+        },
+        "pandas": {
+            "median_s": pd_s,
+            "rows_per_s": rows / pd_s,
+            "runs_s": times["pandas"],
+            "clean_data_s": clean_pd_s,
+        },
+        "ratio_time_gx_over_pandas": gx_s / pd_s,
+        "agreement": {
+            "failed_expectations": [
+                {"expectation": e, "column": c, "unexpected": n} for (e, c), n in sorted(failures(gx_report).items())
+            ],
+            "identical": True,
+            "clean_data_passes_both": True,
+        },
+        "schema_rules": schema.to_dict(),
+    }
+    path = write_results("validation_throughput", payload)
+    print_table(
+        "validation throughput (median of runs, data with injected failures)",
+        ["engine", "seconds", "rows/s", "vs pandas"],
+        [
+            ["great_expectations (run_suite)", gx_s, rows / gx_s, gx_s / pd_s],
+            ["pandas (check_with_pandas)", pd_s, rows / pd_s, 1.0],
+            ["GX fixed cost per call (1k rows)", fixed, "", ""],
+        ],
+    )
+    print(
+        f"\nGX takes {gx_s / pd_s:.1f}x the pandas time; both report "
+        + ", ".join(f"{c} {e.removeprefix('expect_column_values_to_')}={n}" for (e, c), n in expected.items())
+        + f"; results: {path}"
+    )
+    return payload
+
+
+if __name__ == "__main__":
+    main()
