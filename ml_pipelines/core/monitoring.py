@@ -48,7 +48,10 @@ def drift_against(
     if model is not None:
         usable = [c for c in profile.columns() if c in batch.columns]
         if len(usable) == len(profile.columns()):
-            predictions, _ = prediction_values(model, batch, task)
+            # the encoder was fitted on text; a landed file may carry a categorical column as
+            # numbers, or as float NaN when the column is entirely empty
+            scored = batch.astype({c: "str" for c in profile.categorical})
+            predictions, _ = prediction_values(model, scored, task)
     return compute_drift(
         profile, batch, method=spec.method, threshold=spec.threshold, share=spec.share, predictions=predictions
     )
