@@ -13,3 +13,7 @@ def platform_root(tmp_path):
     root = tmp_path / "platform"
     root.mkdir()
     return root
+
+
+# the real PostgreSQL cluster, moto S3 server and bucket fixtures (prod/ and core/test_registry.py)
+pytest_plugins = ["ml_pipelines_tests.service_fixtures"]

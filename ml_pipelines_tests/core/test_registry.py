@@ -2,9 +2,10 @@
 aliases with history, checksums, trusted loading and atomic writes.
 
 Every test takes the `store` fixture, so each runs against each ObjectStore
-implementation. Only LocalObjectStore exists today; an S3 store is added by
-giving `STORES` a second entry (a factory plus the Python source that rebuilds
-the same store in a subprocess, for the killed-write test).
+implementation: LocalObjectStore, and S3ObjectStore on a real S3 API (moto's
+server on loopback, the `s3` fixture from service_fixtures.py). Each `STORES`
+entry is a factory plus the Python source that rebuilds the same store in a
+subprocess, for the killed-write test.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ml_pipelines.core.registry import (
     library_versions,
     sha256_bytes,
 )
-from ml_pipelines.core.storage import LocalObjectStore, ObjectStore
+from ml_pipelines.core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,10 +49,19 @@ class StoreKind:
     # Python source, evaluated in a subprocess with `root` bound to the same Path, that builds an
     # ObjectStore over the same objects
     rebuild: str
+    # a fixture the store needs first (a server, and the environment that points at it)
+    requires: str | None = None
 
 
 STORES = {
     "local": StoreKind(lambda root: LocalObjectStore(root / "store"), "LocalObjectStore(root / 'store')"),
+    # the bucket comes from ML_PIPELINES_TEST_BUCKET, set by the store fixture; the endpoint and
+    # credentials from the standard AWS variables the `s3` fixture sets (inherited by subprocesses)
+    "s3": StoreKind(
+        lambda root: S3ObjectStore(os.environ["ML_PIPELINES_TEST_BUCKET"], f"registry-tests/{root.name}/store"),
+        "S3ObjectStore(os.environ['ML_PIPELINES_TEST_BUCKET'], f'registry-tests/{root.name}/store')",
+        requires="s3",
+    ),
 }
 
 
@@ -61,7 +71,10 @@ def store_kind(request) -> StoreKind:
 
 
 @pytest.fixture
-def store(store_kind, tmp_path) -> ObjectStore:
+def store(store_kind, tmp_path, request, monkeypatch) -> ObjectStore:
+    if store_kind.requires:
+        bucket = request.getfixturevalue(store_kind.requires)
+        monkeypatch.setenv("ML_PIPELINES_TEST_BUCKET", bucket.name)
     return store_kind.make(tmp_path)
 
 
@@ -310,10 +323,10 @@ MARKER = "FIRST-ARTIFACT-STORED"
 
 WRITER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from pathlib import Path
     from ml_pipelines.core.registry import ModelRegistry, Trigger
-    from ml_pipelines.core.storage import LocalObjectStore, ObjectStore
+    from ml_pipelines.core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 
     root, artifact_dir, version = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     inner = {rebuild}
