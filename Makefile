@@ -24,8 +24,9 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/ml-pipelines demo
 
+# tests make their own homes; two workers, one test module per worker at a time
 test: setup
-	$(BIN)/python -m pytest
+	env -u ML_PIPELINES_HOME -u DAGSTER_HOME $(BIN)/python -m pytest -n 2 --dist loadfile
 
 dev: setup
 	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/ 2>/dev/null || true
