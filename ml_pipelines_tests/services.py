@@ -21,6 +21,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -150,7 +151,12 @@ class PostgresCluster:
             while pid is not None and _pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if pid is not None and _pid_alive(pid):
-                raise ServiceError(f"postmaster {pid} still runs after pg_ctl stop {error}")
+                # a server that does not stop is a bug to report, after it is killed and deleted
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                if delete:
+                    shutil.rmtree(self.base, ignore_errors=True)
+                raise ServiceError(f"postmaster {pid} still ran 30 s after pg_ctl stop; killed it. {error}")
         if delete:
             shutil.rmtree(self.base, ignore_errors=True)
 
