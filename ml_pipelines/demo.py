@@ -42,7 +42,7 @@ def run_demo(only: list[str] | None = None) -> int:
     with dg.DagsterInstance.get() as instance:
         for name in names:
             started = time.perf_counter()
-            result = definitions.get_job_def(f"{name}_retrain_job").execute_in_process(
+            result = definitions.resolve_job_def(f"{name}_retrain_job").execute_in_process(
                 instance=instance, raise_on_error=False, tags={"ml_pipelines/trigger": "demo"}
             )
             seconds = time.perf_counter() - started

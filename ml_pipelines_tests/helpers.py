@@ -51,7 +51,7 @@ def materialize(
     defs = dg.Definitions.merge(
         build_pipeline_defs(spec, base_dir=base_dir), dg.Definitions(resources=local_resources(root))
     )
-    job = defs.get_job_def(f"{spec.name}_retrain_job")
+    job = defs.resolve_job_def(f"{spec.name}_retrain_job")
     if instance is None:
         with dg.instance_for_test() as temp_instance:
             result = job.execute_in_process(instance=temp_instance, raise_on_error=False)
