@@ -2,6 +2,7 @@
 tags), the GPU concurrency pool, and the retry policy for transient failures."""
 
 import functools
+import inspect
 from typing import Any
 
 import dagster as dg
@@ -69,6 +70,17 @@ def _deterministic_errors() -> tuple[type[Exception], ...]:
 def fail_fast_on_bad_input(fn):
     """Errors that a retry cannot fix (bad data, a bad spec, a checksum mismatch)
     fail the step at once, with the original message, instead of being retried."""
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except _deterministic_errors() as exc:
+                raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
+
+        return generator_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

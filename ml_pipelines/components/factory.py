@@ -91,6 +91,10 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
 
     # ------------------------------------------------------------ ingestion
 
+    blocking = spec.data_schema.on_failure == "block"
+
+    # The suite runs inside raw_data's step (a check spec of the asset), so a
+    # partitioned run validates exactly its own partition and the data is not reloaded.
     @dg.asset(
         key=key["raw_data"],
         description=f"{description}\n\nData as ingested from {source_text}.",
@@ -99,16 +103,25 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         partitions_def=partitions_def,
         op_tags=stage_op_tags(spec, "raw_data"),
         pool=stage_pool(spec, "raw_data"),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "matches_expectation_suite",
+                asset=key["raw_data"],
+                blocking=blocking,
+                description="The raw data meets the Great Expectations suite built from the spec's schema "
+                f"(on failure: {spec.data_schema.on_failure}).",
+            )
+        ],
         **common,
     )
     @fail_fast_on_bad_input
-    def raw_data(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+    def raw_data(context: dg.AssetExecutionContext, registry: RegistryResource, workdir: WorkdirResource):
         partition = context.partition_key if partitions_def else None
         loaded = load_source(spec.source, base_dir=base_dir, env=os.environ, partition_key=partition)
         frame = coerce_declared_types(loaded.frame, spec.data_schema, loaded.description)
         check_required_columns(frame, spec, loaded.description)
         data_version = frame_hash(frame)
-        return dg.Output(
+        yield dg.Output(
             frame,
             data_version=dg.DataVersion(data_version),
             metadata={
@@ -118,28 +131,13 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
                 **md.frame_metadata(frame),
             },
         )
-
-    @dg.asset_check(
-        asset=key["raw_data"],
-        name="matches_expectation_suite",
-        blocking=spec.data_schema.on_failure == "block",
-        description="The raw data meets the Great Expectations suite built from the spec's schema "
-        f"(on failure: {spec.data_schema.on_failure}).",
-    )
-    def matches_expectation_suite(
-        context: dg.AssetCheckExecutionContext,
-        raw_data: pd.DataFrame,
-        registry: RegistryResource,
-        workdir: WorkdirResource,
-    ) -> dg.AssetCheckResult:
-        schema, champion = _resolved_schema(spec, raw_data, registry.registry())
-        report = run_suite(
-            raw_data, schema, suite_name=f"{name}_raw_data", docs_dir=workdir.path(name, "data_docs")
-        )
-        severity = dg.AssetCheckSeverity.ERROR if spec.data_schema.on_failure == "block" else dg.AssetCheckSeverity.WARN
-        return dg.AssetCheckResult(
+        schema, champion = _resolved_schema(spec, frame, registry.registry())
+        suite_name = f"{name}_raw_data" + (f"_{partition}" if partition else "")
+        report = run_suite(frame, schema, suite_name=suite_name, docs_dir=workdir.path(name, "data_docs"))
+        yield dg.AssetCheckResult(
+            check_name="matches_expectation_suite",
             passed=report.success,
-            severity=severity,
+            severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
             description=None if report.success else "; ".join(report.summary_lines())[:1000],
             metadata=md.validation_metadata(report, champion),
         )
@@ -434,7 +432,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         )
     definitions = dg.Definitions(
         assets=assets,
-        asset_checks=[matches_expectation_suite, beats_champion],
+        asset_checks=[beats_champion],
         jobs=jobs,
     )
     if spec.monitoring.production_data is None:
