@@ -78,8 +78,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.version:
         env["ML_PIPELINES_SERVE_VERSION"] = args.version
     env.setdefault("BENTOML_HOME", str(Path(env["ML_PIPELINES_HOME"]) / "bentoml"))
+    # uvicorn closes a keep-alive connection after 5 s idle by default, the same as httpx's and many
+    # clients' pool expiry: a request sent on a connection the server is closing fails with a
+    # reset. Servers keep connections longer than their clients and load balancers (60 s) do.
     command = [sys.executable, "-m", "bentoml", "serve", "ml_pipelines.serving.service:ModelService",
-               "--host", args.host, "--port", str(args.port)]
+               "--host", args.host, "--port", str(args.port), "--timeout-keep-alive", str(args.keep_alive)]
     os.execvpe(command[0], command, env)
     return 0  # not reached
 
@@ -129,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument("--version", help="serve this version instead of following the champion")
+    serve.add_argument("--keep-alive", type=int, default=75, metavar="SECONDS",
+                       help="close idle client connections after this long (default: 75)")
     serve.set_defaults(func=_cmd_serve)
 
     audit = commands.add_parser("audit", help="print the audit trail, one line per prediction")

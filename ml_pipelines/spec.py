@@ -269,7 +269,10 @@ class EvaluationSpec(StrictModel):
 class ServingSpec(StrictModel):
     batchable: bool = True
     max_batch_size: int = Field(default=64, ge=1)
-    max_latency_ms: int = Field(default=20, ge=1)
+    max_latency_ms: int = Field(
+        default=10_000, ge=1,
+        description="BentoML's batching deadline: a row that would wait longer for its batch is shed with a 503.",
+    )
     max_records: int = Field(default=1000, ge=1, description="Most records one request may carry.")
 
 

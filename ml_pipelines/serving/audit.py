@@ -44,21 +44,24 @@ class AuditWriter:
                     break
             error: BaseException | None = None
             try:
-                touched = set()
+                lines: dict[str, list[str]] = {}
                 for records, _, _ in batch:
                     for record in records:
-                        day = record["timestamp"][:10]
-                        if day not in handles:
-                            handles[day] = open(self._path(day), "a", encoding="utf-8")  # noqa: SIM115
-                        handles[day].write(json.dumps(record, default=str) + "\n")
-                        touched.add(day)
-                for day in touched:
+                        lines.setdefault(record["timestamp"][:10], []).append(_dumps(record) + "\n")
+                for day, day_lines in lines.items():
+                    if day not in handles:
+                        handles[day] = open(self._path(day), "a", encoding="utf-8")  # noqa: SIM115
+                    handles[day].write("".join(day_lines))  # one write per day and batch
                     handles[day].flush()
                     os.fsync(handles[day].fileno())
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
                 error = exc
+            # one wake-up per event loop for the whole batch, not one per request
+            waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
             for _, loop, future in batch:
-                loop.call_soon_threadsafe(_settle, future, error)
+                waiting.setdefault(loop, []).append(future)
+            for loop, futures in waiting.items():
+                loop.call_soon_threadsafe(_settle_all, futures, error)
 
     async def write(self, records: list[dict[str, Any]]) -> None:
         """Returns once the records are on disk (fsynced)."""
@@ -68,13 +71,17 @@ class AuditWriter:
         await future
 
 
-def _settle(future: asyncio.Future, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+_dumps = json.JSONEncoder(default=str).encode
+
+
+def _settle_all(futures: list[asyncio.Future], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def utc_timestamp() -> str:

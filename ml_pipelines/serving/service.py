@@ -12,6 +12,7 @@ configuration (environment and the champion's registry record) on import.
 
 from __future__ import annotations
 
+import gc
 import hmac
 import json
 import os
@@ -31,7 +32,7 @@ from ml_pipelines.serving.schema import RequestError, record_model, validate_rec
 CONFIG = ServingConfig.from_env()
 _VERSION = CONFIG.initial_version()
 _RECORD = CONFIG.record(_VERSION)
-SERVING = {"batchable": True, "max_batch_size": 64, "max_latency_ms": 20, "max_records": 1000,
+SERVING = {"batchable": True, "max_batch_size": 64, "max_latency_ms": 10_000, "max_records": 1000,
            **_RECORD.extra.get("serving", {}),
            # operators (and the benchmark) may override the packaged settings, e.g. {"batchable": false}
            **json.loads(os.environ.get("ML_PIPELINES_SERVING") or "{}")}
@@ -49,7 +50,13 @@ class HTTPError(BentoMLException):
         self.error_code = HTTPStatus(status)
 
 
-@bentoml.service(name=f"{CONFIG.pipeline}_predictor", workers=1, traffic={"timeout": 30})
+# runner_connection: BentoML's gateway client closes its session to the predictor every
+# max_requests calls (default 100) while other calls are still in flight on it, and those
+# fail with "Server disconnected" (a 500). The predictor is a local socket; never recycle it.
+@bentoml.service(
+    name=f"{CONFIG.pipeline}_predictor", workers=1, traffic={"timeout": 30},
+    runner_connection={"max_requests": 2**62, "max_age": 1e12},
+)
 class Predictor:
     # declared so a built bento carries the model it starts with
     bento_model = bentoml.models.BentoModel(f"{CONFIG.pipeline}:{_VERSION}") if CONFIG.from_bento else None
@@ -57,6 +64,7 @@ class Predictor:
     def __init__(self) -> None:
         self.holder = ModelHolder(CONFIG)
         self.holder.watch()
+        gc.freeze()  # see ModelService.__init__
 
     @bentoml.api(
         batchable=SERVING["batchable"],
@@ -74,6 +82,9 @@ class ModelService:
     def __init__(self) -> None:
         self.record_model = record_model(_RECORD.features)
         self.audit = AuditWriter(CONFIG.layout.audit, CONFIG.pipeline) if CONFIG.audit else None
+        # everything loaded so far (bentoml, pandas, sklearn, the model) lives as long as the process:
+        # keep it out of the cyclic GC, whose full passes over it stall the event loop under load
+        gc.freeze()
 
     def _caller(self, ctx: bentoml.Context) -> str | None:
         if not CONFIG.api_keys:
