@@ -86,8 +86,15 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
     frameworks = {m.framework for m in spec.models}
     common = dict(group_name=name, owners=owners, code_version=code_version)
 
-    def tags(stage: str) -> dict[str, str]:
-        return {"stage": stage, "pipeline": name}
+    def stage_settings(asset: str, stage: str) -> dict:
+        """What every chain asset shares: group/owners/code version, its stage tag,
+        its Kubernetes step-pod resources and its concurrency pool."""
+        return dict(
+            tags={"stage": stage, "pipeline": name},
+            op_tags=stage_op_tags(spec, asset),
+            pool=stage_pool(spec, asset),
+            **common,
+        )
 
     # ------------------------------------------------------------ ingestion
 
@@ -99,10 +106,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         key=key["raw_data"],
         description=f"{description}\n\nData as ingested from {source_text}.",
         kinds={"pandas"},
-        tags=tags("ingestion"),
         partitions_def=partitions_def,
-        op_tags=stage_op_tags(spec, "raw_data"),
-        pool=stage_pool(spec, "raw_data"),
         check_specs=[
             dg.AssetCheckSpec(
                 "matches_expectation_suite",
@@ -112,7 +116,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
                 f"(on failure: {spec.data_schema.on_failure}).",
             )
         ],
-        **common,
+        **stage_settings("raw_data", "ingestion"),
     )
     @fail_fast_on_bad_input
     def raw_data(context: dg.AssetExecutionContext, registry: RegistryResource, workdir: WorkdirResource):
@@ -149,11 +153,8 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         "Rows of raw_data that pass the schema's row-level rules; the resolved rules "
         "and the rows dropped per rule are in the metadata.",
         kinds={"pandas", "great_expectations"},
-        tags=tags("validation"),
         partitions_def=partitions_def,
-        op_tags=stage_op_tags(spec, "validated_data"),
-        pool=stage_pool(spec, "validated_data"),
-        **common,
+        **stage_settings("validated_data", "validation"),
     )
     @fail_fast_on_bad_input
     def validated_data(
@@ -197,10 +198,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         "Train and test frames plus the resolved feature spec. Derived columns and encoders "
         "are fitted inside the model so serving applies the same transform.",
         kinds={"pandas", "sklearn"},
-        tags=tags("features"),
-        op_tags=stage_op_tags(spec, "features"),
-        pool=stage_pool(spec, "features"),
-        **common,
+        **stage_settings("features", "features"),
     )
     @fail_fast_on_bad_input
     def features(context: dg.AssetExecutionContext, validated_data) -> dg.Output[FeatureSet]:
@@ -224,10 +222,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         f"The best of {len(spec.models)} candidate model(s) by {spec.selection.cv_folds}-fold "
         f"cross-validated {spec.selection_metric}, refit on the whole training split.",
         kinds={"sklearn", *(["pytorch"] if "torch" in frameworks else [])},
-        tags=tags("training"),
-        op_tags=stage_op_tags(spec, "trained_model"),
-        pool=stage_pool(spec, "trained_model"),
-        **common,
+        **stage_settings("trained_model", "training"),
     )
     @fail_fast_on_bad_input
     def trained_model(context: dg.AssetExecutionContext, features: FeatureSet) -> dg.Output[SelectionResult]:
@@ -252,10 +247,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         "Holdout metrics with bootstrap 95% intervals, per-slice metrics, permutation "
         "importance, and the same metrics for the current champion on the same rows.",
         kinds={"sklearn"},
-        tags=tags("evaluation"),
-        op_tags=stage_op_tags(spec, "evaluation"),
-        pool=stage_pool(spec, "evaluation"),
-        **common,
+        **stage_settings("evaluation", "evaluation"),
     )
     @fail_fast_on_bad_input
     def evaluation(
@@ -310,10 +302,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         "A registry version with full lineage, the same model in the BentoML store, "
         "promoted to champion when the gate passes.",
         kinds={"bentoml"},
-        tags=tags("packaging"),
-        op_tags=stage_op_tags(spec, "model_package"),
-        pool=stage_pool(spec, "model_package"),
-        **common,
+        **stage_settings("model_package", "packaging"),
     )
     @fail_fast_on_bad_input
     def model_package(
