@@ -99,23 +99,36 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
     # ------------------------------------------------------------ ingestion
 
     blocking = spec.data_schema.on_failure == "block"
+    check_description = (
+        "The raw data meets the Great Expectations suite built from the spec's schema "
+        f"(on failure: {spec.data_schema.on_failure})."
+    )
 
-    # The suite runs inside raw_data's step (a check spec of the asset), so a
-    # partitioned run validates exactly its own partition and the data is not reloaded.
+    def suite_result(frame: pd.DataFrame, registry: RegistryResource, workdir: WorkdirResource, partition=None):
+        schema, champion = _resolved_schema(spec, frame, registry.registry())
+        suite_name = f"{name}_raw_data" + (f"_{partition}" if partition else "")
+        report = run_suite(frame, schema, suite_name=suite_name, docs_dir=workdir.path(name, "data_docs"))
+        return dg.AssetCheckResult(
+            check_name="matches_expectation_suite",
+            passed=report.success,
+            severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
+            description=None if report.success else "; ".join(report.summary_lines())[:1000],
+            metadata=md.validation_metadata(report, champion),
+        )
+
+    # A partitioned raw_data runs the suite inside its own step (a check spec), so each
+    # run validates exactly its partition: a separate check would load every partition.
     @dg.asset(
         key=key["raw_data"],
         description=f"{description}\n\nData as ingested from {source_text}.",
         kinds={"pandas"},
         partitions_def=partitions_def,
-        check_specs=[
-            dg.AssetCheckSpec(
-                "matches_expectation_suite",
-                asset=key["raw_data"],
-                blocking=blocking,
-                description="The raw data meets the Great Expectations suite built from the spec's schema "
-                f"(on failure: {spec.data_schema.on_failure}).",
-            )
-        ],
+        check_specs=(
+            [dg.AssetCheckSpec("matches_expectation_suite", asset=key["raw_data"], blocking=blocking,
+                               description=check_description)]
+            if partitions_def
+            else None
+        ),
         **stage_settings("raw_data", "ingestion"),
     )
     @fail_fast_on_bad_input
@@ -135,16 +148,16 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
                 **md.frame_metadata(frame),
             },
         )
-        schema, champion = _resolved_schema(spec, frame, registry.registry())
-        suite_name = f"{name}_raw_data" + (f"_{partition}" if partition else "")
-        report = run_suite(frame, schema, suite_name=suite_name, docs_dir=workdir.path(name, "data_docs"))
-        yield dg.AssetCheckResult(
-            check_name="matches_expectation_suite",
-            passed=report.success,
-            severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
-            description=None if report.success else "; ".join(report.summary_lines())[:1000],
-            metadata=md.validation_metadata(report, champion),
-        )
+        if partitions_def:
+            yield suite_result(frame, registry, workdir, partition)
+
+    @dg.asset_check(
+        asset=key["raw_data"], name="matches_expectation_suite", blocking=blocking, description=check_description
+    )
+    def matches_expectation_suite(
+        raw_data: pd.DataFrame, registry: RegistryResource, workdir: WorkdirResource
+    ) -> dg.AssetCheckResult:
+        return suite_result(raw_data, registry, workdir)
 
     @dg.asset(
         key=key["validated_data"],
@@ -421,7 +434,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         )
     definitions = dg.Definitions(
         assets=assets,
-        asset_checks=[beats_champion],
+        asset_checks=[beats_champion] if partitions_def else [matches_expectation_suite, beats_champion],
         jobs=jobs,
     )
     if spec.monitoring.production_data is None:
