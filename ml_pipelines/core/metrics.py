@@ -62,10 +62,6 @@ def compute_metrics(
     return {n: compute_metric(n, y_true, y_pred, proba, classes) for n in names}
 
 
-def is_better(metric: str, candidate: float, reference: float) -> bool:
-    return candidate > reference if METRIC_DIRECTIONS[metric] else candidate < reference
-
-
 def regression_of(metric: str, candidate: float, reference: float) -> float:
     """How much worse the candidate is than the reference (positive = worse)."""
     return reference - candidate if METRIC_DIRECTIONS[metric] else candidate - reference
