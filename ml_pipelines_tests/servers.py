@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
@@ -225,3 +226,38 @@ def _describe(proc: psutil.Process) -> str:
 def assert_all_gone(processes: Sequence[psutil.Process]) -> None:
     alive = [_describe(p) for p in processes if _alive(p)]
     assert not alive, f"still running: {'; '.join(alive)}"
+
+
+WORKSPACE_QUERY = """
+{
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def wait_for_code_locations(graphql, server: ServerProcess, deadline: float) -> None:
+    """`dagster dev` answers server_info before its code server has loaded the definitions:
+    wait (via the GraphQL function given) until every code location is LOADED."""
+    while True:
+        data = graphql(WORKSPACE_QUERY)["workspaceOrError"]
+        assert data["__typename"] == "Workspace", data
+        entries = data["locationEntries"]
+        for entry in entries:
+            error = entry["locationOrLoadError"]
+            if error and error["__typename"] == "PythonError":
+                pytest.fail(f"code location {entry['name']} failed to load: {error['message']}")
+        if entries and all(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries):
+            return
+        if time.monotonic() > deadline:
+            raise ServerError(f"code locations still loading: {entries}\n{server.log_tail()}")
+        time.sleep(1)

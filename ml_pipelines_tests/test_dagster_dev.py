@@ -16,13 +16,13 @@ import yaml
 
 from ml_pipelines_tests.servers import (
     REPO_ROOT,
-    ServerError,
     ServerProcess,
     assert_all_gone,
     free_port,
     start_server,
     stop_server,
     venv_executable,
+    wait_for_code_locations,
     wait_for_url,
 )
 
@@ -67,25 +67,6 @@ def _expected_upstream(attributes: dict[str, Any]) -> dict[str, set[str]]:
         expected.update(MONITORING_UPSTREAM)
     return expected
 
-
-WORKSPACE_QUERY = """
-{
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError {
-          __typename
-          ... on PythonError { message }
-        }
-      }
-    }
-    ... on PythonError { message }
-  }
-}
-"""
 
 REPOSITORY_QUERY = """
 {
@@ -132,23 +113,6 @@ class DagsterDev:
         return body["data"]
 
 
-def _wait_for_code_location(dev: DagsterDev, deadline: float) -> None:
-    """server_info answers before the code server has loaded the definitions."""
-    while True:
-        data = dev.graphql(WORKSPACE_QUERY)["workspaceOrError"]
-        assert data["__typename"] == "Workspace", data
-        entries = data["locationEntries"]
-        for entry in entries:
-            error = entry["locationOrLoadError"]
-            if error and error["__typename"] == "PythonError":
-                pytest.fail(f"code location {entry['name']} failed to load: {error['message']}")
-        if entries and all(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries):
-            return
-        if time.monotonic() > deadline:
-            raise ServerError(f"code locations still loading: {entries}\n{dev.server.log_tail()}")
-        time.sleep(1)
-
-
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
     root = tmp_path_factory.mktemp("dagster_dev")
@@ -170,7 +134,7 @@ def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
     dev = DagsterDev(f"http://127.0.0.1:{port}", server)
     try:
         wait_for_url(f"{dev.url}/server_info", server=server, timeout=READY_TIMEOUT_S)
-        _wait_for_code_location(dev, time.monotonic() + READY_TIMEOUT_S)
+        wait_for_code_locations(dev.graphql, dev.server, time.monotonic() + READY_TIMEOUT_S)
         yield dev
     finally:
         stop_server(server)  # raises if any process needed SIGKILL

@@ -31,13 +31,13 @@ from ml_pipelines_tests.demo_specs import shipped_attributes, small_credit_attri
 from ml_pipelines_tests.helpers import registry_at
 from ml_pipelines_tests.servers import (
     REPO_ROOT,
-    ServerError,
     ServerProcess,
     assert_all_gone,
     free_port,
     start_server,
     stop_server,
     venv_executable,
+    wait_for_code_locations,
     wait_for_url,
 )
 
@@ -92,40 +92,6 @@ class AnalystWorld:
             (k for k in self.defs.resolve_asset_graph().get_all_asset_keys() if k.path[0] == pipeline),
             key=lambda k: k.to_user_string(),
         )
-
-
-WORKSPACE_QUERY = """
-{
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } }
-      }
-    }
-    ... on PythonError { message }
-  }
-}
-"""
-
-
-def _wait_for_code_location(world: AnalystWorld, deadline: float) -> None:
-    """server_info answers before the code server has loaded the definitions."""
-    while True:
-        data = world.graphql(WORKSPACE_QUERY)["workspaceOrError"]
-        assert data["__typename"] == "Workspace", data
-        entries = data["locationEntries"]
-        for entry in entries:
-            error = entry["locationOrLoadError"]
-            if error and error["__typename"] == "PythonError":
-                pytest.fail(f"code location {entry['name']} failed to load: {error['message']}")
-        if entries and all(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries):
-            return
-        if time.monotonic() > deadline:
-            raise ServerError(f"code locations still loading: {entries}\n{world.server.log_tail()}")
-        time.sleep(1)
 
 
 def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, specs: dict[str, PipelineSpec]) -> str:
@@ -205,7 +171,7 @@ def analyst_world(tmp_path_factory) -> Iterator[AnalystWorld]:
     )
     try:
         wait_for_url(f"{world.url}/server_info", server=server, timeout=READY_TIMEOUT_S)
-        _wait_for_code_location(world, time.monotonic() + READY_TIMEOUT_S)
+        wait_for_code_locations(world.graphql, world.server, time.monotonic() + READY_TIMEOUT_S)
         yield world
     finally:
         stop_server(server)  # raises if any process needed SIGKILL
