@@ -25,8 +25,6 @@ from ml_pipelines.core.models import expand_candidates
 from ml_pipelines.core.monitoring import PROFILE_FILE, reference_profile
 from ml_pipelines.core.packaging import save_bentoml_model
 from ml_pipelines.core.plots import evaluation_plots
-from ml_pipelines.serving.bento import build_bento, export_bento
-from ml_pipelines.serving.runtime import RECORD_FILE
 from ml_pipelines.core.registry import ModelRegistry, Trigger
 from ml_pipelines.core.selection import SelectionResult, select_model
 from ml_pipelines.core.sources import coerce_declared_types, describe_source, load_source
@@ -38,6 +36,8 @@ from ml_pipelines.core.validation import (
     run_suite,
 )
 from ml_pipelines.resources import BentoStoreResource, RegistryResource, WorkdirResource
+from ml_pipelines.serving.bento import build_bento, export_bento
+from ml_pipelines.serving.runtime import RECORD_FILE
 from ml_pipelines.spec import PipelineSpec, trusted_roots
 
 STAGES = ("raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package")

@@ -18,12 +18,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from ml_pipelines.core.dotted import import_dotted
+from ml_pipelines.core.errors import FeatureError
+from ml_pipelines.dotted import import_dotted
 from ml_pipelines.spec import DerivedFeature, PipelineSpec, SplitSpec
-
-
-class FeatureError(ValueError):
-    """A feature cannot be built; the message names the column."""
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn import metrics as skm
 
+from ml_pipelines.core.errors import MetricError
 from ml_pipelines.spec import METRIC_DIRECTIONS
-
-
-class MetricError(ValueError):
-    """A metric cannot be computed on these labels; the message names it."""
 
 
 def compute_metric(

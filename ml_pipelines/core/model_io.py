@@ -13,13 +13,11 @@ from pathlib import Path
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
+from ml_pipelines.core.errors import UntrustedArtifactError
+
 TRUSTED_MODULE_ROOTS = ("sklearn", "numpy", "scipy", "ml_pipelines")
 PIPELINE_FILE = "model.skops"
 PREPROCESS_FILE = "preprocess.skops"
-
-
-class UntrustedArtifactError(ValueError):
-    """An artifact holds types outside the trust list; it is never loaded."""
 
 
 def _is_torch(model: Pipeline) -> bool:

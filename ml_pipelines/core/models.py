@@ -15,13 +15,10 @@ import pandas as pd
 from sklearn.base import is_classifier, is_regressor
 from sklearn.pipeline import Pipeline
 
-from ml_pipelines.core.dotted import import_dotted
+from ml_pipelines.core.errors import ModelError
 from ml_pipelines.core.features import FeatureColumns, build_preprocessor
+from ml_pipelines.dotted import import_dotted
 from ml_pipelines.spec import SklearnModel, TorchModel
-
-
-class ModelError(ValueError):
-    """A candidate cannot be built; the message names the candidate."""
 
 
 @dataclass(frozen=True)

@@ -22,18 +22,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ml_pipelines.core.errors import ChecksumError, RegistryError
 from ml_pipelines.core.storage import ObjectNotFound, ObjectStore
 
 ALIASES = ("champion", "challenger")
 TRACKED_LIBRARIES = ("pandas", "numpy", "scikit-learn", "torch", "great-expectations", "bentoml", "dagster", "skops")
-
-
-class RegistryError(ValueError):
-    pass
-
-
-class ChecksumError(RegistryError):
-    """An artifact's bytes do not match the sha256 in its version record."""
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -13,6 +13,7 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from ml_pipelines.core.errors import SelectionError
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.metrics import compute_metric
 from ml_pipelines.core.model_io import serialized_size_bytes
@@ -20,10 +21,6 @@ from ml_pipelines.core.models import Candidate, build_model, predict
 from ml_pipelines.spec import METRIC_DIRECTIONS
 
 LATENCY_BATCH_ROWS = 1000
-
-
-class SelectionError(ValueError):
-    """No candidate can be selected; the message says why for each one."""
 
 
 @dataclass

@@ -10,14 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ml_pipelines.core.dotted import import_dotted
+from ml_pipelines.core.errors import SourceError
+from ml_pipelines.dotted import import_dotted
 from ml_pipelines.spec import FileSource, Partitions, SchemaSpec, SqlSource, SyntheticSource
 
 ENV_TEMPLATE = re.compile(r"^\{\{\s*env\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
-
-
-class SourceError(ValueError):
-    """The source could not be read; the message names the file or query."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,130 @@
+"""Settings.from_env(): the one place that reads the process environment.
+
+Everything else takes a Settings (or a value from one): the Dagster resources
+(defs/resources.py), the command line, the model service and the bento build.
+Nothing in the package writes os.environ; a child process gets its environment
+from `Settings.child_env(...)`.
+
+Variables:
+    ML_PIPELINES_ENV          local (default) | prod
+    ML_PIPELINES_HOME         local registry, BentoML store, reports, audit log (default ./.ml_pipelines)
+    ML_PIPELINES_S3_BUCKET    prod: the bucket for assets, registry and bento exports
+    ML_PIPELINES_S3_PREFIX    prod: the key prefix inside it (default ml_pipelines)
+    DAGSTER_HOME              the Dagster instance folder (the demo defaults it to ./.dagster_home)
+    ML_PIPELINES_SERVE_*, ML_PIPELINES_AUDIT, ML_PIPELINES_API_KEYS, ML_PIPELINES_WATCH_SECONDS,
+    ML_PIPELINES_SERVING      the model service (see ServeSettings)
+Specs may name any variable as ${VAR} in a path or {{ env.VAR }} in a connection;
+those are resolved at run time from `Settings.variables`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+ENVIRONMENTS = ("local", "prod")
+DEFAULT_HOME = ".ml_pipelines"
+DEFAULT_S3_PREFIX = "ml_pipelines"
+# every child process we start stays offline and quiet
+QUIET_ENV = {"BENTOML_DO_NOT_TRACK": "True", "DAGSTER_DISABLE_TELEMETRY": "1"}
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the platform cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How `bentoml serve ml_pipelines.serving.service:ModelService` is configured."""
+
+    pipeline: str | None = None  # ML_PIPELINES_SERVE_PIPELINE
+    version: str | None = None  # ML_PIPELINES_SERVE_VERSION: pin a version instead of following the champion
+    from_bento: bool = False  # ML_PIPELINES_SERVE_FROM=bento: the record ships inside the BentoML model
+    audit: bool = True  # ML_PIPELINES_AUDIT=off turns the audit trail off
+    api_keys: str = field(default="", repr=False)  # ML_PIPELINES_API_KEYS: `id:sha256hex,...`
+    watch_seconds: float = 2.0  # ML_PIPELINES_WATCH_SECONDS: how often the champion alias is polled
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # ML_PIPELINES_SERVING: JSON over the spec's serving
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> ServeSettings:
+        return cls(
+            pipeline=environ.get("ML_PIPELINES_SERVE_PIPELINE") or None,
+            version=environ.get("ML_PIPELINES_SERVE_VERSION") or None,
+            from_bento=environ.get("ML_PIPELINES_SERVE_FROM") == "bento",
+            audit=environ.get("ML_PIPELINES_AUDIT", "on").lower() not in ("off", "0", "false"),
+            api_keys=environ.get("ML_PIPELINES_API_KEYS", ""),
+            watch_seconds=_number(environ, "ML_PIPELINES_WATCH_SECONDS", 2.0),
+            overrides=_json_object(environ, "ML_PIPELINES_SERVING"),
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "local"
+    home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).resolve())
+    s3_bucket: str | None = None
+    s3_prefix: str = DEFAULT_S3_PREFIX
+    dagster_home: Path | None = None
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    # the whole environment, for ${VAR} in specs and for child processes; never printed
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = MappingProxyType(dict(os.environ if environ is None else environ))
+        environment = environ.get("ML_PIPELINES_ENV", "local")
+        if environment not in ENVIRONMENTS:
+            raise SettingsError(f"ML_PIPELINES_ENV={environment!r} is not one of {', '.join(ENVIRONMENTS)}")
+        dagster_home = environ.get("DAGSTER_HOME")
+        return cls(
+            environment=environment,
+            home=Path(environ.get("ML_PIPELINES_HOME") or DEFAULT_HOME).resolve(),
+            s3_bucket=environ.get("ML_PIPELINES_S3_BUCKET") or None,
+            s3_prefix=(environ.get("ML_PIPELINES_S3_PREFIX") or DEFAULT_S3_PREFIX).strip("/"),
+            dagster_home=Path(dagster_home).resolve() if dagster_home else None,
+            serve=ServeSettings.from_environ(environ),
+            environ=environ,
+        )
+
+    @property
+    def variables(self) -> Mapping[str, str]:
+        """What ${VAR} and {{ env.VAR }} in a spec resolve against: the environment, with
+        ML_PIPELINES_HOME always set (the demo's landing folder lives under it)."""
+        return {**self.environ, "ML_PIPELINES_HOME": str(self.home)}
+
+    def require_bucket(self) -> str:
+        if not self.s3_bucket:
+            raise SettingsError("ML_PIPELINES_S3_BUCKET is not set; ML_PIPELINES_ENV=prod keeps everything in S3")
+        return self.s3_bucket
+
+    def child_env(self, **overrides: str) -> dict[str, str]:
+        """The environment for a child process: ours, ML_PIPELINES_HOME resolved, quiet, plus overrides."""
+        return {**self.environ, "ML_PIPELINES_HOME": str(self.home), **QUIET_ENV, **overrides}
+
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+def _json_object(environ: Mapping[str, str], name: str) -> dict[str, Any]:
+    raw = environ.get(name)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise SettingsError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value
