@@ -51,9 +51,9 @@ def _cmd_land(args: argparse.Namespace) -> int:
     import os
 
     from ml_pipelines.components.monitoring import land_batch
-    from ml_pipelines.defs.resources import local_home
+    from ml_pipelines.settings import Settings
 
-    os.environ.setdefault("ML_PIPELINES_HOME", str(local_home()))
+    os.environ.setdefault("ML_PIPELINES_HOME", str(Settings.from_env().home))
     try:
         path = land_batch(_load_pipeline_spec(args.name), drift=args.drift, rows=args.rows, seed=args.seed,
                           base_dir=PROJECT_ROOT)
@@ -67,8 +67,9 @@ def _cmd_land(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from ml_pipelines.defs.resources import local_home
+    from ml_pipelines.settings import Settings
 
+    local_home = lambda: Settings.from_env().home  # noqa: E731
     env = {
         **os.environ,
         "ML_PIPELINES_SERVE_PIPELINE": args.pipeline,
@@ -96,7 +97,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _cmd_trace(args: argparse.Namespace) -> int:
     import os
 
-    from ml_pipelines.defs.resources import local_home, registry_from_env
+    from ml_pipelines.core.layout import registry_for
+    from ml_pipelines.settings import Settings
+
+    local_home = lambda: Settings.from_env().home  # noqa: E731
+    registry_from_env = lambda: registry_for(Settings.from_env())  # noqa: E731
     from ml_pipelines.trace import print_trace
 
     home = Path(os.environ.get("ML_PIPELINES_HOME", str(local_home())))

@@ -35,7 +35,9 @@ def run_demo(only: list[str] | None = None) -> int:
             print(f"unknown pipeline(s): {', '.join(unknown)}; known: {', '.join(names)}")
             return 2
         names = [n for n in names if n in only]
-    resources = platform_resources()
+    from ml_pipelines.settings import Settings
+
+    resources = platform_resources(Settings.from_env())
     registry = resources["registry"].registry()
     failed = []
     rows = []

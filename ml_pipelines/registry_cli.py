@@ -10,9 +10,10 @@ from ml_pipelines.core.registry import ModelRegistry, RegistryError
 
 
 def _registry() -> ModelRegistry:
-    from ml_pipelines.defs.resources import registry_from_env
+    from ml_pipelines.core.layout import registry_for
+    from ml_pipelines.settings import Settings
 
-    return registry_from_env()
+    return registry_for(Settings.from_env())
 
 
 def _aliases_by_version(registry: ModelRegistry, pipeline: str) -> dict[str, list[str]]:

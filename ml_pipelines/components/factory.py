@@ -5,7 +5,6 @@ Each asset is a thin wrapper around ml_pipelines.core; checks gate the chain.
 """
 
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from ml_pipelines.core.validation import (
 from ml_pipelines.resources import BentoStoreResource, RegistryResource, WorkdirResource
 from ml_pipelines.serving.bento import build_bento, export_bento
 from ml_pipelines.serving.runtime import RECORD_FILE
+from ml_pipelines.settings import Settings
 from ml_pipelines.spec import PipelineSpec, trusted_roots
 
 STAGES = ("raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package")
@@ -134,7 +134,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
     @fail_fast_on_bad_input
     def raw_data(context: dg.AssetExecutionContext, registry: RegistryResource, workdir: WorkdirResource):
         partition = context.partition_key if partitions_def else None
-        loaded = load_source(spec.source, base_dir=base_dir, env=os.environ, partition_key=partition)
+        loaded = load_source(spec.source, base_dir=base_dir, env=Settings.from_env().variables, partition_key=partition)
         frame = coerce_declared_types(loaded.frame, spec.data_schema, loaded.description)
         check_required_columns(frame, spec, loaded.description)
         data_version = frame_hash(frame)

@@ -21,6 +21,7 @@ from ml_pipelines.core.prediction_log import read_prediction_log
 from ml_pipelines.core.retrain_policy import DriftEvent, RetrainCursor, decide_retrain
 from ml_pipelines.core.sources import load_source, read_file, resolve_paths
 from ml_pipelines.resources import PredictionLogResource, RegistryResource
+from ml_pipelines.settings import Settings
 from ml_pipelines.spec import FileSource, PipelineSpec, trusted_roots
 
 PLOTTED_FEATURES = 4
@@ -98,7 +99,7 @@ def build_monitoring_defs(
     ) -> dg.Output[pd.DataFrame]:
         key = context.partition_key
         if from_files:
-            matches = [p for p in resolve_paths(source.path, base_dir, os.environ) if Path(p).name == key]
+            matches = [p for p in resolve_paths(source.path, base_dir, Settings.from_env().variables) if Path(p).name == key]
             if not matches:
                 raise dg.Failure(f"{name}: landed file {key!r} no longer matches {source.path}")
             frame = read_file(source.kind, matches[0], source.read_options)
@@ -235,7 +236,7 @@ def build_monitoring_defs(
         def landing_sensor(context: dg.SensorEvaluationContext):
             seen: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
             try:
-                files = resolve_paths(source.path, base_dir, os.environ)
+                files = resolve_paths(source.path, base_dir, Settings.from_env().variables)
             except ValueError as exc:
                 return dg.SkipReason(str(exc))
             new = {}
@@ -301,7 +302,7 @@ def land_batch(spec: PipelineSpec, *, drift: float, rows: int, seed: int, base_d
 
     if spec.source.kind != "synthetic":
         raise ValueError(f"{spec.name}: only synthetic sources can generate batches")
-    pattern = Path(expand_variables(source.path, os.environ))
+    pattern = Path(expand_variables(source.path, Settings.from_env().variables))
     if not pattern.is_absolute() and base_dir is not None:
         pattern = base_dir / pattern
     folder = pattern.parent

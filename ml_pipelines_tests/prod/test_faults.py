@@ -38,7 +38,8 @@ from dagster._grpc.types import ExecuteRunArgs
 from dagster_k8s.job import get_job_name_from_run_id
 
 from ml_pipelines.components.execution import RETRY_POLICY
-from ml_pipelines.defs.resources import registry_from_env
+from ml_pipelines.core.layout import registry_for
+from ml_pipelines.settings import Settings
 from ml_pipelines_tests.prod.common import JOB, PIPELINE, credit_spec, production_instance_config, prod_pipeline_defs
 from ml_pipelines_tests.prod.jobs import SLOW_FIT_MARKER, SLOW_FIT_SECONDS, slow_retrain_job
 from ml_pipelines_tests.servers import ServerError, start_server, stop_server, venv_executable
@@ -245,7 +246,7 @@ def test_a_run_killed_mid_training_is_failed_by_run_monitoring_then_reexecuted(
     assert f"{PIPELINE}__features" in succeeded
 
     # nothing was registered by the dead run
-    registry = registry_from_env()
+    registry = registry_for(Settings.from_env())
     assert _assert_registry_consistent(registry, prod_env) == []
     assert registry.pipelines() == []
 
@@ -321,7 +322,7 @@ def test_an_s3_outage_mid_run_is_retried_with_backoff_and_the_run_succeeds(
     for step in failed_steps:
         assert any(e.is_step_success and e.step_key == step for e in events)
 
-    registry = registry_from_env()  # straight to the server
+    registry = registry_for(Settings.from_env())  # straight to the server
     versions = _assert_registry_consistent(registry, prod_env)
     version = result.output_for_node(f"{PIPELINE}__model_package")["version"]
     assert versions == [version] and registry.get_alias(PIPELINE, "champion") == version

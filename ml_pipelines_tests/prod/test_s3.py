@@ -26,7 +26,9 @@ from ml_pipelines.components import build_pipeline_defs
 from ml_pipelines.core.registry import VersionRecord
 from ml_pipelines.core.storage import S3ObjectStore
 from ml_pipelines.datasets.credit import generate
-from ml_pipelines.defs.resources import registry_from_env, resources
+from ml_pipelines.core.layout import registry_for
+from ml_pipelines.defs.resources import resources
+from ml_pipelines.settings import Settings
 from ml_pipelines.resources import BentoStoreResource, S3RegistryResource
 from ml_pipelines_tests.prod.common import JOB, PIPELINE, REPO_ROOT, ROWS, STAGES, credit_spec
 
@@ -48,7 +50,7 @@ def test_the_real_definitions_switch_to_s3_and_kubernetes_in_prod(prod_env):
     for name in retrain_jobs:
         assert repository.get_job(name).executor_def is k8s_job_executor
     # the registry the command-line tools use follows the same switch
-    store = registry_from_env().store
+    store = registry_for(Settings.from_env()).store
     assert isinstance(store, S3ObjectStore)
     assert (store.bucket, store.prefix) == (prod_env.bucket.name, prod_env.key("registry"))
 
@@ -86,7 +88,7 @@ def test_a_pipeline_materializes_into_the_bucket_and_reads_back(prod_env):
     artifact_keys = set(bucket.keys(prod_env.key("registry", PIPELINE, "versions", version, "artifacts") + "/"))
     assert {prod_env.key("registry", PIPELINE, "versions", version, "artifacts", name) for name in record.artifacts} == artifact_keys
 
-    registry = registry_from_env()
+    registry = registry_for(Settings.from_env())
     assert [r.version for r in registry.list_versions(PIPELINE)] == [version]
     model = registry.load_model(PIPELINE, version)  # checksums verified against the bucket's bytes
     probabilities = model.predict_proba(frame.head(50))
