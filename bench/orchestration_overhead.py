@@ -11,13 +11,13 @@ Dagster side: build_pipeline_defs(spec) + local resources in a temp dir, its
 `credit_default_retrain_job` via execute_in_process on a temp SQLite instance
 (the default filesystem IO manager pickles every asset output between steps).
 
-Plain side: load_source -> resolve_schema -> run_suite -> row_failures ->
-build_feature_set -> select_model -> evaluate (+ plots) -> decide_gate ->
-save_model (+ reference profile) -> registry.register -> save_bentoml_model ->
-build_bento -> promote -> publish_card, with the arguments the assets pass (Data
-Docs included, as the asset check writes them). Both sides must end with the same
-data hash, metrics, artifact list and record fields, or the benchmark fails: when
-the factory gains work, the plain side has to gain it too.
+Plain side: load_source -> spec_schema -> run_suite -> keep_valid_rows ->
+build_feature_set -> select_model -> evaluate (+ plots) -> gate_for ->
+package_version (the same function the model_package asset calls: artifacts,
+profile, registry version, BentoML model, bento, promotion, card), with the
+arguments the assets pass (Data Docs included, as the asset check writes them).
+Both sides must end with the same data hash, metrics, artifact list and record
+fields, or the benchmark fails.
 
 Native thread pools (OpenMP, BLAS, torch) are limited to --threads (default 1)
 on both sides: on a small shared machine, OpenMP spin-waits under other load
@@ -66,24 +66,20 @@ def run_plain(spec, root: Path) -> dict[str, Any]:
 
 def plain_chain(spec, root: Path) -> dict[str, Any]:
     """The credit_default chain as a plain script over ml_pipelines.core."""
-    from ml_pipelines import __version__
-    from ml_pipelines.core.evaluation import decide_gate, evaluate
+    from ml_pipelines.core.evaluation import evaluate
     from ml_pipelines.core.features import build_feature_set, check_required_columns
+    from ml_pipelines.core.gate import gate_for
     from ml_pipelines.core.hashing import frame_hash
-    from ml_pipelines.core.model_card import publish_card
-    from ml_pipelines.core.model_io import save_model
     from ml_pipelines.core.models import expand_candidates
-    from ml_pipelines.core.monitoring import PROFILE_FILE, reference_profile
-    from ml_pipelines.core.packaging import save_bentoml_model
+    from ml_pipelines.core.packaging import package_version
     from ml_pipelines.core.plots import evaluation_plots
-    from ml_pipelines.core.registry import ModelRegistry, Trigger
+    from ml_pipelines.core.records import Trigger
+    from ml_pipelines.core.registry import ModelRegistry
     from ml_pipelines.core.selection import select_model
-    from ml_pipelines.core.sources import coerce_declared_types, describe_source, load_source
+    from ml_pipelines.core.sources import coerce_declared_types, load_source
     from ml_pipelines.core.storage import LocalObjectStore
-    from ml_pipelines.core.validation import resolve_schema, row_failures, run_suite
-    from ml_pipelines.serving.bento import build_bento
-    from ml_pipelines.serving.runtime import RECORD_FILE
-    from ml_pipelines.spec import trusted_roots
+    from ml_pipelines.core.validation import keep_valid_rows, run_suite, spec_schema
+    from ml_pipelines.settings import Settings
 
     stages: dict[str, float] = {}
     clock = time.perf_counter()
@@ -95,17 +91,16 @@ def plain_chain(spec, root: Path) -> dict[str, Any]:
         clock = now
 
     name = spec.name
+    settings = Settings.from_env()
     registry = ModelRegistry(LocalObjectStore(root / "registry"))
-    code_version = f"{__version__}-{spec.spec_hash()}"
 
-    loaded = load_source(spec.source, base_dir=None, env=os.environ)
+    loaded = load_source(spec.source, base_dir=None, env=settings.variables)
     frame = coerce_declared_types(loaded.frame, spec.data_schema, loaded.description)
     check_required_columns(frame, spec, loaded.description)
     raw_hash = frame_hash(frame)
     lap("raw_data")
 
-    categorical = (spec.target,) if spec.task == "classification" else ()
-    schema = resolve_schema(spec.data_schema, frame, reference=None, categorical_columns=categorical)
+    schema = spec_schema(spec, frame, reference=None)
     docs_dir = root / "work" / name / "data_docs"
     docs_dir.mkdir(parents=True, exist_ok=True)
     report = run_suite(frame, schema, suite_name=f"{name}_raw_data", docs_dir=docs_dir)
@@ -113,12 +108,11 @@ def plain_chain(spec, root: Path) -> dict[str, Any]:
         raise RuntimeError(f"plain: the suite failed: {report.summary_lines()}")
     lap("raw_data_matches_expectation_suite")
 
-    bad, _ = row_failures(frame, schema)
-    validated = frame.loc[~bad].reset_index(drop=True)
+    validated, _ = keep_valid_rows(frame, schema, block=spec.data_schema.on_failure == "block", pipeline=name)
     lap("validated_data")
 
-    features = build_feature_set(spec, validated).with_lineage(
-        data_version=frame_hash(validated), schema=schema, partitions=()
+    features = build_feature_set(spec, validated.frame).with_lineage(
+        data_version=frame_hash(validated.frame), schema=schema, partitions=()
     )
     lap("features")
 
@@ -149,93 +143,27 @@ def plain_chain(spec, root: Path) -> dict[str, Any]:
         (plot_dir / f"{plot}.png").write_bytes(png)
     lap("evaluation")
 
-    decision = decide_gate(
-        spec.gate_metric,
-        evaluation.metrics[spec.gate_metric],
-        minimum=spec.evaluation.gate.min,
-        max_regression=spec.evaluation.gate.max_regression,
-    )
+    decision = gate_for(spec, evaluation)
     if not decision.passed:
         raise RuntimeError(f"plain: the gate failed: {decision.explain()}")
     lap("evaluation_beats_champion")
 
-    best = selection.best
-    bentoml_home = root / "bentoml"
-    with tempfile.TemporaryDirectory(prefix=f"{name}-package-") as tmp:
-        artifact_dir = Path(tmp)
-        save_model(selection.model, artifact_dir)
-        profile = reference_profile(selection.model, features)
-        (artifact_dir / PROFILE_FILE).write_bytes(profile.to_bytes())
-        (artifact_dir / "plots").mkdir()
-        for plot, png in evaluation.plots.items():
-            (artifact_dir / "plots" / f"{plot}.png").write_bytes(png)
-        version = registry.new_version_id()
-        record = registry.register(
-            name,
-            artifact_dir,
-            version=version,
-            data_version=features.data_version,
-            code_version=code_version,
-            spec_hash=spec.spec_hash(),
-            model_name=best.model_name,
-            framework=best.framework,
-            params=_plain_json(best.params),
-            metrics=evaluation.metrics,
-            trigger=Trigger(None, "bench"),
-            partitions=[],
-            task=spec.task,
-            target=spec.target,
-            classes=_plain_json(list(selection.model.classes_)),
-            features=features.record(),
-            extra={
-                "schema": schema.to_dict(),
-                "gate": _plain_json(decision.__dict__),
-                "intervals": {k: [v.low, v.high] for k, v in evaluation.intervals.items()},
-                "selection": {"metric": selection.metric, "cv_mean": best.mean, "cv_std": best.std},
-                "serving": spec.serving.model_dump(),
-                "trusted_roots": list(trusted_roots(spec)),
-                "description": spec.description,
-                "source": describe_source(spec.source),
-                "slices": [_plain_json(s.__dict__) for s in evaluation.slices],
-            },
-        )
-        (artifact_dir / RECORD_FILE).write_bytes(record.to_json())
-        save_bentoml_model(
-            name,
-            version,
-            artifact_dir,
-            bentoml_home=bentoml_home,
-            labels={"pipeline": name, "framework": best.framework, "model": best.model_name},
-            metadata={
-                "metrics": evaluation.metrics,
-                "data_version": features.data_version,
-                "spec_hash": spec.spec_hash(),
-                "code_version": code_version,
-                "libraries": record.libraries,
-            },
-        )
-    build_bento(name, version, bentoml_home=bentoml_home)
-    registry.promote(name, version, actor="bench", reason=decision.explain())
-    publish_card(registry, name, version)
+    packaged = package_version(
+        spec, selection, evaluation, features,
+        registry=registry, bentoml_home=root / "bentoml", trigger=Trigger(None, "bench"),
+        child_env=settings.child_env(),
+    )
     lap("model_package")
+    record = packaged.record
     return {
         "raw_data_hash": raw_hash,
         "data_version": features.data_version,
-        "selected": best.label,
+        "selected": selection.best.label,
         "metrics": evaluation.metrics,
         "artifacts": sorted(record.artifacts),
         "extra": sorted(record.extra),
         "stages": stages,
     }
-
-
-def _plain_json(value: Any) -> Any:
-    """numpy scalars and tuples into JSON types (what components.metadata.jsonable does)."""
-    if isinstance(value, dict):
-        return {str(k): _plain_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain_json(v) for v in value]
-    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
 
 
 # ---------------------------------------------------------------- through Dagster

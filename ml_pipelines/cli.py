@@ -50,7 +50,7 @@ def _load_pipeline_spec(name: str):
 def _cmd_land(args: argparse.Namespace) -> int:
     import os
 
-    from ml_pipelines.components.monitoring import land_batch
+    from ml_pipelines.core.landing import land_batch
     from ml_pipelines.settings import Settings
 
     os.environ.setdefault("ML_PIPELINES_HOME", str(Settings.from_env().home))

@@ -49,7 +49,7 @@ def cmd_show(registry: ModelRegistry, args: argparse.Namespace) -> int:
         f"created_at:    {record.created_at}",
         f"model:         {record.model_name} ({record.framework}) params={json.dumps(record.params)}",
         f"task:          {record.task} target={record.target}" + (f" classes={record.classes}" if record.classes else ""),
-        f"metrics:       " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(record.metrics.items())),
+        "metrics:       " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(record.metrics.items())),
         "lineage:",
         f"  run_id:      {record.trigger.run_id}",
         f"  trigger:     {record.trigger.kind}" + (f" ({record.trigger.name})" if record.trigger.name else ""),

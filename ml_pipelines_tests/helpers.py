@@ -10,6 +10,7 @@ import dagster as dg
 
 from ml_pipelines.components import build_pipeline_defs
 from ml_pipelines.core.registry import ModelRegistry
+from ml_pipelines.definitions import apply_policies
 from ml_pipelines.core.storage import LocalObjectStore
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec
@@ -47,9 +48,10 @@ def registry_at(root: Path) -> ModelRegistry:
 def materialize(
     spec: PipelineSpec, root: Path, instance: dg.DagsterInstance | None = None, base_dir: Path | None = None
 ) -> Materialized:
-    """Run the pipeline's retrain job in process against the local resources under root."""
+    """Run the pipeline's retrain job in process against the local resources under root, with the
+    policies definitions.py applies (owners, code version)."""
     defs = dg.Definitions.merge(
-        build_pipeline_defs(spec, base_dir=base_dir), dg.Definitions(resources=local_resources(root))
+        apply_policies(build_pipeline_defs(spec, base_dir=base_dir)), dg.Definitions(resources=local_resources(root))
     )
     job = defs.resolve_job_def(f"{spec.name}_retrain_job")
     if instance is None:

@@ -131,7 +131,7 @@ def test_init_spec_materializes_end_to_end(project, platform_root):
     assert all(e.passed for e in evaluations), [e.description for e in evaluations]
     [record] = m.registry.list_versions("loans")
     assert m.registry.get_alias("loans", "champion") == record.version
-    assert set(record.features["inputs"]) == {"age", "income", "dependents", "debt_ratio", "purpose", "owns_home"}
+    assert set(record.features.inputs) == {"age", "income", "dependents", "debt_ratio", "purpose", "owns_home"}
 
 
 def test_float_target_is_inferred_as_regression(project):

@@ -18,7 +18,7 @@ from dagster._core.events import DagsterEventType
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
-from ml_pipelines.components.monitoring import land_batch
+from ml_pipelines.core.landing import land_batch
 from ml_pipelines.core.retrain_policy import RetrainCursor
 from ml_pipelines_tests.credit_small import NAME, small_credit_attributes
 from ml_pipelines_tests.helpers import make_spec, materialize, registry_at

@@ -20,7 +20,8 @@ import yaml
 from ml_pipelines import __version__
 from ml_pipelines.cli import main
 from ml_pipelines.core.packaging import model_store
-from ml_pipelines.core.registry import VersionRecord, library_versions
+from ml_pipelines.core.records import VersionRecord
+from ml_pipelines.core.registry import library_versions
 from ml_pipelines.spec import PipelineSpec, trusted_roots
 from ml_pipelines_tests.helpers import Materialized, make_spec, materialize
 

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from ml_pipelines.components import build_pipeline_defs
-from ml_pipelines.components.monitoring import land_batch
 from ml_pipelines.core.drift import ReferenceProfile
+from ml_pipelines.core.landing import land_batch
 from ml_pipelines.core.monitoring import PROFILE_FILE, drift_against
 from ml_pipelines.core.retrain_policy import DriftEvent, RetrainCursor, decide_retrain
 from ml_pipelines.core.sources import load_source, read_file

@@ -42,4 +42,4 @@ def test_daily_partitions_feed_one_model_that_records_them(platform_root):
     registry = registry_at(platform_root)
     record = registry.get_version("credit_default", registry.get_alias("credit_default", "champion"))
     assert record.partitions == DAYS
-    assert record.features["train_rows"] + record.features["test_rows"] == 4500
+    assert record.features.train_rows + record.features.test_rows == 4500

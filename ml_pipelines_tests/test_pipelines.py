@@ -178,8 +178,8 @@ def test_new_pipeline_from_yaml_and_csv_materializes_end_to_end(packaged):
     [record] = m.registry.list_versions("loans")
     assert m.registry.get_alias("loans", "champion") == record.version
     assert record.model_name == "logreg"
-    assert record.features["inputs"][:2] == ["income", "age"]
-    assert record.extra["schema"]["rules"]
+    assert record.features.inputs[:2] == ["income", "age"]
+    assert record.schema.rules
     assert materialization_metadata(m, "model_package")["version"] == record.version
 
 

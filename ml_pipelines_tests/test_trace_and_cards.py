@@ -28,9 +28,10 @@ import httpx
 import pytest
 
 from ml_pipelines.components import build_pipeline_defs
-from ml_pipelines.components.monitoring import land_batch
+from ml_pipelines.core.landing import land_batch
 from ml_pipelines.core.model_card import SECTIONS
-from ml_pipelines.core.registry import ModelRegistry, VersionRecord
+from ml_pipelines.core.records import VersionRecord
+from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.datasets.credit import generate
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec
@@ -132,7 +133,7 @@ def _latest(instance: dg.DagsterInstance, stage: str) -> dg.EventLogEntry:
 
 def test_trace_walks_from_a_served_prediction_to_the_data_hash(trained: Trained, served: str):
     record = trained.record
-    inputs = record.features["inputs"]
+    inputs = record.features.inputs
     rows = json.loads(generate(rows=3, seed=404)[inputs].to_json(orient="records"))
     response = httpx.post(f"{served}/predict", json={"records": rows}, timeout=60, trust_env=False)
     assert response.status_code == 200, response.text[:500]
@@ -327,7 +328,7 @@ def test_card_numbers_equal_the_registry_record(trained: Trained):
     assert header == ["source", "partitions", "train rows", "test rows", "data hash"]
     (row,) = rows
     assert row[0] == extra["source"]
-    assert row[2] == str(record.features["train_rows"]) and row[3] == str(record.features["test_rows"])
+    assert row[2] == str(record.features.train_rows) and row[3] == str(record.features.test_rows)
     assert int(row[2]) + int(row[3]) == 3000
     assert row[4] == record.data_version
 
@@ -346,7 +347,7 @@ def test_card_numbers_equal_the_registry_record(trained: Trained):
         assert row[3:] == [_f(entry["metrics"][m]) for m in header[3:]]
 
     header, *rows = tables["Features"]
-    assert [r[0] for r in rows] == [*record.features["numeric"], *record.features["categorical"]]
+    assert [r[0] for r in rows] == [*record.features.numeric, *record.features.categorical]
 
     header, *rows = tables["Lineage"]
     (row,) = rows

@@ -8,24 +8,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
-from ml_pipelines.core.evaluation import Evaluation, GateDecision
+from ml_pipelines.core.evaluation import Evaluation
 from ml_pipelines.core.features import FeatureSet
+from ml_pipelines.core.gate import GateDecision
 from ml_pipelines.core.selection import SelectionResult
 from ml_pipelines.core.validation import ValidationReport
-
-
-def jsonable(value: Any) -> Any:
-    """numpy scalars and tuples into plain JSON types."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> dg.MetadataValue:

@@ -1,6 +1,6 @@
 """Holdout evaluation: metrics with bootstrap confidence intervals, per-slice
-metrics, permutation importance, a side-by-side with the champion, and the
-promotion gate's decision."""
+metrics, permutation importance, and the same metrics for the champion on the
+same rows (the promotion gate's input, core/gate.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from ml_pipelines.core.champion import Champion
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.metrics import MetricError, compute_metric, compute_metrics, regression_of
 from ml_pipelines.core.models import predict
@@ -49,28 +50,6 @@ class Evaluation:
     champion_metrics: dict[str, float] | None = None
     champion_note: str | None = None  # how the champion's numbers were obtained
     plots: dict[str, bytes] = field(default_factory=dict, repr=False)  # name -> PNG
-
-
-@dataclass(frozen=True)
-class Champion:
-    version: str
-    model: Pipeline
-    recorded_metrics: dict[str, float]  # from its version record, used if it cannot score these rows
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    passed: bool
-    metric: str
-    candidate: float
-    minimum: float | None
-    champion_version: str | None
-    champion: float | None
-    max_regression: float
-    reasons: tuple[str, ...]
-
-    def explain(self) -> str:
-        return "; ".join(self.reasons)
 
 
 def holdout_predictions(model: Pipeline, features: FeatureSet) -> Predictions:
@@ -182,37 +161,3 @@ def evaluate(
                 "compared with the metrics in its version record"
             )
     return result
-
-
-def decide_gate(
-    metric: str,
-    candidate: float,
-    *,
-    minimum: float | None,
-    max_regression: float,
-    champion_version: str | None = None,
-    champion: float | None = None,
-) -> GateDecision:
-    """TFX-style blessing: meet the floor and do not lose to the champion by more than max_regression."""
-    reasons, passed = [], True
-    if minimum is not None:
-        from ml_pipelines.spec import higher_is_better
-
-        meets = candidate >= minimum if higher_is_better(metric) else candidate <= minimum
-        word = "at least" if higher_is_better(metric) else "at most"
-        reasons.append(
-            f"{metric} {candidate:.4f} {'meets' if meets else 'fails'} the floor ({word} {minimum:.4f})"
-        )
-        passed &= meets
-    if champion is not None:
-        loss = regression_of(metric, candidate, champion)
-        ok = loss <= max_regression + 1e-12
-        reasons.append(
-            f"{metric} {candidate:.4f} vs champion {champion_version} {champion:.4f}: "
-            + (f"worse by {loss:.4f}" if loss > 0 else f"better by {-loss:.4f}" if loss < 0 else "equal")
-            + f" (allowed regression {max_regression:.4f})"
-        )
-        passed &= ok
-    else:
-        reasons.append("no champion yet: only the floor applies")
-    return GateDecision(passed, metric, candidate, minimum, champion_version, champion, max_regression, tuple(reasons))

@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ml_pipelines.core.errors import FeatureError
+from ml_pipelines.core.records import ModelInputs
 from ml_pipelines.dotted import import_dotted
 from ml_pipelines.spec import DerivedFeature, PipelineSpec, SplitSpec
 
@@ -66,23 +67,23 @@ class FeatureSet:
                 types[column] = "float" if column in self.columns.numeric else "category"
         return types
 
-    def record(self) -> dict[str, Any]:
-        """The feature description stored with a registry version (and used by serving)."""
+    def model_inputs(self) -> ModelInputs:
+        """The model's input contract, stored with its registry version and used by serving."""
         nullable = {
             c: (self.schema.rule(c).nullable if self.schema is not None and self.schema.rule(c) else True)
             for c in self.columns.inputs
         }
-        return {
-            "inputs": list(self.columns.inputs),
-            "numeric": list(self.columns.numeric),
-            "categorical": list(self.columns.categorical),
-            "derived": [d.model_dump(exclude_none=True) for d in self.columns.derived],
-            "types": self.input_types(),
-            "nullable": nullable,
-            "lineage": {k: list(v) for k, v in self.columns.lineage().items()},
-            "train_rows": len(self.train),
-            "test_rows": len(self.test),
-        }
+        return ModelInputs(
+            inputs=list(self.columns.inputs),
+            numeric=list(self.columns.numeric),
+            categorical=list(self.columns.categorical),
+            derived=[d.model_dump(exclude_none=True) for d in self.columns.derived],
+            types=self.input_types(),
+            nullable=nullable,
+            lineage={k: list(v) for k, v in self.columns.lineage().items()},
+            train_rows=len(self.train),
+            test_rows=len(self.test),
+        )
 
     def xy(self, part: str) -> tuple[pd.DataFrame, pd.Series]:
         frame = self.train if part == "train" else self.test

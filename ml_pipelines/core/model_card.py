@@ -7,7 +7,7 @@ import base64
 import html
 from typing import Any
 
-from ml_pipelines.core.registry import VersionRecord
+from ml_pipelines.core.records import VersionRecord
 
 SECTIONS = (
     "Description and intended use",
@@ -52,14 +52,14 @@ def render_markdown(record: VersionRecord, drift_history: list[dict[str, Any]], 
     parts += [f"## {SECTIONS[1]}", "", _table(
         ["source", "partitions", "train rows", "test rows", "data hash"],
         [[extra.get("source", "-"), ", ".join(record.partitions) or "all",
-          features.get("train_rows"), features.get("test_rows"), record.data_version]],
+          features.train_rows, features.test_rows, record.data_version]],
     ), ""]
 
-    lineage = features.get("lineage", {})
+    lineage = features.lineage
     parts += [f"## {SECTIONS[2]}", "", _table(
         ["feature", "kind", "computed from"],
-        [[name, "numeric" if name in features.get("numeric", []) else "categorical", ", ".join(lineage.get(name, []))]
-         for name in [*features.get("numeric", []), *features.get("categorical", [])]],
+        [[name, "numeric" if name in features.numeric else "categorical", ", ".join(lineage.get(name, []))]
+         for name in [*features.numeric, *features.categorical]],
     ), ""]
 
     parts += [f"## {SECTIONS[3]}", "", "Holdout metrics with bootstrap 95% confidence intervals.", "", _table(

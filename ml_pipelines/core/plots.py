@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 from sklearn import metrics as skm
 
+from ml_pipelines.core.drift import DriftReport, ReferenceProfile
 from ml_pipelines.core.evaluation import Evaluation
 
 FIGSIZE = (4.2, 3.2)
 DPI = 80
+PLOTTED_DRIFT_FEATURES = 4
 
 
 def _figure():
@@ -136,3 +139,25 @@ def drift_png(column: str, reference: np.ndarray | dict[str, int], current: np.n
     ax.set_title(f"Drift: {column}")
     ax.legend(fontsize=7)
     return _png(plt, fig)
+
+
+def drift_plots(
+    report: DriftReport, profile: ReferenceProfile, batch: pd.DataFrame, top: int = PLOTTED_DRIFT_FEATURES
+) -> dict[str, bytes]:
+    """One drift_png per watched feature, drifted and most shifted (by PSI) first, at most `top`."""
+    ranked = sorted(
+        (f for f in report.features if f.statistics),
+        key=lambda f: (not f.drifted, -(f.statistics.get("psi") or 0)),
+    )[:top]
+    plots = {}
+    for feature in ranked:
+        if feature.kind == "numeric":
+            reference = profile.numeric[feature.column].quantiles
+            current = batch[feature.column].to_numpy(dtype=np.float64, na_value=np.nan)
+            plots[feature.column] = drift_png(feature.column, reference, current[~np.isnan(current)])
+        else:
+            counts = batch[feature.column].dropna().astype("str").value_counts()
+            plots[feature.column] = drift_png(
+                feature.column, profile.categorical[feature.column].counts, {str(k): int(v) for k, v in counts.items()}
+            )
+    return plots

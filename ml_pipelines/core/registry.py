@@ -16,13 +16,14 @@ import json
 import platform
 import secrets
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ml_pipelines.core.errors import ChecksumError, RegistryError
+from ml_pipelines.core.records import AliasMove, VersionRecord
 from ml_pipelines.core.storage import ObjectNotFound, ObjectStore
 
 ALIASES = ("champion", "challenger")
@@ -45,57 +46,6 @@ def library_versions() -> dict[str, str]:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Trigger:
-    run_id: str | None = None
-    kind: str = "manual"  # manual | schedule | sensor | cli
-    name: str | None = None  # the schedule's or sensor's name
-
-
-@dataclass(frozen=True)
-class VersionRecord:
-    pipeline: str
-    version: str
-    created_at: str
-    data_version: str
-    code_version: str
-    spec_hash: str
-    model_name: str
-    framework: str
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    artifacts: dict[str, str]  # file name -> sha256
-    libraries: dict[str, str]
-    trigger: Trigger
-    partitions: list[str] = field(default_factory=list)
-    task: str = ""
-    target: str = ""
-    classes: list[Any] | None = None
-    features: dict[str, Any] = field(default_factory=dict)  # inputs, numeric, categorical, types
-    extra: dict[str, Any] = field(default_factory=dict)  # gate, schema, profile, bento, ...
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=2, sort_keys=True, default=str).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> VersionRecord:
-        raw = json.loads(data)
-        raw["trigger"] = Trigger(**raw["trigger"])
-        return cls(**raw)
-
-
-@dataclass(frozen=True)
-class AliasMove:
-    pipeline: str
-    alias: str
-    version: str | None
-    previous: str | None
-    moved_at: str
-    actor: str
-    reason: str
-    rollback: bool = False
 
 
 class ModelRegistry:

@@ -6,7 +6,6 @@ Great Expectations 1.x suite, plus the same rules as vectorized pandas masks
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml_pipelines.spec import ColumnType, SchemaSpec
+from ml_pipelines.core.errors import SchemaViolation
+from ml_pipelines.spec import ColumnType, PipelineSpec, SchemaSpec
 
 MAX_INFERRED_CATEGORIES = 50
 RANGE_MARGIN = 0.1  # inferred numeric bounds are widened by 10% of the observed span
@@ -165,6 +165,12 @@ def infer_schema(frame: pd.DataFrame, *, categorical_columns: tuple[str, ...] = 
     return ResolvedSchema(rules)
 
 
+def spec_schema(spec: PipelineSpec, frame: pd.DataFrame, reference: ResolvedSchema | None) -> ResolvedSchema:
+    """The spec's schema resolved on this data; a classification target is categorical."""
+    categorical = (spec.target,) if spec.task == "classification" else ()
+    return resolve_schema(spec.data_schema, frame, reference=reference, categorical_columns=categorical)
+
+
 def resolve_schema(
     spec: SchemaSpec,
     data: pd.DataFrame,
@@ -243,7 +249,6 @@ def run_suite(
     frame: pd.DataFrame, schema: ResolvedSchema, *, suite_name: str, docs_dir: Path | None = None
 ) -> ValidationReport:
     """Validate with Great Expectations; write Data Docs HTML under docs_dir when given."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
@@ -354,6 +359,21 @@ def row_failures(frame: pd.DataFrame, schema: ResolvedSchema) -> tuple[pd.Series
                 counts[(name, rule.column)] = count
                 bad |= failed
     return bad, counts
+
+
+def keep_valid_rows(
+    frame: pd.DataFrame, schema: ResolvedSchema, *, block: bool, pipeline: str, partitions: tuple[str, ...] = ()
+) -> tuple[ValidatedData, dict[tuple[str, str], int]]:
+    """The rows that pass every row-level rule, and the rows dropped per (rule, column).
+    With block, any failing row is an error naming each rule and column instead."""
+    bad, counts = row_failures(frame, schema)
+    if block and bad.any():
+        raise SchemaViolation(
+            f"{pipeline}: {int(bad.sum())} rows break the schema and on_failure is block: "
+            + ", ".join(f"{rule} on {column}: {n}" for (rule, column), n in counts.items())
+        )
+    kept = frame.loc[~bad].reset_index(drop=True)
+    return ValidatedData(kept, schema, int(bad.sum()), partitions), counts
 
 
 def check_with_pandas(frame: pd.DataFrame, schema: ResolvedSchema) -> ValidationReport:

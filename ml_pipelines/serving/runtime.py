@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,14 +15,17 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from ml_pipelines.core.errors import ChecksumError
 from ml_pipelines.core.layout import LocalLayout
 from ml_pipelines.core.model_io import load_model
 from ml_pipelines.core.models import predict
-from ml_pipelines.core.registry import ChecksumError, ModelRegistry, VersionRecord
+from ml_pipelines.core.packaging import RECORD_FILE, model_store
+from ml_pipelines.core.records import ModelInputs, VersionRecord
+from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.core.storage import LocalObjectStore
+from ml_pipelines.settings import Settings
 
 log = logging.getLogger("ml_pipelines.serving")
-RECORD_FILE = "record.json"  # the version record, shipped inside the BentoML model
 
 
 @dataclass(frozen=True)
@@ -31,24 +34,25 @@ class ServingConfig:
     home: Path
     pinned_version: str | None = None
     audit: bool = True
-    api_keys: dict[str, str] = field(default_factory=dict)  # key id -> sha256 of the key
+    api_keys: dict[str, str] = field(default_factory=dict, repr=False)  # key id -> sha256 of the key
     watch_seconds: float = 2.0
     from_bento: bool = False  # inside a built bento: the pinned version's record ships with the model
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # over the packaged serving settings
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> ServingConfig:
-        env = dict(os.environ if env is None else env)
-        pipeline = env.get("ML_PIPELINES_SERVE_PIPELINE")
-        if not pipeline:
+    def from_settings(cls, settings: Settings) -> ServingConfig:
+        serve = settings.serve
+        if not serve.pipeline:
             raise RuntimeError("ML_PIPELINES_SERVE_PIPELINE is not set; start with `ml-pipelines serve <pipeline>`")
         return cls(
-            pipeline=pipeline,
-            home=Path(env.get("ML_PIPELINES_HOME", ".ml_pipelines")).resolve(),
-            pinned_version=env.get("ML_PIPELINES_SERVE_VERSION") or None,
-            audit=env.get("ML_PIPELINES_AUDIT", "on").lower() not in ("off", "0", "false"),
-            api_keys=parse_api_keys(env.get("ML_PIPELINES_API_KEYS", "")),
-            watch_seconds=float(env.get("ML_PIPELINES_WATCH_SECONDS", "2")),
-            from_bento=env.get("ML_PIPELINES_SERVE_FROM") == "bento",
+            pipeline=serve.pipeline,
+            home=settings.home,
+            pinned_version=serve.version,
+            audit=serve.audit,
+            api_keys=parse_api_keys(serve.api_keys),
+            watch_seconds=serve.watch_seconds,
+            from_bento=serve.from_bento,
+            overrides=dict(serve.overrides),
         )
 
     @property
@@ -59,8 +63,6 @@ class ServingConfig:
         return ModelRegistry(LocalObjectStore(self.layout.registry))
 
     def model_dir(self, version: str) -> Path:
-        from ml_pipelines.core.packaging import model_store
-
         if self.from_bento:
             import bentoml
 
@@ -107,13 +109,13 @@ def _encoder_categories(model: Pipeline, record: VersionRecord) -> dict[str, set
         encoder = model.named_steps["preprocess"].named_steps["encode"].named_transformers_["categorical"]
     except (KeyError, AttributeError):
         return {}
-    columns = record.features.get("categorical", [])
+    columns = record.features.categorical
     return {c: {str(v) for v in cats} for c, cats in zip(columns, encoder.categories_)}
 
 
-def records_to_frame(rows: list[dict[str, Any]], features: dict[str, Any]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows, columns=features["inputs"])
-    for column, kind in features["types"].items():
+def records_to_frame(rows: list[dict[str, Any]], features: ModelInputs) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=features.inputs)
+    for column, kind in features.types.items():
         if column in frame.columns and kind in ("float", "int"):
             frame[column] = pd.to_numeric(frame[column], errors="raise").astype("float64")
     return frame
@@ -132,7 +134,7 @@ class ModelHolder:
             actual = hashlib.sha256((directory / name).read_bytes()).hexdigest()
             if actual != expected:
                 raise ChecksumError(f"{directory / name}: checksum mismatch with registry record; refusing to serve")
-        model = load_model(directory, tuple(record.extra.get("trusted_roots", ())))
+        model = load_model(directory, record.trusted_roots)
         return LoadedModel(version, record, model, _encoder_categories(model, record))
 
     def refresh(self) -> bool:

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from ml_pipelines.core.records import ModelInputs
+
 PYTHON_TYPES: dict[str, Any] = {"float": float, "int": int, "bool": bool, "category": str, "str": str, "datetime": str}
 
 
@@ -21,16 +23,15 @@ class RequestError(ValueError):
 INT = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
-def record_model(features: dict[str, Any]) -> type[BaseModel]:
+def record_model(features: ModelInputs) -> type[BaseModel]:
     """One record: every model input, strictly typed; nullable inputs may be null but not absent.
     Numbers must be finite: NaN or 1e400 (inf) would otherwise slip past `null is not allowed` or
     fail inside the model with a 500."""
     fields: dict[str, Any] = {}
-    for column in features["inputs"]:
-        python_type = PYTHON_TYPES[features["types"].get(column, "float")]
+    for column in features.inputs:
+        python_type = PYTHON_TYPES[features.type_of(column)]
         python_type = INT if python_type is int else python_type
-        nullable = features.get("nullable", {}).get(column, True)
-        fields[column] = (Optional[python_type] if nullable else python_type, ...)  # noqa: UP045
+        fields[column] = (Optional[python_type] if features.is_nullable(column) else python_type, ...)  # noqa: UP045
     return create_model(
         "Record", __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False), **fields
     )

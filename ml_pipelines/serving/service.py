@@ -7,35 +7,30 @@
   Predictor and appends an audit record before answering.
 
 BentoML declares services at import time, so this module reads its
-configuration (environment and the champion's registry record) on import.
+configuration (Settings.from_env() and the champion's registry record) on import.
 """
 
 from __future__ import annotations
 
 import gc
 import hmac
-import json
-import os
 import uuid
 from http import HTTPStatus
 from typing import Any
 
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+import bentoml
+from bentoml.exceptions import BentoMLException
 
-import bentoml  # noqa: E402
-from bentoml.exceptions import BentoMLException  # noqa: E402
+from ml_pipelines.serving.audit import AuditWriter, utc_timestamp
+from ml_pipelines.serving.runtime import ModelHolder, ServingConfig, hash_key
+from ml_pipelines.serving.schema import RequestError, record_model, validate_records
+from ml_pipelines.settings import Settings
 
-from ml_pipelines.serving.audit import AuditWriter, utc_timestamp  # noqa: E402
-from ml_pipelines.serving.runtime import ModelHolder, ServingConfig, hash_key  # noqa: E402
-from ml_pipelines.serving.schema import RequestError, record_model, validate_records  # noqa: E402
-
-CONFIG = ServingConfig.from_env()
+CONFIG = ServingConfig.from_settings(Settings.from_env())
 _VERSION = CONFIG.initial_version()
 _RECORD = CONFIG.record(_VERSION)
-SERVING = {"batchable": True, "max_batch_size": 64, "max_latency_ms": 10_000, "max_records": 1000,
-           **_RECORD.extra.get("serving", {}),
-           # operators (and the benchmark) may override the packaged settings, e.g. {"batchable": false}
-           **json.loads(os.environ.get("ML_PIPELINES_SERVING") or "{}")}
+# operators (and the benchmark) may override the packaged settings, e.g. {"batchable": false}
+SERVING = {**_RECORD.serving.model_dump(), **CONFIG.overrides}
 
 UNSEEN = bentoml.metrics.Counter(
     name="ml_pipelines_unseen_categories",

@@ -224,7 +224,7 @@ def test_feature_set_keeps_inputs_slices_and_target(frame):
     }
     x, y = feature_set.xy("test")
     assert "defaulted" not in x.columns and len(y) == len(feature_set.test) == 60
-    record = feature_set.record()
-    assert record["inputs"] == ["income", "debt_ratio", "purpose", "dependents", "credit_lines"]
-    assert record["types"]["purpose"] == "category" and record["types"]["income"] == "float"
-    assert record["train_rows"] == 240 and record["test_rows"] == 60
+    inputs = feature_set.model_inputs()
+    assert inputs.inputs == ["income", "debt_ratio", "purpose", "dependents", "credit_lines"]
+    assert inputs.types["purpose"] == "category" and inputs.types["income"] == "float"
+    assert inputs.train_rows == 240 and inputs.test_rows == 60

@@ -8,16 +8,16 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from ml_pipelines.core.champion import Champion
 from ml_pipelines.core.evaluation import (
-    Champion,
     Predictions,
     bootstrap_intervals,
-    decide_gate,
     evaluate,
     permutation_importance,
     slice_metrics,
 )
 from ml_pipelines.core.features import build_feature_set
+from ml_pipelines.core.gate import decide_gate
 from ml_pipelines.core.metrics import MetricError, compute_metric, compute_metrics
 from ml_pipelines.core.models import Candidate, build_model
 from ml_pipelines.core.plots import evaluation_plots

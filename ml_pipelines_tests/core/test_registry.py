@@ -29,15 +29,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from ml_pipelines.core.model_io import PIPELINE_FILE, UntrustedArtifactError, save_model
-from ml_pipelines.core.registry import (
-    ChecksumError,
-    ModelRegistry,
-    RegistryError,
-    Trigger,
-    VersionRecord,
-    library_versions,
-    sha256_bytes,
-)
+from ml_pipelines.core.records import Trigger, VersionRecord
+from ml_pipelines.core.registry import ChecksumError, ModelRegistry, RegistryError, library_versions, sha256_bytes
 from ml_pipelines.core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -325,7 +318,8 @@ WRITER = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from ml_pipelines.core.registry import ModelRegistry, Trigger
+    from ml_pipelines.core.records import Trigger
+    from ml_pipelines.core.registry import ModelRegistry
     from ml_pipelines.core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 
     root, artifact_dir, version = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]

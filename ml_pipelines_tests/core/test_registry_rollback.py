@@ -2,7 +2,8 @@
 
 import pytest
 
-from ml_pipelines.core.registry import ModelRegistry, RegistryError, Trigger
+from ml_pipelines.core.records import Trigger
+from ml_pipelines.core.registry import ModelRegistry, RegistryError
 from ml_pipelines.core.storage import LocalObjectStore
 
 

@@ -37,10 +37,10 @@ import yaml
 from dagster._grpc.types import ExecuteRunArgs
 from dagster_k8s.job import get_job_name_from_run_id
 
-from ml_pipelines.components.execution import RETRY_POLICY
+from ml_pipelines.components.policies import RETRY_POLICY
 from ml_pipelines.core.layout import registry_for
 from ml_pipelines.settings import Settings
-from ml_pipelines_tests.prod.common import JOB, PIPELINE, credit_spec, production_instance_config, prod_pipeline_defs
+from ml_pipelines_tests.prod.common import JOB, PIPELINE, credit_spec, prod_pipeline_defs, production_instance_config
 from ml_pipelines_tests.prod.jobs import SLOW_FIT_MARKER, SLOW_FIT_SECONDS, slow_retrain_job
 from ml_pipelines_tests.servers import ServerError, start_server, stop_server, venv_executable
 from ml_pipelines_tests.services import TcpProxy
@@ -324,5 +324,5 @@ def test_an_s3_outage_mid_run_is_retried_with_backoff_and_the_run_succeeds(
 
     registry = registry_for(Settings.from_env())  # straight to the server
     versions = _assert_registry_consistent(registry, prod_env)
-    version = result.output_for_node(f"{PIPELINE}__model_package")["version"]
+    version = result.output_for_node(f"{PIPELINE}__model_package").version
     assert versions == [version] and registry.get_alias(PIPELINE, "champion") == version

@@ -2,7 +2,7 @@
 engine on this machine):
 
 - the Kubernetes Job a training step runs in, built by dagster-k8s's own code from the
-  op tags of components/execution.py and the run launcher of docker/dagster.yaml,
+  op tags of components/policies.py and the run launcher of docker/dagster.yaml,
   validated against the Kubernetes schema with kubernetes-validate --strict;
 - docker/dagster.yaml (and compose.dagster.yaml) loaded as Dagster instances, each
   section validated by the class that reads it;
@@ -36,8 +36,8 @@ from dagster_k8s.job import construct_dagster_k8s_job, get_k8s_job_name, get_use
 from dagster_postgres import DagsterPostgresStorage
 
 from ml_pipelines.components import build_pipeline_defs
+from ml_pipelines.components.policies import DEFAULT_REQUESTS, GPU_POOL
 from ml_pipelines.resources import local_resources
-from ml_pipelines.components.execution import DEFAULT_REQUESTS, GPU_POOL
 from ml_pipelines_tests.prod.common import DOCKER_DIR, JOB, PIPELINE, REPO_ROOT, credit_spec, production_instance_config
 from ml_pipelines_tests.servers import venv_executable
 

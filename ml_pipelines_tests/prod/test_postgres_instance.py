@@ -97,7 +97,7 @@ def test_a_demo_pipeline_run_lives_in_postgresql(pg_instance_factory, tmp_path):
         event = other.get_latest_materialization_event(model_package)
         assert event is not None and event.run_id == run_id
         version = event.asset_materialization.metadata["version"].value
-        assert version == result.output_for_node(f"{PIPELINE}__model_package")["version"]
+        assert version == result.output_for_node(f"{PIPELINE}__model_package").version
         check = other.event_log_storage.get_latest_asset_check_execution_by_key(
             [dg.AssetCheckKey(dg.AssetKey([PIPELINE, "evaluation"]), "beats_champion")]
         )

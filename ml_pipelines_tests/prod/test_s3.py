@@ -23,13 +23,13 @@ from dagster_aws.s3 import S3PickleIOManager
 from dagster_k8s import k8s_job_executor
 
 from ml_pipelines.components import build_pipeline_defs
-from ml_pipelines.core.registry import VersionRecord
+from ml_pipelines.core.layout import registry_for
+from ml_pipelines.core.records import VersionRecord
 from ml_pipelines.core.storage import S3ObjectStore
 from ml_pipelines.datasets.credit import generate
-from ml_pipelines.core.layout import registry_for
 from ml_pipelines.defs.resources import resources
-from ml_pipelines.settings import Settings
 from ml_pipelines.resources import BentoStoreResource, S3RegistryResource
+from ml_pipelines.settings import Settings
 from ml_pipelines_tests.prod.common import JOB, PIPELINE, REPO_ROOT, ROWS, STAGES, credit_spec
 
 
@@ -80,7 +80,7 @@ def test_a_pipeline_materializes_into_the_bucket_and_reads_back(prod_env):
     pd.testing.assert_frame_equal(stored.reset_index(drop=True), frame, check_dtype=False)
 
     # the registry version: record.json is the commit point, every artifact beside it
-    version = result.output_for_node(f"{PIPELINE}__model_package")["version"]
+    version = result.output_for_node(f"{PIPELINE}__model_package").version
     record_key = prod_env.key("registry", PIPELINE, "versions", version, "record.json")
     record = VersionRecord.from_json(bucket.get(record_key))
     assert record.version == version and record.trigger.run_id == result.run_id

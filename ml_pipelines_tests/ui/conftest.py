@@ -24,7 +24,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from ml_pipelines.components.monitoring import land_batch
+from ml_pipelines.core.landing import land_batch
 from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.spec import PipelineSpec
 from ml_pipelines_tests.demo_specs import shipped_attributes, small_credit_attributes
@@ -54,13 +54,14 @@ from pathlib import Path
 import dagster as dg
 
 from ml_pipelines.components import build_pipeline_defs
+from ml_pipelines.definitions import apply_policies
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec
 
 _CONFIG = json.loads((Path(__file__).parent / "analyst_config.json").read_text())
 
 defs = dg.Definitions.merge(
-    *(build_pipeline_defs(PipelineSpec.model_validate(a)) for a in _CONFIG["specs"]),
+    *(apply_policies(build_pipeline_defs(PipelineSpec.model_validate(a))) for a in _CONFIG["specs"]),
     dg.Definitions(resources=local_resources(_CONFIG["platform_home"])),
 )
 '''

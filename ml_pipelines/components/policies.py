@@ -1,5 +1,6 @@
-"""Per-stage execution settings: Kubernetes step-pod resources (dagster-k8s op
-tags), the GPU concurrency pool, and the retry policy for transient failures."""
+"""How every step runs: Kubernetes step-pod resources (dagster-k8s op tags), the GPU
+concurrency pool, the retry policy for transient failures, and fail-fast for
+deterministic ones."""
 
 import functools
 import inspect
@@ -7,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from ml_pipelines.core.errors import InputError
 from ml_pipelines.spec import PipelineSpec, StageResources
 
 # spec stage name -> asset
@@ -21,7 +23,7 @@ STAGE_OF_ASSET = {
 DEFAULT_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
 GPU_POOL = "gpu"
 # transient failures (an S3 blip, a preempted pod) are retried with backoff;
-# deterministic ones (bad data, a failed gate) raise dg.Failure(allow_retries=False)
+# deterministic ones (core.errors.InputError) fail at once through fail_fast_on_bad_input
 RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
@@ -55,21 +57,14 @@ def stage_pool(spec: PipelineSpec, asset: str) -> str | None:
     return GPU_POOL if resources is not None and resources.gpu else None
 
 
-def _deterministic_errors() -> tuple[type[Exception], ...]:
-    from ml_pipelines.core.features import FeatureError
-    from ml_pipelines.core.metrics import MetricError
-    from ml_pipelines.core.model_io import UntrustedArtifactError
-    from ml_pipelines.core.models import ModelError
-    from ml_pipelines.core.registry import RegistryError
-    from ml_pipelines.core.selection import SelectionError
-    from ml_pipelines.core.sources import SourceError
-
-    return (SourceError, FeatureError, ModelError, SelectionError, MetricError, RegistryError, UntrustedArtifactError)
+def _fail_now(exc: InputError) -> dg.Failure:
+    return dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False)
 
 
 def fail_fast_on_bad_input(fn):
-    """Errors that a retry cannot fix (bad data, a bad spec, a checksum mismatch)
-    fail the step at once, with the original message, instead of being retried."""
+    """Errors that a retry cannot fix (bad data, a bad spec, a checksum mismatch, a failed
+    gate: every core.errors.InputError) fail the step at once, with the original message,
+    instead of being retried."""
 
     if inspect.isgeneratorfunction(fn):
 
@@ -77,8 +72,8 @@ def fail_fast_on_bad_input(fn):
         def generator_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except _deterministic_errors() as exc:
-                raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
+            except InputError as exc:
+                raise _fail_now(exc) from exc
 
         return generator_wrapper
 
@@ -86,7 +81,7 @@ def fail_fast_on_bad_input(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except _deterministic_errors() as exc:
-            raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
+        except InputError as exc:
+            raise _fail_now(exc) from exc
 
     return wrapper

@@ -1,0 +1,1 @@
+"""One module per stage of the chain; each builds its assets (and checks) from a PipelineContext."""

@@ -1,0 +1,47 @@
+"""features: the train/test split and the resolved feature spec."""
+
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from ml_pipelines.components import metadata as md
+from ml_pipelines.components.policies import fail_fast_on_bad_input
+from ml_pipelines.core.features import FeatureSet, build_feature_set
+from ml_pipelines.core.hashing import frame_hash
+from ml_pipelines.core.validation import ValidatedData
+
+if TYPE_CHECKING:
+    from ml_pipelines.components.factory import PipelineContext
+
+
+def features_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
+    spec = ctx.spec
+    # a partitioned chain trains on every validated partition at once
+    validated_in = dg.AssetIn(
+        ctx.key("validated_data"),
+        partition_mapping=dg.AllPartitionMapping() if ctx.partitions_def is not None else None,
+    )
+
+    @dg.asset(
+        key=ctx.key("features"),
+        ins={"validated_data": validated_in},
+        description=ctx.describe(
+            "Train and test frames plus the resolved feature spec. Derived columns and encoders "
+            "are fitted inside the model so serving applies the same transform."
+        ),
+        kinds={"pandas", "sklearn"},
+        **ctx.stage_settings("features", "features"),
+    )
+    @fail_fast_on_bad_input
+    def features(context: dg.AssetExecutionContext, validated_data) -> dg.Output[FeatureSet]:
+        validated = ValidatedData.combine(validated_data)
+        feature_set = build_feature_set(spec, validated.frame).with_lineage(
+            data_version=frame_hash(validated.frame), schema=validated.schema, partitions=validated.partitions
+        )
+        return dg.Output(
+            feature_set,
+            data_version=dg.DataVersion(feature_set.data_version),
+            metadata=md.features_metadata(feature_set, ctx.key("raw_data")),
+        )
+
+    return features

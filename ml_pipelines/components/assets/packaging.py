@@ -1,0 +1,82 @@
+"""model_package: the blessed candidate as a registry version, BentoML model and bento."""
+
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from ml_pipelines.components import metadata as md
+from ml_pipelines.components.policies import fail_fast_on_bad_input
+from ml_pipelines.core.evaluation import Evaluation
+from ml_pipelines.core.features import FeatureSet
+from ml_pipelines.core.packaging import PackagedVersion, package_version
+from ml_pipelines.core.records import Trigger
+from ml_pipelines.core.selection import SelectionResult
+from ml_pipelines.resources import BentoStoreResource, RegistryResource
+from ml_pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from ml_pipelines.components.factory import PipelineContext
+
+
+def run_trigger(context: dg.AssetExecutionContext) -> Trigger:
+    """Why this run happened, from its tags: a sensor, a schedule, or a person (manual)."""
+    tags = context.run.tags
+    if "dagster/sensor_name" in tags:
+        return Trigger(context.run_id, "sensor", tags["dagster/sensor_name"])
+    if "dagster/schedule_name" in tags:
+        return Trigger(context.run_id, "schedule", tags["dagster/schedule_name"])
+    return Trigger(context.run_id, tags.get("ml_pipelines/trigger", "manual"))
+
+
+def packaged_metadata(packaged: PackagedVersion) -> dict:
+    return {
+        "version": packaged.version,
+        "bentoml_tag": packaged.bentoml_model.tag,
+        "bento": packaged.bento_tag,
+        "bentoml_path": dg.MetadataValue.path(packaged.bentoml_model.path),
+        "previous_champion": packaged.previous_champion or "none",
+        "model_card": md.uri_value(packaged.card["html"]),
+        "model_card_markdown": md.uri_value(packaged.card["md"]),
+        "registry": packaged.registry_uri,
+        **{f"metric/{k}": v for k, v in packaged.record.metrics.items()},
+    }
+
+
+def model_package_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ctx.key("model_package"),
+        ins={
+            "trained_model": dg.AssetIn(ctx.key("trained_model")),
+            "evaluation": dg.AssetIn(ctx.key("evaluation")),
+            "features": dg.AssetIn(ctx.key("features")),
+        },
+        description=ctx.describe(
+            "A registry version with full lineage, the same model in the BentoML store, "
+            "promoted to champion when the gate passes."
+        ),
+        kinds={"bentoml"},
+        **ctx.stage_settings("model_package", "packaging"),
+    )
+    @fail_fast_on_bad_input
+    def model_package(
+        context: dg.AssetExecutionContext,
+        trained_model: SelectionResult,
+        evaluation: Evaluation,
+        features: FeatureSet,
+        registry: RegistryResource,
+        bento_store: BentoStoreResource,
+    ) -> dg.Output[PackagedVersion]:
+        # the blocking gate check normally stops the run first; package_version checks it again
+        # (GateFailed) for a package-only run
+        packaged = package_version(
+            ctx.spec, trained_model, evaluation, features,
+            registry=registry.registry(),
+            bentoml_home=bento_store.path,
+            trigger=run_trigger(context),
+            export_store=bento_store.export_store(),
+            child_env=Settings.from_env().child_env(),
+            log=context.log.info,
+        )
+        return dg.Output(packaged, metadata=packaged_metadata(packaged))
+
+    return model_package

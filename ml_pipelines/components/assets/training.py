@@ -1,0 +1,45 @@
+"""trained_model: the best candidate by cross-validation, refit on the training split."""
+
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from ml_pipelines.components import metadata as md
+from ml_pipelines.components.policies import fail_fast_on_bad_input
+from ml_pipelines.core.features import FeatureSet
+from ml_pipelines.core.models import expand_candidates
+from ml_pipelines.core.selection import SelectionResult, select_model
+
+if TYPE_CHECKING:
+    from ml_pipelines.components.factory import PipelineContext
+
+
+def trained_model_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
+    spec = ctx.spec
+    frameworks = {m.framework for m in spec.models}
+
+    @dg.asset(
+        key=ctx.key("trained_model"),
+        ins={"features": dg.AssetIn(ctx.key("features"))},
+        description=ctx.describe(
+            f"The best of {len(spec.models)} candidate model(s) by {spec.selection.cv_folds}-fold "
+            f"cross-validated {spec.selection_metric}, refit on the whole training split."
+        ),
+        kinds={"sklearn", *(["pytorch"] if "torch" in frameworks else [])},
+        **ctx.stage_settings("trained_model", "training"),
+    )
+    @fail_fast_on_bad_input
+    def trained_model(context: dg.AssetExecutionContext, features: FeatureSet) -> dg.Output[SelectionResult]:
+        result = select_model(
+            features,
+            expand_candidates(list(spec.models)),
+            metric=spec.selection_metric,
+            cv_folds=spec.selection.cv_folds,
+            max_latency_ms=spec.selection.max_latency_ms,
+            max_size_mb=spec.selection.max_size_mb,
+            seed=spec.features.split.seed,
+            log=context.log.info,
+        )
+        return dg.Output(result, metadata=md.selection_metadata(result))
+
+    return trained_model

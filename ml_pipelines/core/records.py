@@ -1,0 +1,125 @@
+"""What the registry stores about a version, typed: the contract between training
+and serving (the model's inputs, classes, schema and serving settings) and its
+lineage. Serialized as JSON (record.json); records written before these fields
+were typed kept schema, serving and trusted_roots under `extra` and still load."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from ml_pipelines.core.validation import ResolvedSchema
+from ml_pipelines.spec import ServingSpec
+
+
+def jsonable(value: Any) -> Any:
+    """numpy scalars and tuples into plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True)
+class Trigger:
+    run_id: str | None = None
+    kind: str = "manual"  # manual | schedule | sensor | cli
+    name: str | None = None  # the schedule's or sensor's name
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """The columns a model reads and how: what serving validates requests against."""
+
+    inputs: list[str] = field(default_factory=list)  # raw columns, in order
+    numeric: list[str] = field(default_factory=list)  # model features, derived ones included
+    categorical: list[str] = field(default_factory=list)
+    derived: list[dict[str, Any]] = field(default_factory=list)
+    types: dict[str, str] = field(default_factory=dict)  # input -> float | int | category | str | bool | datetime
+    nullable: dict[str, bool] = field(default_factory=dict)
+    lineage: dict[str, list[str]] = field(default_factory=dict)  # feature -> the inputs it is computed from
+    train_rows: int = 0
+    test_rows: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInputs:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def type_of(self, column: str) -> str:
+        return self.types.get(column, "float")
+
+    def is_nullable(self, column: str) -> bool:
+        return self.nullable.get(column, True)
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    pipeline: str
+    version: str
+    created_at: str
+    data_version: str
+    code_version: str
+    spec_hash: str
+    model_name: str
+    framework: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    artifacts: dict[str, str]  # file name -> sha256
+    libraries: dict[str, str]
+    trigger: Trigger
+    partitions: list[str] = field(default_factory=list)
+    task: str = ""
+    target: str = ""
+    classes: list[Any] | None = None
+    # the serving contract
+    features: ModelInputs = field(default_factory=ModelInputs)
+    schema: ResolvedSchema | None = None  # the rules the training data met
+    serving: ServingSpec = field(default_factory=ServingSpec)
+    trusted_roots: tuple[str, ...] = ()  # packages a loaded model may hold types from
+    # what explains the version: gate, intervals, selection, description, source, slices
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["schema"] = self.schema.to_dict() if self.schema is not None else None
+        data["serving"] = self.serving.model_dump()
+        data["trusted_roots"] = list(self.trusted_roots)
+        return json.dumps(data, indent=2, sort_keys=True, default=str).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> VersionRecord:
+        raw = json.loads(data)
+        extra = dict(raw.get("extra") or {})
+        schema = raw.pop("schema", None) or extra.pop("schema", None)
+        serving = raw.pop("serving", None) or extra.pop("serving", None) or {}
+        trusted = raw.pop("trusted_roots", None) or extra.pop("trusted_roots", None) or ()
+        return cls(
+            **{
+                **raw,
+                "trigger": Trigger(**raw["trigger"]),
+                "features": ModelInputs.from_dict(raw.get("features") or {}),
+                "schema": ResolvedSchema.from_dict(schema) if schema else None,
+                "serving": ServingSpec.model_validate(serving),
+                "trusted_roots": tuple(trusted),
+                "extra": extra,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    pipeline: str
+    alias: str
+    version: str | None
+    previous: str | None
+    moved_at: str
+    actor: str
+    reason: str
+    rollback: bool = False
