@@ -20,6 +20,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from ml_pipelines.core.landing import land_batch
 from ml_pipelines.core.retrain_policy import RetrainCursor
+from ml_pipelines.settings import Settings
 from ml_pipelines_tests.credit_small import NAME, small_credit_attributes
 from ml_pipelines_tests.helpers import make_spec, materialize, registry_at
 from ml_pipelines_tests.servers import (
@@ -156,7 +157,7 @@ def test_drift_loop_runs_unattended_under_dagster_dev(tmp_path: Path, monkeypatc
             phase("dagster dev answers")
 
             # ---- (1) a batch like the training data: a report, and no retrain
-            stable = land_batch(spec, drift=0.0, rows=2000, seed=301)
+            stable = land_batch(spec, drift=0.0, rows=2000, seed=301, variables=Settings.from_env().variables)
             record = _wait(f"drift report for {stable.name}", lambda: _drift_report_for(instance, stable.name),
                            REPORT_TIMEOUT_S, server)
             phase("stable report")
@@ -171,7 +172,7 @@ def test_drift_loop_runs_unattended_under_dagster_dev(tmp_path: Path, monkeypatc
             phase("drift sensor skipped the stable report")
 
             # ---- (2) a drifted batch: the sensor requests one retrain, and the gate decides
-            drifted = land_batch(spec, drift=1.0, rows=2000, seed=302)
+            drifted = land_batch(spec, drift=1.0, rows=2000, seed=302, variables=Settings.from_env().variables)
             report = _wait(f"drift report for {drifted.name}", lambda: _drift_report_for(instance, drifted.name),
                            REPORT_TIMEOUT_S, server)
             assert report.asset_materialization.metadata["dataset_drifted"].value is True

@@ -24,6 +24,7 @@ from ml_pipelines.core.monitoring import PROFILE_FILE, drift_against
 from ml_pipelines.core.retrain_policy import DriftEvent, RetrainCursor, decide_retrain
 from ml_pipelines.core.sources import load_source, read_file
 from ml_pipelines.resources import local_resources
+from ml_pipelines.settings import Settings
 from ml_pipelines.spec import PipelineSpec, trusted_roots
 from ml_pipelines_tests.credit_small import INPUTS, NAME, small_credit_attributes
 from ml_pipelines_tests.helpers import make_spec, materialize, registry_at
@@ -117,8 +118,8 @@ def test_landing_sensor_then_monitor_job_then_drift_sensor(world: World, monkeyp
     assert "no new files" in (empty.skip_message or "")
 
     # ---- landing sensor: one partition and one run per new file
-    stable = land_batch(world.spec, drift=0.0, rows=2000, seed=101)
-    drifted = land_batch(world.spec, drift=1.0, rows=2000, seed=102)
+    stable = land_batch(world.spec, drift=0.0, rows=2000, seed=101, variables=Settings.from_env().variables)
+    drifted = land_batch(world.spec, drift=1.0, rows=2000, seed=102, variables=Settings.from_env().variables)
     assert stable.parent == folder and drifted.parent == folder
     assert sorted(p.name for p in folder.iterdir()) == sorted([stable.name, drifted.name])  # no temp files left
 
@@ -184,7 +185,7 @@ def test_landing_sensor_then_monitor_job_then_drift_sensor(world: World, monkeyp
     assert repeat.skip_message == "no new drift reports"
 
     # ---- a second drifted batch inside the 6 h cooldown: reported, not requested
-    second = land_batch(world.spec, drift=1.0, rows=2000, seed=103)
+    second = land_batch(world.spec, drift=1.0, rows=2000, seed=103, variables=Settings.from_env().variables)
     third_tick = world.tick("landing_sensor", again.cursor)
     assert [r.partition_key for r in third_tick.run_requests] == [second.name]  # only the new file
     world.instance.add_dynamic_partitions(BATCHES, [second.name])
@@ -202,7 +203,7 @@ def test_landing_sensor_then_monitor_job_then_drift_sensor(world: World, monkeyp
 
 def test_a_rewritten_file_is_measured_again(world: World, monkeypatch, tmp_path):
     monkeypatch.setenv("ML_PIPELINES_HOME", str(tmp_path))
-    path = land_batch(world.spec, drift=0.0, rows=100, seed=5)
+    path = land_batch(world.spec, drift=0.0, rows=100, seed=5, variables=Settings.from_env().variables)
     first = world.tick("landing_sensor", None)
     assert [r.partition_key for r in first.run_requests] == [path.name]
     stat = path.stat()
@@ -332,7 +333,7 @@ def test_undrifted_batches_rarely_request_a_retrain(world: World, monkeypatch, t
 
     cursor, requests, shares = RetrainCursor(), [], []
     for i in range(30):
-        path = land_batch(world.spec, drift=0.0, rows=2000, seed=10_000 + i)
+        path = land_batch(world.spec, drift=0.0, rows=2000, seed=10_000 + i, variables=Settings.from_env().variables)
         batch = read_file("csv", str(path), {})
         report = drift_against(profile, batch, world.spec.monitoring.drift, model, world.spec.task)
         shares.append(report.share_drifted)
@@ -344,7 +345,7 @@ def test_undrifted_batches_rarely_request_a_retrain(world: World, monkeypatch, t
             requests.append(decision.run_key)
     assert len(requests) <= 1, f"{len(requests)} false retrain requests; drifted shares {shares}"
     # and the same path does flag a genuinely drifted batch
-    path = land_batch(world.spec, drift=1.0, rows=2000, seed=99)
+    path = land_batch(world.spec, drift=1.0, rows=2000, seed=99, variables=Settings.from_env().variables)
     report = drift_against(profile, read_file("csv", str(path), {}), world.spec.monitoring.drift, model,
                            world.spec.task)
     assert report.dataset_drifted

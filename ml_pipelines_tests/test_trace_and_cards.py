@@ -34,6 +34,7 @@ from ml_pipelines.core.records import VersionRecord
 from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.datasets.credit import generate
 from ml_pipelines.resources import local_resources
+from ml_pipelines.settings import Settings
 from ml_pipelines.spec import PipelineSpec
 from ml_pipelines_tests.demo_specs import small_credit_attributes
 from ml_pipelines_tests.helpers import make_spec, materialize
@@ -373,7 +374,7 @@ def test_a_drift_report_lands_in_the_card(trained: Trained):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ML_PIPELINES_HOME", str(trained.root))
-        batch = land_batch(trained.spec, drift=1.0, rows=1000, seed=77)
+        batch = land_batch(trained.spec, drift=1.0, rows=1000, seed=77, variables=Settings.from_env().variables)
         trained.instance.add_dynamic_partitions(BATCHES, [batch.name])  # what the landing sensor requests
         result = trained.defs.resolve_job_def(f"{NAME}_monitor_job").execute_in_process(
             instance=trained.instance, partition_key=batch.name, raise_on_error=False

@@ -1,5 +1,5 @@
-"""Write a production batch into a pipeline's landing folder (the demo's and the
-tests' stand-in for an upstream system), from the spec's synthetic generator."""
+"""Land a production batch: rows from a spec's synthetic generator, written into the
+landing folder its monitoring reads (`ml-pipelines land`, the demo and the tests)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ml_pipelines.core.errors import InputError
 from ml_pipelines.core.sources import expand_variables, load_source
-from ml_pipelines.settings import Settings
 from ml_pipelines.spec import FileSource, PipelineSpec
 
 
@@ -18,16 +18,21 @@ def land_batch(
     drift: float,
     rows: int,
     seed: int | None,
+    variables: Mapping[str, str],
     base_dir: Path | None = None,
-    variables: Mapping[str, str] | None = None,
 ) -> Path:
-    """One batch written atomically as <landing folder>/batch-<time>-drift<d>.<csv|parquet>."""
+    """Write one batch into the landing folder and return its path.
+
+    `variables` resolve ${VAR} in the landing path (Settings.variables); a relative path
+    is taken from base_dir. drift=0 draws rows like the training data, 1 strongly drifted.
+    The file appears whole (written aside, then renamed), so a sensor never reads half of it.
+    """
     source = spec.monitoring.production_data
     if not isinstance(source, FileSource):
-        raise ValueError(f"{spec.name}: monitoring.production_data is not a landing folder (csv/parquet)")
+        raise InputError(f"{spec.name}: monitoring.production_data is not a landing folder (csv/parquet)")
     if spec.source.kind != "synthetic":
-        raise ValueError(f"{spec.name}: only synthetic sources can generate batches")
-    pattern = Path(expand_variables(source.path, variables if variables is not None else Settings.from_env().variables))
+        raise InputError(f"{spec.name}: only synthetic sources can generate batches")
+    pattern = Path(expand_variables(source.path, variables))
     if not pattern.is_absolute() and base_dir is not None:
         pattern = base_dir / pattern
     folder = pattern.parent
@@ -41,5 +46,5 @@ def land_batch(
         batch.to_csv(tmp, index=False)
     else:
         batch.to_parquet(tmp, index=False)
-    tmp.replace(path)  # the sensor never sees a half-written file
+    tmp.replace(path)
     return path

@@ -8,6 +8,7 @@ Serving appends; the `production_data` asset with `kind: prediction_log` reads a
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,19 @@ def read_records(root: Path, pipeline: str, day: str) -> list[dict]:
                     if line.endswith("\n"):
                         raise ValueError(f"{path}:{line_number}: corrupt audit record") from None
     return records
+
+
+def iter_audit(root: Path, pipeline: str, since: str | None = None) -> Iterator[dict]:
+    """Every logged prediction of the pipeline, oldest first; `since` is an ISO date or time (UTC)."""
+    directory = root / pipeline
+    days = sorted(p.name for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
+    if since:
+        days = [d for d in days if d >= since[:10]]
+    for day in days:
+        for record in sorted(read_records(root, pipeline, day), key=lambda r: (r["timestamp"], r.get("index", 0))):
+            if since and record["timestamp"] < since:
+                continue
+            yield record
 
 
 def read_prediction_log(root: Path, pipeline: str, day: str) -> pd.DataFrame:

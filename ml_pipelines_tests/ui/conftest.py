@@ -26,6 +26,7 @@ import pytest
 
 from ml_pipelines.core.landing import land_batch
 from ml_pipelines.core.registry import ModelRegistry
+from ml_pipelines.settings import Settings
 from ml_pipelines.spec import PipelineSpec
 from ml_pipelines_tests.demo_specs import shipped_attributes, small_credit_attributes
 from ml_pipelines_tests.helpers import registry_at
@@ -102,7 +103,7 @@ def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, specs: dict
         errors = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
         assert result.success, f"{name}_retrain_job failed: {errors}"
     credit = specs["credit_default"]
-    batch = land_batch(credit, drift=0.0, rows=1000, seed=21)
+    batch = land_batch(credit, drift=0.0, rows=1000, seed=21, variables=Settings.from_env().variables)
     instance.add_dynamic_partitions("credit_default_production_batches", [batch.name])  # what the sensor asks for
     result = defs.resolve_job_def("credit_default_monitor_job").execute_in_process(
         instance=instance, partition_key=batch.name, raise_on_error=False

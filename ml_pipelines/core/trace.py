@@ -1,11 +1,10 @@
-"""`ml-pipelines trace <request_id>`: from one prediction back to the data that trained its model."""
+"""From one prediction back to the model, run, data and gate behind it (`ml-pipelines trace`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ml_pipelines.core.layout import LocalLayout
 from ml_pipelines.core.prediction_log import read_records
 from ml_pipelines.core.registry import ModelRegistry
 
@@ -37,10 +36,14 @@ def trace_lines(request_id: str, audit_root: Path, registry: ModelRegistry) -> l
         lines.append(f"  output {json.dumps(r['output'], sort_keys=True)}")
     lines += [
         f"model        {pipeline} version {version}: {record.model_name} ({record.framework}) params={json.dumps(record.params)}",
-        f"training run {record.trigger.run_id} (trigger: {record.trigger.kind}{' ' + record.trigger.name if record.trigger.name else ''})"
-        f" at {record.created_at}",
-        f"data         partitions {', '.join(record.partitions) or 'all'}; data hash {record.data_version};"
-        f" source {record.extra.get('source', '-')}",
+        (
+            f"training run {record.trigger.run_id} (trigger: {record.trigger.kind}"
+            f"{' ' + record.trigger.name if record.trigger.name else ''}) at {record.created_at}"
+        ),
+        (
+            f"data         partitions {', '.join(record.partitions) or 'all'}; data hash {record.data_version};"
+            f" source {record.extra.get('source', '-')}"
+        ),
         f"code         spec hash {record.spec_hash}; code version {record.code_version}",
         f"gate         {'passed' if gate.get('passed') else 'not passed'}: " + "; ".join(gate.get("reasons", [])),
     ]
@@ -49,11 +52,3 @@ def trace_lines(request_id: str, audit_root: Path, registry: ModelRegistry) -> l
         lines.append(f"model card   {registry.store.uri(card)}")
     return lines
 
-
-def print_trace(request_id: str, home: Path, registry: ModelRegistry) -> int:
-    try:
-        print("\n".join(trace_lines(request_id, LocalLayout(home).audit, registry)))
-    except LookupError as exc:
-        print(f"error: {exc}")
-        return 2
-    return 0

@@ -1,4 +1,4 @@
-"""`ml-pipelines init`: a starter spec whose schema is inferred from a CSV."""
+"""A starter spec whose schema is inferred from a CSV (`ml-pipelines init`): infer, validate, write."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def write_starter_spec(
     document = starter_spec(name, frame, target, source_path, task)
     try:
         PipelineSpec.model_validate(document["attributes"])
-    except Exception as exc:  # noqa: BLE001 - a bug here must name the field
+    except Exception as exc:  # a bug here must name the field
         raise ValueError(format_validation_error(exc, "generated spec")) from exc
     path = pipelines_dir / name / "defs.yaml"
     if path.exists() and not force:

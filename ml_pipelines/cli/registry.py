@@ -1,0 +1,142 @@
+"""`ml-pipelines registry ...`: list, show, promote and roll back model versions."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ml_pipelines.cli._common import exit_with, fail
+from ml_pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from ml_pipelines.core.registry import ModelRegistry, VersionRecord
+
+PIPELINE = typer.Argument(help="pipeline name", show_default=False)
+VERSION = typer.Argument(help="version, as `registry list` prints it", show_default=False)
+
+
+class Alias(str, Enum):
+    champion = "champion"
+    challenger = "challenger"
+
+
+def _run(verb: Callable[[ModelRegistry], int]) -> None:
+    """Run one verb against the registry the settings point at; a RegistryError prints `error: ...`, exit 2."""
+    from ml_pipelines.core.layout import registry_for
+    from ml_pipelines.core.registry import RegistryError
+
+    settings = Settings.from_env()
+    try:
+        code = verb(registry_for(settings))
+    except RegistryError as exc:
+        fail(str(exc), stderr=False)
+    exit_with(code)
+
+
+def _aliases_by_version(registry: ModelRegistry, pipeline: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for alias, version in registry.aliases(pipeline).items():
+        found.setdefault(version, []).append(alias)
+    return found
+
+
+def list_lines(registry: ModelRegistry, pipeline: str, versions: list[VersionRecord]) -> list[str]:
+    aliases = _aliases_by_version(registry, pipeline)
+    lines = [f"{'version':<24} {'created_at':<26} {'model':<12} {'aliases':<12} metrics"]
+    for record in versions:
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(record.metrics.items()))
+        lines.append(
+            f"{record.version:<24} {record.created_at[:25]:<26} {record.model_name:<12} "
+            f"{','.join(aliases.get(record.version, [])) or '-':<12} {metrics}"
+        )
+    return lines
+
+
+def show_lines(registry: ModelRegistry, record: VersionRecord) -> list[str]:
+    aliases = _aliases_by_version(registry, record.pipeline).get(record.version, [])
+    gate = record.extra.get("gate") or {}
+    lines = [
+        f"pipeline:      {record.pipeline}",
+        f"version:       {record.version}  aliases: {', '.join(aliases) or '-'}",
+        f"created_at:    {record.created_at}",
+        f"model:         {record.model_name} ({record.framework}) params={json.dumps(record.params)}",
+        f"task:          {record.task} target={record.target}" + (f" classes={record.classes}" if record.classes else ""),
+        "metrics:       " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(record.metrics.items())),
+        "lineage:",
+        f"  run_id:      {record.trigger.run_id}",
+        f"  trigger:     {record.trigger.kind}" + (f" ({record.trigger.name})" if record.trigger.name else ""),
+        f"  partitions:  {', '.join(record.partitions) or '-'}",
+        f"  data_hash:   {record.data_version}",
+        f"  spec_hash:   {record.spec_hash}",
+        f"  code:        {record.code_version}",
+        f"gate:          {'passed' if gate.get('passed') else 'not passed'}: " + "; ".join(gate.get("reasons", [])),
+        "libraries:     " + ", ".join(f"{k} {v}" for k, v in sorted(record.libraries.items())),
+        "artifacts:",
+        *(f"  {name}  sha256:{digest}" for name, digest in sorted(record.artifacts.items())),
+    ]
+    for suffix in ("html", "md"):
+        key = registry.card_key(record.pipeline, record.version, suffix)
+        if registry.store.exists(key):
+            lines.append(f"model card:    {registry.store.uri(key)}")
+    return lines
+
+
+def list_versions(pipeline: Annotated[str, PIPELINE]) -> None:
+    def verb(registry: ModelRegistry) -> int:
+        versions = registry.list_versions(pipeline)
+        if not versions:
+            print(f"{pipeline}: no versions")
+            return 1
+        print("\n".join(list_lines(registry, pipeline, versions)))
+        return 0
+
+    _run(verb)
+
+
+def show(pipeline: Annotated[str, PIPELINE], version: Annotated[str, VERSION]) -> None:
+    def verb(registry: ModelRegistry) -> int:
+        print("\n".join(show_lines(registry, registry.get_version(pipeline, version))))
+        return 0
+
+    _run(verb)
+
+
+def promote(
+    pipeline: Annotated[str, PIPELINE],
+    version: Annotated[str, VERSION],
+    reason: Annotated[
+        str | None, typer.Option(help="why, for the alias history (default: manual promotion to ALIAS)",
+                                 show_default=False)
+    ] = None,
+    alias: Annotated[Alias, typer.Option(help="the alias to move")] = Alias.champion,
+) -> None:
+    def verb(registry: ModelRegistry) -> int:
+        move = registry.set_alias(pipeline, alias.value, version, actor=f"cli:{getpass.getuser()}",
+                                  reason=reason or f"manual promotion to {alias.value}")
+        print(f"{pipeline}: {alias.value} {move.previous or '-'} -> {move.version}")
+        return 0
+
+    _run(verb)
+
+
+def rollback(pipeline: Annotated[str, PIPELINE]) -> None:
+    def verb(registry: ModelRegistry) -> int:
+        move = registry.rollback(pipeline, actor=f"cli:{getpass.getuser()}")
+        print(f"{pipeline}: champion {move.previous} -> {move.version} (rollback)")
+        return 0
+
+    _run(verb)
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
+    group.command("list", help="versions, aliases, metrics, created_at")(list_versions)
+    group.command("show", help="one version with its lineage")(show)
+    group.command("promote", help="make a version the champion (or --alias challenger)")(promote)
+    group.command("rollback", help="move the champion back to the previous one")(rollback)
+    app.add_typer(group, name="registry", help="inspect and move model versions")
