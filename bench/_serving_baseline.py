@@ -30,8 +30,8 @@ _registry = ModelRegistry(LocalObjectStore(HOME / "registry"))
 VERSION = _registry.get_alias(PIPELINE, "champion")
 RECORD = _registry.get_version(PIPELINE, VERSION)
 MODEL = _registry.load_model(PIPELINE, VERSION, TRUSTED)
-INPUTS = RECORD.features["inputs"]
-NUMERIC = [c for c, kind in RECORD.features["types"].items() if kind in ("float", "int") and c in INPUTS]
+INPUTS = RECORD.features.inputs
+NUMERIC = [c for c, kind in RECORD.features.types.items() if kind in ("float", "int") and c in INPUTS]
 CLASSES = [str(c) for c in MODEL.classes_] if RECORD.task == "classification" else None
 
 
