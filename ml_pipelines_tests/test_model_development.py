@@ -24,19 +24,10 @@ from ml_pipelines.core.registry import VersionRecord, library_versions
 from ml_pipelines.spec import PipelineSpec, trusted_roots
 from ml_pipelines_tests.helpers import Materialized, make_spec, materialize
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("one_thread")]
 
 PIPELINES_DIR = Path(__file__).resolve().parent.parent / "ml_pipelines" / "defs" / "pipelines"
 STAGES = {"raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny MLPs train far faster on one thread, above all on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _credit(rows: int = 2000) -> dict:

@@ -12,9 +12,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
-from threadpoolctl import threadpool_limits
 from dagster.components.testing import create_defs_folder_sandbox
 
 from ml_pipelines.core.validation import ValidatedData
@@ -22,6 +20,8 @@ from ml_pipelines.datasets.credit import generate
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec
 from ml_pipelines_tests.helpers import Materialized, materialize, registry_at
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 STAGES = {"raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package"}
 DEMO_DIR = Path(__file__).resolve().parent.parent / "ml_pipelines" / "defs" / "pipelines"
@@ -64,16 +64,6 @@ attributes:
     bootstrap_samples: 20
     slices: [purpose]
 """
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Training runs on one thread: on two shared cores, more threads only spin and wait."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):  # OpenMP (HistGradientBoosting) and BLAS as well
-        yield
-    torch.set_num_threads(previous)
 
 
 def loans_yaml(on_failure: str = "block") -> str:
