@@ -25,7 +25,8 @@ import httpx
 import psutil
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from ml_pipelines_tests import REPO_ROOT
+
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 
 # keep every test offline and quiet

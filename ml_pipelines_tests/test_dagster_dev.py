@@ -12,7 +12,6 @@ from typing import Any
 import dagster
 import httpx
 import pytest
-import yaml
 
 from ml_pipelines_tests.servers import (
     REPO_ROOT,
@@ -25,6 +24,7 @@ from ml_pipelines_tests.servers import (
     wait_for_code_locations,
     wait_for_url,
 )
+from ml_pipelines_tests.specs import shipped_attributes, shipped_names
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -49,16 +49,8 @@ CHECKS = {
 }
 
 
-def _specs() -> dict[str, dict[str, Any]]:
-    """The `attributes` of every defs.yaml under ml_pipelines/defs/pipelines, by pipeline name."""
-    specs = {}
-    for path in sorted((REPO_ROOT / "ml_pipelines" / "defs" / "pipelines").glob("*/defs.yaml")):
-        attributes = yaml.safe_load(path.read_text())["attributes"]
-        specs[attributes["name"]] = attributes
-    return specs
-
-
-SPECS = _specs()
+# the `attributes` of every defs.yaml under ml_pipelines/defs/pipelines, by pipeline name
+SPECS = {attributes["name"]: attributes for attributes in map(shipped_attributes, shipped_names())}
 
 
 def _expected_upstream(attributes: dict[str, Any]) -> dict[str, set[str]]:

@@ -20,8 +20,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from ml_pipelines.components.monitoring import land_batch
 from ml_pipelines.core.retrain_policy import RetrainCursor
-from ml_pipelines_tests.credit_small import NAME, small_credit_attributes
-from ml_pipelines_tests.helpers import make_spec, materialize, registry_at
+from ml_pipelines_tests.helpers import materialize, registry_at
 from ml_pipelines_tests.servers import (
     REPO_ROOT,
     ServerError,
@@ -33,6 +32,7 @@ from ml_pipelines_tests.servers import (
     venv_executable,
     wait_for_url,
 )
+from ml_pipelines_tests.specs import NAME, make_spec, small_credit_attributes
 
 pytestmark = pytest.mark.timeout(600)  # every wait below has its own, shorter limit
 

@@ -35,7 +35,7 @@ from ml_pipelines.core.models import predict
 from ml_pipelines.datasets.credit import generate
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec, trusted_roots
-from ml_pipelines_tests.helpers import make_spec, materialize, registry_at
+from ml_pipelines_tests.helpers import materialize, registry_at
 from ml_pipelines_tests.servers import (
     REPO_ROOT,
     ServerProcess,
@@ -46,6 +46,7 @@ from ml_pipelines_tests.servers import (
     venv_executable,
     wait_for_url,
 )
+from ml_pipelines_tests.specs import make_spec
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -34,8 +34,7 @@ from ml_pipelines.core.registry import ModelRegistry, VersionRecord
 from ml_pipelines.datasets.credit import generate
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec
-from ml_pipelines_tests.demo_specs import small_credit_attributes
-from ml_pipelines_tests.helpers import make_spec, materialize
+from ml_pipelines_tests.helpers import materialize
 from ml_pipelines_tests.servers import (
     QUIET_ENV,
     REPO_ROOT,
@@ -47,10 +46,10 @@ from ml_pipelines_tests.servers import (
     venv_executable,
     wait_for_url,
 )
+from ml_pipelines_tests.specs import NAME, make_spec, small_credit_attributes
 
 pytestmark = pytest.mark.timeout(600)
 
-NAME = "credit_default"
 BATCHES = f"{NAME}_production_batches"
 READY_TIMEOUT_S = 180
 
@@ -90,7 +89,7 @@ def trained(tmp_path_factory) -> Iterator[Trained]:
     """credit_default (3,000 rows, one sklearn model) trained, packaged and promoted once."""
     root = tmp_path_factory.mktemp("trace_and_cards") / "ml_pipelines_home"
     root.mkdir()
-    spec = make_spec(**small_credit_attributes())
+    spec = make_spec(**small_credit_attributes(sensors=False))
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("ML_PIPELINES_HOME", str(root))  # the landing folder is under ${ML_PIPELINES_HOME}
         result = materialize(spec, root, instance)

@@ -39,8 +39,7 @@ from ml_pipelines.core.registry import (
     sha256_bytes,
 )
 from ml_pipelines.core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from ml_pipelines_tests import REPO_ROOT
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ml_pipelines.core.features import FeatureSet, build_feature_set
 from ml_pipelines.core.models import expand_candidates
 from ml_pipelines.core.selection import SelectionError, _folds, select_model
 from ml_pipelines.datasets.credit import generate
-from ml_pipelines_tests.helpers import make_spec
+from ml_pipelines_tests.specs import make_spec
 
 SLOW_SECONDS_PER_ROW = 1e-3
 

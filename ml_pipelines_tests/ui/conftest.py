@@ -27,7 +27,6 @@ import pytest
 from ml_pipelines.components.monitoring import land_batch
 from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.spec import PipelineSpec
-from ml_pipelines_tests.demo_specs import shipped_attributes, small_credit_attributes
 from ml_pipelines_tests.helpers import registry_at
 from ml_pipelines_tests.servers import (
     REPO_ROOT,
@@ -40,6 +39,7 @@ from ml_pipelines_tests.servers import (
     wait_for_code_locations,
     wait_for_url,
 )
+from ml_pipelines_tests.specs import shipped_attributes, small_credit_attributes
 
 DEFS_FILE = "analyst_defs.py"
 LOCATION = DEFS_FILE  # `dagster dev -f <file>` names the code location after the file
@@ -127,7 +127,7 @@ def analyst_world(tmp_path_factory) -> Iterator[AnalystWorld]:
     for folder in (platform_home, dagster_home, workspace):
         folder.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    attributes = [small_credit_attributes(), shipped_attributes("diabetes_progression")]
+    attributes = [small_credit_attributes(sensors=False), shipped_attributes("diabetes_progression")]
     specs = {a["name"]: PipelineSpec.model_validate(a) for a in attributes}
     (workspace / "analyst_config.json").write_text(
         json.dumps({"platform_home": str(platform_home), "specs": attributes}, default=str)
