@@ -13,17 +13,7 @@ import dagster
 import httpx
 import pytest
 
-from ml_pipelines_tests.servers import (
-    REPO_ROOT,
-    ServerProcess,
-    assert_all_gone,
-    free_port,
-    start_server,
-    stop_server,
-    venv_executable,
-    wait_for_code_locations,
-    wait_for_url,
-)
+from ml_pipelines_tests import REPO_ROOT, servers
 from ml_pipelines_tests.specs import shipped_attributes, shipped_names
 
 pytestmark = pytest.mark.timeout(420)
@@ -95,7 +85,7 @@ REPOSITORY_QUERY = """
 @dataclass
 class DagsterDev:
     url: str
-    server: ServerProcess
+    server: servers.ServerProcess
 
     def graphql(self, query: str) -> dict[str, Any]:
         response = httpx.post(f"{self.url}/graphql", json={"query": query}, timeout=30, trust_env=False)
@@ -111,27 +101,23 @@ def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
     dagster_home = root / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    port = free_port()
-    server = start_server(
+    port = servers.free_port()
+    url = f"http://127.0.0.1:{port}"
+    with servers.running(
         "dagster dev",
-        [venv_executable("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        [servers.venv_executable("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
         log_path=root / "dagster_dev.log",
-        cwd=REPO_ROOT,
         env={
             "DAGSTER_HOME": str(dagster_home),
             "ML_PIPELINES_HOME": str(root / "ml_pipelines_home"),
             "ML_PIPELINES_ENV": "local",
         },
-    )
-    dev = DagsterDev(f"http://127.0.0.1:{port}", server)
-    try:
-        wait_for_url(f"{dev.url}/server_info", server=server, timeout=READY_TIMEOUT_S)
-        wait_for_code_locations(dev.graphql, dev.server, time.monotonic() + READY_TIMEOUT_S)
+        ready=f"{url}/server_info",
+        ready_timeout=READY_TIMEOUT_S,
+    ) as server:
+        dev = DagsterDev(url, server)
+        servers.wait_for_code_locations(dev.graphql, dev.server, time.monotonic() + READY_TIMEOUT_S)
         yield dev
-    finally:
-        stop_server(server)  # raises if any process needed SIGKILL
-        assert_all_gone(server.stopped)
-        assert not server.running()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -20,18 +20,8 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from ml_pipelines.components.monitoring import land_batch
 from ml_pipelines.core.retrain_policy import RetrainCursor
+from ml_pipelines_tests import REPO_ROOT, servers
 from ml_pipelines_tests.helpers import materialize, registry_at
-from ml_pipelines_tests.servers import (
-    REPO_ROOT,
-    ServerError,
-    ServerProcess,
-    assert_all_gone,
-    free_port,
-    start_server,
-    stop_server,
-    venv_executable,
-    wait_for_url,
-)
 from ml_pipelines_tests.specs import NAME, make_spec, small_credit_attributes
 
 pytestmark = pytest.mark.timeout(600)  # every wait below has its own, shorter limit
@@ -41,8 +31,6 @@ DRIFT_KEY = dg.AssetKey([NAME, "drift_report"])
 READY_TIMEOUT_S = 150
 REPORT_TIMEOUT_S = 150  # landing sensor tick (15 s) + queued run + the run itself
 RETRAIN_TIMEOUT_S = 240
-
-T = TypeVar("T")
 
 # The workspace dagster dev loads: credit_default, small, with the in-process executor so
 # each run is one process. Resources come from ML_PIPELINES_HOME, as in defs/resources.py.
@@ -71,17 +59,9 @@ def defs() -> dg.Definitions:
 '''
 
 
-def _wait(what: str, probe: Callable[[], T | None], timeout: float, server: ServerProcess, interval: float = 2.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        if not server.running():
-            raise ServerError(f"dagster dev exited while waiting for {what}; log tail:\n{server.log_tail()}")
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout:.0f}s; dagster dev log tail:\n{server.log_tail(6000)}")
-        time.sleep(interval)
+def _wait(what: str, probe: Callable[[], Any], timeout: float, server: servers.ServerProcess) -> Any:
+    """probe's first truthy answer, asked every 2 s while dagster dev runs."""
+    return servers.wait_until(what, probe, timeout, server=server, interval=2.0)
 
 
 def _drift_report_for(instance: dg.DagsterInstance, partition: str):
@@ -134,78 +114,75 @@ def test_drift_loop_runs_unattended_under_dagster_dev(tmp_path: Path, monkeypatc
     def phase(label: str) -> None:  # shown with -s, or in the report when the test fails
         print(f"[drift loop] {time.monotonic() - started:6.1f}s {label}", flush=True)
 
-    port = free_port()
-    server = start_server(
+    port = servers.free_port()
+    dagster_dev = servers.running(
         "dagster dev",
-        [venv_executable("dagster"), "dev", "-f", str(definitions), "-d", str(REPO_ROOT), "-h", "127.0.0.1",
+        [servers.venv_executable("dagster"), "dev", "-f", str(definitions), "-d", str(REPO_ROOT), "-h", "127.0.0.1",
          "-p", str(port)],
         log_path=tmp_path / "dagster_dev.log",
-        cwd=REPO_ROOT,
         env=env,
+        ready=f"http://127.0.0.1:{port}/server_info",
+        ready_timeout=READY_TIMEOUT_S,
+        wait=False,  # the first champion trains while the server starts
     )
-    try:
-        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-            # the first champion, trained in process on the same instance while the server starts
-            trained = materialize(spec, ml_home, instance)
-            assert trained.success, trained.step_errors()
-            registry = registry_at(ml_home)
-            first_champion = registry.get_alias(NAME, "champion")
-            assert first_champion is not None
-            phase("champion trained")
-            wait_for_url(f"http://127.0.0.1:{port}/server_info", server=server, timeout=READY_TIMEOUT_S)
-            phase("dagster dev answers")
+    with dagster_dev as server, dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        # the first champion, trained in process on the same instance while the server starts
+        trained = materialize(spec, ml_home, instance)
+        assert trained.success, trained.step_errors()
+        registry = registry_at(ml_home)
+        first_champion = registry.get_alias(NAME, "champion")
+        assert first_champion is not None
+        phase("champion trained")
+        server.wait_ready()
+        phase("dagster dev answers")
 
-            # ---- (1) a batch like the training data: a report, and no retrain
-            stable = land_batch(spec, drift=0.0, rows=2000, seed=301)
-            record = _wait(f"drift report for {stable.name}", lambda: _drift_report_for(instance, stable.name),
-                           REPORT_TIMEOUT_S, server)
-            phase("stable report")
-            metadata = record.asset_materialization.metadata
-            assert metadata["dataset_drifted"].value is False, metadata["features"].value
-            assert metadata["champion"].value == first_champion
-            tick = _wait("a drift sensor tick past the stable report",
-                         lambda: _tick_past(instance, record.storage_id), 90, server)
-            assert tick.status == TickStatus.SKIPPED, tick
-            assert "none drifted" in (tick.skip_reason or ""), tick.skip_reason
-            assert _sensor_runs(instance) == []
-            phase("drift sensor skipped the stable report")
+        # ---- (1) a batch like the training data: a report, and no retrain
+        stable = land_batch(spec, drift=0.0, rows=2000, seed=301)
+        record = _wait(f"drift report for {stable.name}", lambda: _drift_report_for(instance, stable.name),
+                       REPORT_TIMEOUT_S, server)
+        phase("stable report")
+        metadata = record.asset_materialization.metadata
+        assert metadata["dataset_drifted"].value is False, metadata["features"].value
+        assert metadata["champion"].value == first_champion
+        tick = _wait("a drift sensor tick past the stable report",
+                     lambda: _tick_past(instance, record.storage_id), 90, server)
+        assert tick.status == TickStatus.SKIPPED, tick
+        assert "none drifted" in (tick.skip_reason or ""), tick.skip_reason
+        assert _sensor_runs(instance) == []
+        phase("drift sensor skipped the stable report")
 
-            # ---- (2) a drifted batch: the sensor requests one retrain, and the gate decides
-            drifted = land_batch(spec, drift=1.0, rows=2000, seed=302)
-            report = _wait(f"drift report for {drifted.name}", lambda: _drift_report_for(instance, drifted.name),
-                           REPORT_TIMEOUT_S, server)
-            assert report.asset_materialization.metadata["dataset_drifted"].value is True
-            requested = _wait("a retrain run requested by the drift sensor", lambda: _sensor_runs(instance),
-                              90, server)
-            (run,) = requested
-            phase("retrain requested")
-            assert run.job_name == f"{NAME}_retrain_job"
-            assert run.tags[RUN_KEY_TAG] == f"drift-{report.storage_id}"
-            assert run.tags["ml_pipelines/trigger"] == "sensor"
-            run = _wait(f"retrain run {run.run_id} to finish", lambda: _finished(instance, run.run_id),
-                        RETRAIN_TIMEOUT_S, server)
-            phase(f"retrain finished: {run.status.value}")
+        # ---- (2) a drifted batch: the sensor requests one retrain, and the gate decides
+        drifted = land_batch(spec, drift=1.0, rows=2000, seed=302)
+        report = _wait(f"drift report for {drifted.name}", lambda: _drift_report_for(instance, drifted.name),
+                       REPORT_TIMEOUT_S, server)
+        assert report.asset_materialization.metadata["dataset_drifted"].value is True
+        requested = _wait("a retrain run requested by the drift sensor", lambda: _sensor_runs(instance),
+                          90, server)
+        (run,) = requested
+        phase("retrain requested")
+        assert run.job_name == f"{NAME}_retrain_job"
+        assert run.tags[RUN_KEY_TAG] == f"drift-{report.storage_id}"
+        assert run.tags["ml_pipelines/trigger"] == "sensor"
+        run = _wait(f"retrain run {run.run_id} to finish", lambda: _finished(instance, run.run_id),
+                    RETRAIN_TIMEOUT_S, server)
+        phase(f"retrain finished: {run.status.value}")
 
-            checks = [
-                e.get_dagster_event().asset_check_evaluation_data
-                for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
-            ]
-            gate = [c for c in checks if c.check_name == "beats_champion"]
-            assert len(gate) == 1, f"the promotion gate did not decide in run {run.run_id}: {checks}"
-            assert f"vs champion {first_champion}" in gate[0].description  # judged against the champion
-            champion = registry.get_alias(NAME, "champion")
-            if gate[0].passed:
-                assert run.status == dg.DagsterRunStatus.SUCCESS, server.log_tail()
-                assert champion != first_champion  # promoted
-                version = registry.get_version(NAME, champion)
-                assert version.trigger.run_id == run.run_id
-                assert (version.trigger.kind, version.trigger.name) == ("sensor", DRIFT_SENSOR)
-            else:  # a blocking check failure stops packaging: the champion stays
-                assert run.status == dg.DagsterRunStatus.FAILURE
-                assert champion == first_champion
-            # one drifted report, one request: the sensor did not fire again
-            assert len(_sensor_runs(instance)) == 1
-    finally:
-        stop_server(server)  # by process group; raises if anything needed SIGKILL
-        assert_all_gone(server.stopped)
-        assert not server.running()
+        checks = [
+            e.get_dagster_event().asset_check_evaluation_data
+            for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
+        gate = [c for c in checks if c.check_name == "beats_champion"]
+        assert len(gate) == 1, f"the promotion gate did not decide in run {run.run_id}: {checks}"
+        assert f"vs champion {first_champion}" in gate[0].description  # judged against the champion
+        champion = registry.get_alias(NAME, "champion")
+        if gate[0].passed:
+            assert run.status == dg.DagsterRunStatus.SUCCESS, server.log_tail()
+            assert champion != first_champion  # promoted
+            version = registry.get_version(NAME, champion)
+            assert version.trigger.run_id == run.run_id
+            assert (version.trigger.kind, version.trigger.name) == ("sensor", DRIFT_SENSOR)
+        else:  # a blocking check failure stops packaging: the champion stays
+            assert run.status == dg.DagsterRunStatus.FAILURE
+            assert champion == first_champion
+        # one drifted report, one request: the sensor did not fire again
+        assert len(_sensor_runs(instance)) == 1

@@ -34,18 +34,8 @@ from ml_pipelines.core.registry import ModelRegistry, VersionRecord
 from ml_pipelines.datasets.credit import generate
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec
+from ml_pipelines_tests import REPO_ROOT, servers
 from ml_pipelines_tests.helpers import materialize
-from ml_pipelines_tests.servers import (
-    QUIET_ENV,
-    REPO_ROOT,
-    ServerProcess,
-    assert_all_gone,
-    free_port,
-    start_server,
-    stop_server,
-    venv_executable,
-    wait_for_url,
-)
 from ml_pipelines_tests.specs import NAME, make_spec, small_credit_attributes
 
 pytestmark = pytest.mark.timeout(600)
@@ -68,11 +58,11 @@ class Trained:
         return self.registry.get_version(NAME, self.version)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, **QUIET_ENV, "ML_PIPELINES_HOME": str(self.root), "ML_PIPELINES_ENV": "local"}
+        return {**os.environ, **servers.QUIET_ENV, "ML_PIPELINES_HOME": str(self.root), "ML_PIPELINES_ENV": "local"}
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [venv_executable("ml-pipelines"), *args],
+            [servers.venv_executable("ml-pipelines"), *args],
             cwd=REPO_ROOT,
             env=self.env(),
             capture_output=True,
@@ -103,21 +93,17 @@ def trained(tmp_path_factory) -> Iterator[Trained]:
 @pytest.fixture(scope="module")
 def served(trained: Trained, tmp_path_factory) -> Iterator[str]:
     """`ml-pipelines serve credit_default` as a real process on loopback; its base URL."""
-    port = free_port()
-    server: ServerProcess = start_server(
+    port = servers.free_port()
+    url = f"http://127.0.0.1:{port}"
+    with servers.running(
         "ml-pipelines serve",
-        [venv_executable("ml-pipelines"), "serve", NAME, "--host", "127.0.0.1", "--port", str(port)],
+        [servers.venv_executable("ml-pipelines"), "serve", NAME, "--host", "127.0.0.1", "--port", str(port)],
         log_path=tmp_path_factory.mktemp("serve") / "serve.log",
         env={"ML_PIPELINES_HOME": str(trained.root), "ML_PIPELINES_ENV": "local"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_url(f"{url}/readyz", server=server, timeout=READY_TIMEOUT_S)
+        ready=f"{url}/readyz",
+        ready_timeout=READY_TIMEOUT_S,
+    ):
         yield url
-    finally:
-        stop_server(server)  # raises if any process needed SIGKILL
-        assert_all_gone(server.stopped)
-        assert not server.running()
 
 
 # ---------------------------------------------------------------- trace
