@@ -121,10 +121,8 @@ class ServerProcess:
             wait_for_url(self.ready, server=self, timeout=self.ready_timeout)
             return
         check = self.ready
-        try:
-            wait_until(f"{self.name} to be ready", lambda: check(self), self.ready_timeout, server=self)
-        except AssertionError as exc:
-            raise ServerError(str(exc)) from None
+        wait_until(f"{self.name} to be ready", lambda: check(self), self.ready_timeout, server=self,
+                   timeout_error=ServerError)
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -199,10 +197,10 @@ def wait_for_url(
 
 def wait_until(
     what: str, probe: Callable[[], T | None], timeout: float, *, server: ServerProcess | None = None,
-    interval: float = 0.5,
+    interval: float = 0.5, timeout_error: type[Exception] = AssertionError,
 ) -> T:
     """Poll probe() until it returns something truthy, and return that. ServerError, with the
-    server's log tail, if the server exits first; AssertionError when timeout seconds pass."""
+    server's log tail, if the server exits first; timeout_error when timeout seconds pass."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
@@ -215,7 +213,7 @@ def wait_until(
             )
         if time.monotonic() > deadline:
             tail = f"; {server.name} log tail:\n{server.log_tail(6000)}" if server is not None else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
+            raise timeout_error(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
         time.sleep(interval)
 
 
@@ -246,7 +244,7 @@ def stop_server(server: ServerProcess, *, timeout: float = 90.0, sig: int = sign
     remaining = max(0.0, deadline - time.monotonic())
     _, alive = psutil.wait_procs(processes, timeout=remaining)
     alive = [p for p in alive if _alive(p)]
-    if server.running():
+    if server.running() and server.pid not in {p.pid for p in alive}:
         alive.append(psutil.Process(server.pid))
     if alive:
         described = [_describe(p) for p in alive]
