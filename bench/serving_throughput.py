@@ -61,7 +61,7 @@ INPUTS = ["income", "age", "employment_years", "debt_ratio", "credit_lines", "pu
 
 
 def spec():
-    from ml_pipelines_tests.helpers import make_spec
+    from ml_pipelines_tests.specs import make_spec
 
     return make_spec(
         name=PIPELINE,

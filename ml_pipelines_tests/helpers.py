@@ -1,17 +1,17 @@
-"""Shared helpers: build a spec from a dict, materialize it in process on a temporary instance."""
+"""Materialize a spec in process (its retrain job on a temporary or given instance,
+with the local resources under a root) and read the outcome. Specs come from specs.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
 from ml_pipelines.components import build_pipeline_defs
 from ml_pipelines.core.registry import ModelRegistry
-from ml_pipelines.definitions import apply_policies
 from ml_pipelines.core.storage import LocalObjectStore
+from ml_pipelines.definitions import apply_policies
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec
 
@@ -35,10 +35,6 @@ class Materialized:
 
     def step_errors(self) -> list[str]:
         return [e.event_specific_data.error.message for e in self.result.all_events if e.is_step_failure]
-
-
-def make_spec(**attributes: Any) -> PipelineSpec:
-    return PipelineSpec.model_validate(attributes)
 
 
 def registry_at(root: Path) -> ModelRegistry:

@@ -1,6 +1,10 @@
 """Real server processes for end-to-end tests: start one on loopback, wait until
 it answers, stop it (and every child it spawned) by process group.
 
+Tests use `running(...)`, a context manager that does all three and always stops the
+server; start_server, wait_for_url and stop_server are its parts (the benchmarks use
+them directly).
+
 A server is started through `bash -c "set -m; exec ..."` in a new session, so its
 PID is also its process-group id and `os.killpg` reaches the whole tree (Dagster's
 webserver, daemon and code servers; BentoML's workers; postgres backends).
@@ -11,21 +15,24 @@ ignore SIGTERM too, because `dagster dev` maps SIGTERM onto SIGINT's handler.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import psutil
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from ml_pipelines_tests import REPO_ROOT
+
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 
 # keep every test offline and quiet
@@ -35,6 +42,9 @@ QUIET_ENV = {
     "GX_ANALYTICS_ENABLED": "False",
     "PYTHONUNBUFFERED": "1",
 }
+
+
+T = TypeVar("T")
 
 
 class ServerError(RuntimeError):
@@ -61,6 +71,10 @@ class ServerProcess:
     log_path: Path
     command: list[str]
     stopped: list[psutil.Process] = field(default_factory=list)
+    # what running() waits for: a URL that answers 200, a callable of the server that
+    # returns something truthy once it is ready, or None (nothing to ask)
+    ready: str | Callable[[ServerProcess], Any] | None = None
+    ready_timeout: float = 120.0
 
     @property
     def pid(self) -> int:
@@ -97,6 +111,18 @@ class ServerProcess:
         except psutil.Error:
             pass
         return [p for p in found.values() if _alive(p)]
+
+    def wait_ready(self) -> None:
+        """Block until `ready` answers; ServerError, with the log tail, if the server exits first
+        or does not answer within ready_timeout."""
+        if self.ready is None:
+            return
+        if isinstance(self.ready, str):
+            wait_for_url(self.ready, server=self, timeout=self.ready_timeout)
+            return
+        check = self.ready
+        wait_until(f"{self.name} to be ready", lambda: check(self), self.ready_timeout, server=self,
+                   timeout_error=ServerError)
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -169,6 +195,28 @@ def wait_for_url(
             time.sleep(interval)
 
 
+def wait_until(
+    what: str, probe: Callable[[], T | None], timeout: float, *, server: ServerProcess | None = None,
+    interval: float = 0.5, timeout_error: type[Exception] = AssertionError,
+) -> T:
+    """Poll probe() until it returns something truthy, and return that. ServerError, with the
+    server's log tail, if the server exits first; timeout_error when timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if server is not None and not server.running():
+            raise ServerError(
+                f"{server.name} exited with code {server.popen.returncode} while waiting for {what};"
+                f" log tail:\n{server.log_tail()}"
+            )
+        if time.monotonic() > deadline:
+            tail = f"; {server.name} log tail:\n{server.log_tail(6000)}" if server is not None else ""
+            raise timeout_error(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
+        time.sleep(interval)
+
+
 def stop_server(server: ServerProcess, *, timeout: float = 90.0, sig: int = signal.SIGTERM) -> None:
     """Signal the server's process group and wait until every one of its processes is gone.
 
@@ -196,7 +244,7 @@ def stop_server(server: ServerProcess, *, timeout: float = 90.0, sig: int = sign
     remaining = max(0.0, deadline - time.monotonic())
     _, alive = psutil.wait_procs(processes, timeout=remaining)
     alive = [p for p in alive if _alive(p)]
-    if server.running():
+    if server.running() and server.pid not in {p.pid for p in alive}:
         alive.append(psutil.Process(server.pid))
     if alive:
         described = [_describe(p) for p in alive]
@@ -226,6 +274,46 @@ def _describe(proc: psutil.Process) -> str:
 def assert_all_gone(processes: Sequence[psutil.Process]) -> None:
     alive = [_describe(p) for p in processes if _alive(p)]
     assert not alive, f"still running: {'; '.join(alive)}"
+
+
+@contextlib.contextmanager
+def running(
+    name: str,
+    command: Sequence[str],
+    *,
+    log_path: Path,
+    ready: str | Callable[[ServerProcess], Any] | None,
+    ready_timeout: float = 120.0,
+    wait: bool = True,
+    cwd: Path = REPO_ROOT,
+    env: Mapping[str, str] | None = None,
+    stop_timeout: float = 90.0,
+    stop_signal: int = signal.SIGTERM,
+) -> Iterator[ServerProcess]:
+    """A real server for the length of the block: started under job control in its own
+    process group (start_server), ready, and always stopped by process group on the way
+    out (stop_server), even when it failed to start or the block raised.
+
+    ready: a URL polled until it answers 200, a callable polled with the server until it
+    returns something truthy, or None for a process with nothing to ask (a daemon, a run
+    worker). wait=False yields as soon as the process is started, so that the caller can
+    work while it boots and then call server.wait_ready().
+
+    On the way out every process of the server must be gone: stop_server raises
+    AssertionError, with the log tail, when any of them needed SIGKILL after stop_timeout
+    seconds. stop_signal=SIGKILL stops a process the test has no reason to stop gently
+    (one it may already have killed itself).
+    """
+    server = start_server(name, command, log_path=log_path, cwd=cwd, env=env)
+    server.ready, server.ready_timeout = ready, ready_timeout
+    try:
+        if wait:
+            server.wait_ready()
+        yield server
+    finally:
+        stop_server(server, timeout=stop_timeout, sig=stop_signal)
+        assert_all_gone(server.stopped)
+        assert not server.running(), f"{server.name} (pid {server.pid}) still runs"
 
 
 WORKSPACE_QUERY = """

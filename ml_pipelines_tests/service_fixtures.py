@@ -37,11 +37,8 @@ def postgres() -> Iterator[PostgresCluster]:
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory) -> Iterator[MotoServer]:
     """moto's S3 server in its own process group on 127.0.0.1; stopped by PID."""
-    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    try:
+    with start_moto(tmp_path_factory.mktemp("moto") / "moto.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @dataclass

@@ -5,7 +5,8 @@ all on loopback and all owned by the caller:
   (`apt-get install postgresql`), initialised in a temporary directory, run as a
   non-root user (initdb refuses root), stopped and deleted by `stop()`;
 - `start_moto` / `MotoServer`: moto's S3 server (`python -m moto.server`) in its
-  own process group, stopped by PID through servers.stop_server;
+  own process group, run through servers.running and stopped by PID (`stop()`, or
+  the end of a `with` block);
 - `TcpProxy`: a TCP forwarder in front of a server that can make it unreachable
   for a while (listener closed: connections are refused), by hand or when a
   request line containing a given text passes through it.
@@ -30,8 +31,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
-from ml_pipelines_tests.servers import ServerProcess, free_port, start_server, stop_server, wait_for_url
+from ml_pipelines_tests.servers import ServerProcess, free_port, running
 
 LOOPBACK = "127.0.0.1"
 PG_SUPERUSER = "dagster"
@@ -216,14 +218,21 @@ class MotoServer:
     process: ServerProcess
     port: int
     host: str = LOOPBACK
+    _running: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def stop(self) -> None:
-        if self.process.running():
-            stop_server(self.process, timeout=30)
+        """Stop the server by process group (servers.running's exit); a second call does nothing."""
+        self._running.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
 
 
 MOTO_CREDENTIALS = {
@@ -234,16 +243,14 @@ MOTO_CREDENTIALS = {
 
 
 def start_moto(log_path: Path, port: int | None = None) -> MotoServer:
+    """moto's S3 server, answering; stopped by `stop()` or at the end of `with start_moto(...) as moto:`."""
     port = port or free_port()
-    process = start_server(
-        "moto", [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)], log_path=log_path
-    )
-    try:
-        wait_for_url(f"http://{LOOPBACK}:{port}/moto-api/", server=process, timeout=60)
-    except BaseException:
-        stop_server(process, timeout=30)
-        raise
-    return MotoServer(process, port)
+    stack = contextlib.ExitStack()
+    process = stack.enter_context(running(
+        "moto", [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)], log_path=log_path,
+        ready=f"http://{LOOPBACK}:{port}/moto-api/", ready_timeout=60, stop_timeout=30,
+    ))
+    return MotoServer(process, port, _running=stack)
 
 
 def s3_client(endpoint: str):

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from ml_pipelines.components import MLPipeline
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec, format_validation_error
+from ml_pipelines_tests.specs import PIPELINES_DIR
 
 COMPONENT_TYPE = "ml_pipelines.components.MLPipeline"
 STAGES = {"raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package"}
@@ -82,8 +83,7 @@ def test_spec_hash_ignores_key_order_but_not_content():
 
 
 def test_demo_specs_validate():
-    root = Path(__file__).resolve().parent.parent / "ml_pipelines" / "defs" / "pipelines"
-    files = sorted(root.glob("*/defs.yaml"))
+    files = sorted(PIPELINES_DIR.glob("*/defs.yaml"))
     assert len(files) >= 2
     for file in files:
         document = yaml.safe_load(file.read_text())

@@ -19,7 +19,7 @@ from ml_pipelines.core.features import (
     split_frame,
 )
 from ml_pipelines.spec import SplitSpec
-from ml_pipelines_tests.helpers import make_spec
+from ml_pipelines_tests.specs import make_spec
 
 ROWS = 300
 

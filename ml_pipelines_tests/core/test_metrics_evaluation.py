@@ -21,7 +21,7 @@ from ml_pipelines.core.gate import decide_gate
 from ml_pipelines.core.metrics import MetricError, compute_metric, compute_metrics
 from ml_pipelines.core.models import Candidate, build_model
 from ml_pipelines.core.plots import evaluation_plots
-from ml_pipelines_tests.helpers import make_spec
+from ml_pipelines_tests.specs import make_spec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_BYTES = 60_000

@@ -32,8 +32,7 @@ from ml_pipelines.core.model_io import PIPELINE_FILE, UntrustedArtifactError, sa
 from ml_pipelines.core.records import Trigger, VersionRecord
 from ml_pipelines.core.registry import ChecksumError, ModelRegistry, RegistryError, library_versions, sha256_bytes
 from ml_pipelines.core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from ml_pipelines_tests import REPO_ROOT
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
@@ -17,7 +16,7 @@ from ml_pipelines.core.features import FeatureSet, build_feature_set
 from ml_pipelines.core.models import expand_candidates
 from ml_pipelines.core.selection import SelectionError, _folds, select_model
 from ml_pipelines.datasets.credit import generate
-from ml_pipelines_tests.helpers import make_spec
+from ml_pipelines_tests.specs import make_spec
 
 SLOW_SECONDS_PER_ROW = 1e-3
 
@@ -30,12 +29,7 @@ class SlowClassifier(LogisticRegression):
         return super().predict_proba(X)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,7 @@ from ml_pipelines.core.torch_model import (
 )
 from ml_pipelines.spec import TorchModel
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small models train faster on one thread, and timings do not depend on other load."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _binary(rows: int = 1200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -13,11 +13,11 @@ import yaml
 
 from ml_pipelines.components import build_pipeline_defs
 from ml_pipelines.spec import PipelineSpec
+from ml_pipelines_tests import REPO_ROOT
+from ml_pipelines_tests.specs import make_spec, small_credit_attributes
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO_ROOT / "docker"
 PRODUCTION_INSTANCE = DOCKER_DIR / "dagster.yaml"
-CREDIT_DEMO = REPO_ROOT / "ml_pipelines" / "defs" / "pipelines" / "credit_default" / "defs.yaml"
 PIPELINE = "credit_default"
 JOB = f"{PIPELINE}_retrain_job"
 STAGES = ("raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package")
@@ -27,13 +27,11 @@ ROWS = 3000
 
 
 def credit_attributes(rows: int = ROWS, estimator: str = "sklearn.linear_model.LogisticRegression") -> dict[str, Any]:
-    """The credit_default demo spec, small: one sklearn model, 2 CV folds, no monitoring."""
-    attributes = copy.deepcopy(yaml.safe_load(CREDIT_DEMO.read_text())["attributes"])
-    attributes["source"]["params"]["rows"] = rows
-    attributes["models"] = [{"name": "logreg", "estimator": estimator, "params": {"max_iter": 500}}]
+    """specs.small_credit_attributes with `estimator` for its one model, no selection limits
+    (max_latency_ms) and no monitoring."""
+    attributes = small_credit_attributes(rows)
+    attributes["models"][0]["estimator"] = estimator
     attributes["selection"] = {"metric": "roc_auc", "cv_folds": 2}
-    attributes["evaluation"]["gate"]["min"] = 0.6
-    attributes["evaluation"]["bootstrap_samples"] = 50
     attributes.pop("monitoring")
     return attributes
 
@@ -41,7 +39,7 @@ def credit_attributes(rows: int = ROWS, estimator: str = "sklearn.linear_model.L
 def credit_spec(**overrides: Any) -> PipelineSpec:
     attributes = credit_attributes(**{k: overrides.pop(k) for k in ("rows", "estimator") if k in overrides})
     attributes.update(overrides)
-    return PipelineSpec.model_validate(attributes)
+    return make_spec(**attributes)
 
 
 def production_instance_config() -> dict[str, Any]:

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -26,7 +27,6 @@ import re
 import signal
 import sys
 import threading
-import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,7 +42,7 @@ from ml_pipelines.core.layout import registry_for
 from ml_pipelines.settings import Settings
 from ml_pipelines_tests.prod.common import JOB, PIPELINE, credit_spec, prod_pipeline_defs, production_instance_config
 from ml_pipelines_tests.prod.jobs import SLOW_FIT_MARKER, SLOW_FIT_SECONDS, slow_retrain_job
-from ml_pipelines_tests.servers import ServerError, start_server, stop_server, venv_executable
+from ml_pipelines_tests.servers import running, venv_executable, wait_until
 from ml_pipelines_tests.services import TcpProxy
 
 NAMESPACE = "ml-pipelines-test"
@@ -139,19 +139,8 @@ def kubernetes(tmp_path, monkeypatch):
         server.server_close()
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 0.5, process=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if process is not None and not process.running():
-            raise ServerError(f"{process.name} exited ({process.popen.returncode}) while waiting for {what}:\n"
-                              f"{process.log_tail()}")
-        if time.monotonic() > deadline:
-            tail = f"\n{process.log_tail()}" if process is not None else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
-        time.sleep(interval)
+def _wait(predicate, timeout: float, what: str, process=None):
+    return wait_until(what, predicate, timeout, server=process)
 
 
 def _assert_registry_consistent(registry, prod_env) -> list[str]:
@@ -164,9 +153,11 @@ def _assert_registry_consistent(registry, prod_env) -> list[str]:
     return versions
 
 
+@contextlib.contextmanager
 def _launch_like_k8s(instance, kubernetes, logs: Path, marker: Path):
     """What the K8sRunLauncher does: create the run, then a Job whose pod runs
-    `dagster api execute_run`; here the pod is a process group on this machine."""
+    `dagster api execute_run`; here the pod is a process group on this machine,
+    killed (SIGKILL, as a pod is) at the end of the block if the test has not killed it."""
     recon = dg.reconstructable(slow_retrain_job)
     run = instance.create_run_for_job(
         job_def=recon.get_definition(), job_code_origin=recon.get_python_origin(),
@@ -176,10 +167,11 @@ def _launch_like_k8s(instance, kubernetes, logs: Path, marker: Path):
     command = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id, instance_ref=None,
                              set_exit_code_on_failure=True).get_command_args()
     assert command[:3] == ["dagster", "api", "execute_run"]
-    worker = start_server("run-worker", [venv_executable("dagster"), *command[1:]], log_path=logs / "worker.log",
-                          env={SLOW_FIT_MARKER: str(marker), SLOW_FIT_SECONDS: "600"})
-    kubernetes.watch(job_name, worker.pid)  # the Job exists from launch on, before the run starts
-    return run.run_id, job_name, worker
+    with running("run-worker", [venv_executable("dagster"), *command[1:]], log_path=logs / "worker.log",
+                 env={SLOW_FIT_MARKER: str(marker), SLOW_FIT_SECONDS: "600"}, ready=None,
+                 stop_signal=signal.SIGKILL) as worker:
+        kubernetes.watch(job_name, worker.pid)  # the Job exists from launch on, before the run starts
+        yield run.run_id, job_name, worker
 
 
 # ---------------------------------------------------------------- 1. SIGKILL mid-training
@@ -208,11 +200,11 @@ def test_a_run_killed_mid_training_is_failed_by_run_monitoring_then_reexecuted(
 
     marker = tmp_path / "training-started"
     logs = tmp_path / "logs"
-    daemon = start_server("dagster-daemon", [venv_executable("dagster-daemon"), "run", "--empty-workspace"],
-                          log_path=logs / "daemon.log")
-    worker = None
-    try:
-        run_id, job_name, worker = _launch_like_k8s(instance, kubernetes, logs, marker)
+    with (
+        running("dagster-daemon", [venv_executable("dagster-daemon"), "run", "--empty-workspace"],
+                log_path=logs / "daemon.log", ready=None, stop_timeout=60) as daemon,
+        _launch_like_k8s(instance, kubernetes, logs, marker) as (run_id, job_name, worker),
+    ):
         _wait(marker.exists, 240, "training to start", process=worker)
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
 
@@ -229,11 +221,6 @@ def test_a_run_killed_mid_training_is_failed_by_run_monitoring_then_reexecuted(
                     "run monitoring to end the run", process=daemon)
         assert run.status == dg.DagsterRunStatus.FAILURE
         assert (f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{job_name}/status", "failed") in kubernetes.requests
-    finally:
-        if worker is not None and worker.running():
-            os.killpg(worker.pgid, signal.SIGKILL)
-            worker.popen.wait(timeout=30)
-        stop_server(daemon, timeout=60)
 
     records = instance.get_records_for_run(run_id).records
     events = [record.event_log_entry for record in records]

@@ -11,6 +11,7 @@ every asset of every pipeline has a materialization to look at.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import runpy
 import shutil
@@ -28,19 +29,9 @@ from ml_pipelines.core.landing import land_batch
 from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.settings import Settings
 from ml_pipelines.spec import PipelineSpec
-from ml_pipelines_tests.demo_specs import shipped_attributes, small_credit_attributes
+from ml_pipelines_tests import REPO_ROOT, servers
 from ml_pipelines_tests.helpers import registry_at
-from ml_pipelines_tests.servers import (
-    REPO_ROOT,
-    ServerProcess,
-    assert_all_gone,
-    free_port,
-    start_server,
-    stop_server,
-    venv_executable,
-    wait_for_code_locations,
-    wait_for_url,
-)
+from ml_pipelines_tests.specs import shipped_attributes, small_credit_attributes
 
 DEFS_FILE = "analyst_defs.py"
 LOCATION = DEFS_FILE  # `dagster dev -f <file>` names the code location after the file
@@ -71,7 +62,7 @@ defs = dg.Definitions.merge(
 @dataclass
 class AnalystWorld:
     url: str
-    server: ServerProcess
+    server: servers.ServerProcess
     root: Path
     platform_home: Path
     dagster_home: Path
@@ -129,7 +120,7 @@ def analyst_world(tmp_path_factory) -> Iterator[AnalystWorld]:
     for folder in (platform_home, dagster_home, workspace):
         folder.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    attributes = [small_credit_attributes(), shipped_attributes("diabetes_progression")]
+    attributes = [small_credit_attributes(sensors=False), shipped_attributes("diabetes_progression")]
     specs = {a["name"]: PipelineSpec.model_validate(a) for a in attributes}
     (workspace / "analyst_config.json").write_text(
         json.dumps({"platform_home": str(platform_home), "specs": attributes}, default=str)
@@ -141,41 +132,38 @@ def analyst_world(tmp_path_factory) -> Iterator[AnalystWorld]:
         "ML_PIPELINES_ENV": "local",
     }
 
-    with pytest.MonkeyPatch.context() as patch, dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        defs = runpy.run_path(str(workspace / DEFS_FILE))["defs"]
-        _create_storage(instance)
-        # the server boots while the pipelines materialize; the tests start once both are done
-        port = free_port()
-        server = start_server(
-            "dagster dev (analyst)",
-            [venv_executable("dagster"), "dev", "-f", str(workspace / DEFS_FILE), "-h", "127.0.0.1", "-p", str(port)],
-            log_path=root / "dagster_dev.log",
-            cwd=workspace,
-            env=env,
-        )
-        try:
+    port = servers.free_port()
+    url = f"http://127.0.0.1:{port}"
+    with contextlib.ExitStack() as stack:  # stops the server last, whatever fails on the way
+        with pytest.MonkeyPatch.context() as patch, dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            defs = runpy.run_path(str(workspace / DEFS_FILE))["defs"]
+            _create_storage(instance)
+            # the server boots while the pipelines materialize; the tests start once both are done
+            server = stack.enter_context(servers.running(
+                "dagster dev (analyst)",
+                [servers.venv_executable("dagster"), "dev", "-f", str(workspace / DEFS_FILE), "-h", "127.0.0.1",
+                 "-p", str(port)],
+                log_path=root / "dagster_dev.log",
+                cwd=workspace,
+                env=env,
+                ready=f"{url}/server_info",
+                ready_timeout=READY_TIMEOUT_S,
+                wait=False,
+            ))
             landed = _materialize(defs, instance, specs)
-        except BaseException:
-            stop_server(server)
-            raise
-    world = AnalystWorld(
-        url=f"http://127.0.0.1:{port}",
-        server=server,
-        root=root,
-        platform_home=platform_home,
-        dagster_home=dagster_home,
-        specs=specs,
-        defs=defs,
-        registry=registry_at(platform_home),
-        landed_batch=landed,
-    )
-    try:
-        wait_for_url(f"{world.url}/server_info", server=server, timeout=READY_TIMEOUT_S)
-        wait_for_code_locations(world.graphql, world.server, time.monotonic() + READY_TIMEOUT_S)
+        world = AnalystWorld(
+            url=url,
+            server=server,
+            root=root,
+            platform_home=platform_home,
+            dagster_home=dagster_home,
+            specs=specs,
+            defs=defs,
+            registry=registry_at(platform_home),
+            landed_batch=landed,
+        )
+        server.wait_ready()
+        servers.wait_for_code_locations(world.graphql, world.server, time.monotonic() + READY_TIMEOUT_S)
         yield world
-    finally:
-        stop_server(server)  # raises if any process needed SIGKILL
-        assert_all_gone(server.stopped)
-        assert not server.running()

@@ -12,19 +12,9 @@ from typing import Any
 import dagster
 import httpx
 import pytest
-import yaml
 
-from ml_pipelines_tests.servers import (
-    REPO_ROOT,
-    ServerProcess,
-    assert_all_gone,
-    free_port,
-    start_server,
-    stop_server,
-    venv_executable,
-    wait_for_code_locations,
-    wait_for_url,
-)
+from ml_pipelines_tests import REPO_ROOT, servers
+from ml_pipelines_tests.specs import shipped_attributes, shipped_names
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -49,16 +39,8 @@ CHECKS = {
 }
 
 
-def _specs() -> dict[str, dict[str, Any]]:
-    """The `attributes` of every defs.yaml under ml_pipelines/defs/pipelines, by pipeline name."""
-    specs = {}
-    for path in sorted((REPO_ROOT / "ml_pipelines" / "defs" / "pipelines").glob("*/defs.yaml")):
-        attributes = yaml.safe_load(path.read_text())["attributes"]
-        specs[attributes["name"]] = attributes
-    return specs
-
-
-SPECS = _specs()
+# the `attributes` of every defs.yaml under ml_pipelines/defs/pipelines, by pipeline name
+SPECS = {attributes["name"]: attributes for attributes in map(shipped_attributes, shipped_names())}
 
 
 def _expected_upstream(attributes: dict[str, Any]) -> dict[str, set[str]]:
@@ -103,7 +85,7 @@ REPOSITORY_QUERY = """
 @dataclass
 class DagsterDev:
     url: str
-    server: ServerProcess
+    server: servers.ServerProcess
 
     def graphql(self, query: str) -> dict[str, Any]:
         response = httpx.post(f"{self.url}/graphql", json={"query": query}, timeout=30, trust_env=False)
@@ -119,27 +101,23 @@ def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
     dagster_home = root / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    port = free_port()
-    server = start_server(
+    port = servers.free_port()
+    url = f"http://127.0.0.1:{port}"
+    with servers.running(
         "dagster dev",
-        [venv_executable("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        [servers.venv_executable("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
         log_path=root / "dagster_dev.log",
-        cwd=REPO_ROOT,
         env={
             "DAGSTER_HOME": str(dagster_home),
             "ML_PIPELINES_HOME": str(root / "ml_pipelines_home"),
             "ML_PIPELINES_ENV": "local",
         },
-    )
-    dev = DagsterDev(f"http://127.0.0.1:{port}", server)
-    try:
-        wait_for_url(f"{dev.url}/server_info", server=server, timeout=READY_TIMEOUT_S)
-        wait_for_code_locations(dev.graphql, dev.server, time.monotonic() + READY_TIMEOUT_S)
+        ready=f"{url}/server_info",
+        ready_timeout=READY_TIMEOUT_S,
+    ) as server:
+        dev = DagsterDev(url, server)
+        servers.wait_for_code_locations(dev.graphql, dev.server, time.monotonic() + READY_TIMEOUT_S)
         yield dev
-    finally:
-        stop_server(server)  # raises if any process needed SIGKILL
-        assert_all_gone(server.stopped)
-        assert not server.running()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import dagster as dg
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from ml_pipelines import __version__
 from ml_pipelines.cli import main
@@ -23,21 +22,12 @@ from ml_pipelines.core.packaging import model_store
 from ml_pipelines.core.records import VersionRecord
 from ml_pipelines.core.registry import library_versions
 from ml_pipelines.spec import PipelineSpec, trusted_roots
-from ml_pipelines_tests.helpers import Materialized, make_spec, materialize
+from ml_pipelines_tests.helpers import Materialized, materialize
+from ml_pipelines_tests.specs import make_spec, shipped_attributes
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("one_thread")]
 
-PIPELINES_DIR = Path(__file__).resolve().parent.parent / "ml_pipelines" / "defs" / "pipelines"
 STAGES = {"raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny MLPs train far faster on one thread, above all on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _credit(rows: int = 2000) -> dict:
@@ -46,8 +36,7 @@ def _credit(rows: int = 2000) -> dict:
 
 
 def _demo_spec(name: str) -> PipelineSpec:
-    attributes = yaml.safe_load((PIPELINES_DIR / name / "defs.yaml").read_text())["attributes"]
-    return PipelineSpec.model_validate(attributes)
+    return make_spec(**shipped_attributes(name))
 
 
 def _asset(m: Materialized, spec: PipelineSpec, stage: str):

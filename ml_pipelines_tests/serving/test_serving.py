@@ -10,6 +10,7 @@ the auth test. Both run in their own process group and are stopped by PID.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -35,17 +36,9 @@ from ml_pipelines.core.models import predict
 from ml_pipelines.datasets.credit import generate
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec, trusted_roots
-from ml_pipelines_tests.helpers import make_spec, materialize, registry_at
-from ml_pipelines_tests.servers import (
-    REPO_ROOT,
-    ServerProcess,
-    assert_all_gone,
-    free_port,
-    start_server,
-    stop_server,
-    venv_executable,
-    wait_for_url,
-)
+from ml_pipelines_tests.helpers import materialize, registry_at
+from ml_pipelines_tests.servers import REPO_ROOT, ServerProcess, free_port, running, venv_executable
+from ml_pipelines_tests.specs import make_spec
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -142,9 +135,13 @@ class Service:
     platform: Platform
 
 
-def _start(platform: Platform, tmp: Path, name: str, **env: str) -> Service:
+@contextlib.contextmanager
+def _serving(platform: Platform, tmp: Path, name: str, **env: str) -> Iterator[Service]:
+    """`ml-pipelines serve` started (not yet ready: see Service.server.wait_ready) and, on the
+    way out, stopped by process group."""
     port = free_port()
-    server = start_server(
+    url = f"http://127.0.0.1:{port}"
+    with running(
         name,
         [venv_executable("ml-pipelines"), "serve", PIPELINE, "--host", "127.0.0.1", "--port", str(port)],
         log_path=tmp / f"{name}.log",
@@ -152,39 +149,29 @@ def _start(platform: Platform, tmp: Path, name: str, **env: str) -> Service:
             "ML_PIPELINES_WATCH_SECONDS": "0.5", "ML_PIPELINES_AUDIT": "on", "ML_PIPELINES_API_KEYS": "",
             "ML_PIPELINES_SERVING": "", **env,
         }),
-    )
-    return Service(server, f"http://127.0.0.1:{port}", platform)
-
-
-def _stop(service: Service) -> None:
-    server = service.server
-    stop_server(server)
-    assert not server.running(), f"{server.name} (pid {server.pid}) still runs"
+        ready=f"{url}/readyz",
+        ready_timeout=READY_TIMEOUT_S,
+        wait=False,
+    ) as server:
+        yield Service(server, url, platform)
     assert server.stopped, f"{server.name} had no processes to stop"
-    assert_all_gone(server.stopped)
 
 
 @pytest.fixture(scope="module")
 def servers(platform, tmp_path_factory) -> Iterator[dict[str, Service]]:
     """Both servers start together (startup dominates), each in its own process group:
-    `open` without auth, `auth` with two API keys."""
+    `open` without auth, `auth` with two API keys. Both are stopped, even when stopping
+    the other one fails."""
     tmp = tmp_path_factory.mktemp("serve")
     keys = ",".join(f"{key_id}:{hashlib.sha256(key.encode()).hexdigest()}" for key_id, key in API_KEYS.items())
-    started: dict[str, Service] = {}
-    try:
-        started["open"] = _start(platform, tmp, "model-service")
-        started["auth"] = _start(platform, tmp, "model-service-auth", ML_PIPELINES_API_KEYS=keys)
+    with contextlib.ExitStack() as stack:
+        started = {
+            "open": stack.enter_context(_serving(platform, tmp, "model-service")),
+            "auth": stack.enter_context(_serving(platform, tmp, "model-service-auth", ML_PIPELINES_API_KEYS=keys)),
+        }
         for service in started.values():
-            wait_for_url(f"{service.url}/readyz", server=service.server, timeout=READY_TIMEOUT_S)
+            service.server.wait_ready()
         yield started
-    finally:
-        errors = []
-        for service in started.values():
-            try:
-                _stop(service)
-            except AssertionError as exc:
-                errors.append(str(exc))
-        assert not errors, errors
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
-from threadpoolctl import threadpool_limits
 from dagster.components.testing import create_defs_folder_sandbox
 
 from ml_pipelines.core.validation import ValidatedData
@@ -22,9 +20,11 @@ from ml_pipelines.datasets.credit import generate
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec
 from ml_pipelines_tests.helpers import Materialized, materialize, registry_at
+from ml_pipelines_tests.specs import make_spec, shipped_attributes, shipped_names
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 STAGES = {"raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package"}
-DEMO_DIR = Path(__file__).resolve().parent.parent / "ml_pipelines" / "defs" / "pipelines"
 # The credit demo trains on 50,000 rows; 5,000 keep it fast and still clear its roc_auc floor of 0.70
 # (3,000 rows do not: the holdout roc_auc falls to about 0.67).
 CREDIT_TEST_ROWS = 5000
@@ -64,16 +64,6 @@ attributes:
     bootstrap_samples: 20
     slices: [purpose]
 """
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Training runs on one thread: on two shared cores, more threads only spin and wait."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):  # OpenMP (HistGradientBoosting) and BLAS as well
-        yield
-    torch.set_num_threads(previous)
 
 
 def loans_yaml(on_failure: str = "block") -> str:
@@ -117,17 +107,17 @@ def materialization_metadata(m: Materialized, stage: str) -> dict:
 # ---------------------------------------------------------------- demos
 
 
-def demo_spec(path: Path) -> PipelineSpec:
-    attributes = yaml.safe_load(path.read_text())["attributes"]
+def demo_spec(name: str) -> PipelineSpec:
+    attributes = shipped_attributes(name)
     if attributes["name"] == "credit_default":
         attributes["source"]["params"]["rows"] = CREDIT_TEST_ROWS
-    return PipelineSpec.model_validate(attributes)
+    return make_spec(**attributes)
 
 
-@pytest.mark.parametrize("path", sorted(DEMO_DIR.glob("*/defs.yaml")), ids=lambda p: p.parent.name)
-def test_demo_spec_materializes_and_every_check_passes(path, platform_root, monkeypatch):
+@pytest.mark.parametrize("name", shipped_names())
+def test_demo_spec_materializes_and_every_check_passes(name, platform_root, monkeypatch):
     monkeypatch.setenv("ML_PIPELINES_HOME", str(platform_root))
-    spec = demo_spec(path)
+    spec = demo_spec(name)
     m = materialize(spec, platform_root)
     assert m.success, error_text(m)
     assert STAGES <= m.materialized()

@@ -10,25 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
-from threadpoolctl import threadpool_limits
 
 from ml_pipelines.cli import main
 from ml_pipelines.spec import PipelineSpec
 from ml_pipelines_tests.helpers import materialize
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROWS = 800
 STAGES = {"raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):  # OpenMP (HistGradientBoosting) and BLAS as well
-        yield
-    torch.set_num_threads(previous)
 
 
 def loans(rows: int = ROWS, seed: int = 4) -> pd.DataFrame:

@@ -36,23 +36,12 @@ from ml_pipelines.datasets.credit import generate
 from ml_pipelines.resources import local_resources
 from ml_pipelines.settings import Settings
 from ml_pipelines.spec import PipelineSpec
-from ml_pipelines_tests.demo_specs import small_credit_attributes
-from ml_pipelines_tests.helpers import make_spec, materialize
-from ml_pipelines_tests.servers import (
-    QUIET_ENV,
-    REPO_ROOT,
-    ServerProcess,
-    assert_all_gone,
-    free_port,
-    start_server,
-    stop_server,
-    venv_executable,
-    wait_for_url,
-)
+from ml_pipelines_tests import REPO_ROOT, servers
+from ml_pipelines_tests.helpers import materialize
+from ml_pipelines_tests.specs import NAME, make_spec, small_credit_attributes
 
 pytestmark = pytest.mark.timeout(600)
 
-NAME = "credit_default"
 BATCHES = f"{NAME}_production_batches"
 READY_TIMEOUT_S = 180
 
@@ -71,11 +60,11 @@ class Trained:
         return self.registry.get_version(NAME, self.version)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, **QUIET_ENV, "ML_PIPELINES_HOME": str(self.root), "ML_PIPELINES_ENV": "local"}
+        return {**os.environ, **servers.QUIET_ENV, "ML_PIPELINES_HOME": str(self.root), "ML_PIPELINES_ENV": "local"}
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [venv_executable("ml-pipelines"), *args],
+            [servers.venv_executable("ml-pipelines"), *args],
             cwd=REPO_ROOT,
             env=self.env(),
             capture_output=True,
@@ -92,7 +81,7 @@ def trained(tmp_path_factory) -> Iterator[Trained]:
     """credit_default (3,000 rows, one sklearn model) trained, packaged and promoted once."""
     root = tmp_path_factory.mktemp("trace_and_cards") / "ml_pipelines_home"
     root.mkdir()
-    spec = make_spec(**small_credit_attributes())
+    spec = make_spec(**small_credit_attributes(sensors=False))
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("ML_PIPELINES_HOME", str(root))  # the landing folder is under ${ML_PIPELINES_HOME}
         result = materialize(spec, root, instance)
@@ -106,21 +95,17 @@ def trained(tmp_path_factory) -> Iterator[Trained]:
 @pytest.fixture(scope="module")
 def served(trained: Trained, tmp_path_factory) -> Iterator[str]:
     """`ml-pipelines serve credit_default` as a real process on loopback; its base URL."""
-    port = free_port()
-    server: ServerProcess = start_server(
+    port = servers.free_port()
+    url = f"http://127.0.0.1:{port}"
+    with servers.running(
         "ml-pipelines serve",
-        [venv_executable("ml-pipelines"), "serve", NAME, "--host", "127.0.0.1", "--port", str(port)],
+        [servers.venv_executable("ml-pipelines"), "serve", NAME, "--host", "127.0.0.1", "--port", str(port)],
         log_path=tmp_path_factory.mktemp("serve") / "serve.log",
         env={"ML_PIPELINES_HOME": str(trained.root), "ML_PIPELINES_ENV": "local"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_url(f"{url}/readyz", server=server, timeout=READY_TIMEOUT_S)
+        ready=f"{url}/readyz",
+        ready_timeout=READY_TIMEOUT_S,
+    ):
         yield url
-    finally:
-        stop_server(server)  # raises if any process needed SIGKILL
-        assert_all_gone(server.stopped)
-        assert not server.running()
 
 
 # ---------------------------------------------------------------- trace

@@ -26,8 +26,8 @@ from ml_pipelines.core.sources import load_source, read_file
 from ml_pipelines.resources import local_resources
 from ml_pipelines.settings import Settings
 from ml_pipelines.spec import PipelineSpec, trusted_roots
-from ml_pipelines_tests.credit_small import INPUTS, NAME, small_credit_attributes
-from ml_pipelines_tests.helpers import make_spec, materialize, registry_at
+from ml_pipelines_tests.helpers import materialize, registry_at
+from ml_pipelines_tests.specs import INPUTS, NAME, make_spec, small_credit_attributes
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -4,9 +4,8 @@ import dagster as dg
 
 from ml_pipelines.components import build_pipeline_defs
 from ml_pipelines.resources import local_resources
-from ml_pipelines_tests.credit_small import small_credit_attributes
 from ml_pipelines_tests.helpers import registry_at
-from ml_pipelines.spec import PipelineSpec
+from ml_pipelines_tests.specs import make_spec, small_credit_attributes
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 
@@ -17,7 +16,7 @@ def test_daily_partitions_feed_one_model_that_records_them(platform_root):
     attributes["source"]["params"].update({"start_date": "2026-01-01", "days": 3})
     attributes["source"]["partitions"] = {"type": "daily", "start_date": "2026-01-01",
                                           "end_date": "2026-01-04", "column": "applied_on"}
-    spec = PipelineSpec.model_validate(attributes)
+    spec = make_spec(**attributes)
     defs = dg.Definitions.merge(build_pipeline_defs(spec), dg.Definitions(resources=local_resources(platform_root)))
     with dg.instance_for_test() as instance:
         ingest = defs.resolve_job_def("credit_default_ingest_job")
