@@ -66,16 +66,15 @@ def run_plain(spec, root: Path) -> dict[str, Any]:
 
 def plain_chain(spec, root: Path) -> dict[str, Any]:
     """The credit_default chain as a plain script over ml_pipelines.core."""
-    from ml_pipelines.core.evaluation import evaluate
+    from ml_pipelines.core.evaluation import evaluate_for_spec
     from ml_pipelines.core.features import build_feature_set, check_required_columns
     from ml_pipelines.core.gate import gate_for
     from ml_pipelines.core.hashing import frame_hash
-    from ml_pipelines.core.models import expand_candidates
     from ml_pipelines.core.packaging import package_version
     from ml_pipelines.core.plots import evaluation_plots
     from ml_pipelines.core.records import Trigger
     from ml_pipelines.core.registry import ModelRegistry
-    from ml_pipelines.core.selection import select_model
+    from ml_pipelines.core.selection import select_for_spec
     from ml_pipelines.core.sources import coerce_declared_types, load_source
     from ml_pipelines.core.storage import LocalObjectStore
     from ml_pipelines.core.validation import keep_valid_rows, run_suite, spec_schema
@@ -116,26 +115,10 @@ def plain_chain(spec, root: Path) -> dict[str, Any]:
     )
     lap("features")
 
-    selection = select_model(
-        features,
-        expand_candidates(list(spec.models)),
-        metric=spec.selection_metric,
-        cv_folds=spec.selection.cv_folds,
-        max_latency_ms=spec.selection.max_latency_ms,
-        max_size_mb=spec.selection.max_size_mb,
-        seed=spec.features.split.seed,
-    )
+    selection = select_for_spec(spec, features)
     lap("trained_model")
 
-    evaluation = evaluate(
-        selection.model,
-        features,
-        spec.evaluation_metrics,
-        slices=list(spec.evaluation.slices),
-        importance_metric=spec.gate_metric,
-        bootstrap_samples=spec.evaluation.bootstrap_samples,
-        champion=None,
-    )
+    evaluation = evaluate_for_spec(spec, selection.model, features, champion=None)
     evaluation.plots = evaluation_plots(evaluation, spec.task, spec.gate_metric)
     plot_dir = root / "work" / name / "evaluation" / "plain"
     plot_dir.mkdir(parents=True, exist_ok=True)

@@ -327,7 +327,7 @@ def test_loading_a_spec_reads_no_data(sandbox, monkeypatch):
 
     monkeypatch.setattr(pd, "read_csv", no_reading)
     monkeypatch.setattr(pd, "read_parquet", no_reading)
-    monkeypatch.setattr("ml_pipelines.components.factory.load_source", no_reading)
+    monkeypatch.setattr("ml_pipelines.components.assets.ingestion.load_source", no_reading)
     GENERATOR_CALLS.clear()
 
     missing = Path(sandbox.project_root) / "data" / "never_written.csv"

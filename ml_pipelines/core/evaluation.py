@@ -14,6 +14,7 @@ from ml_pipelines.core.champion import Champion
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.metrics import MetricError, compute_metric, compute_metrics, regression_of
 from ml_pipelines.core.models import predict
+from ml_pipelines.spec import PipelineSpec
 
 
 @dataclass(frozen=True)
@@ -161,3 +162,18 @@ def evaluate(
                 "compared with the metrics in its version record"
             )
     return result
+
+
+def evaluate_for_spec(
+    spec: PipelineSpec, model: Pipeline, features: FeatureSet, champion: Champion | None
+) -> Evaluation:
+    """evaluate with the spec's metrics, slices, gate metric (for importance) and bootstrap samples."""
+    return evaluate(
+        model,
+        features,
+        spec.evaluation_metrics,
+        slices=list(spec.evaluation.slices),
+        importance_metric=spec.gate_metric,
+        bootstrap_samples=spec.evaluation.bootstrap_samples,
+        champion=champion,
+    )

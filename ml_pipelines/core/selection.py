@@ -17,8 +17,8 @@ from ml_pipelines.core.errors import SelectionError
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.metrics import compute_metric
 from ml_pipelines.core.model_io import serialized_size_bytes
-from ml_pipelines.core.models import Candidate, build_model, predict
-from ml_pipelines.spec import METRIC_DIRECTIONS
+from ml_pipelines.core.models import Candidate, build_model, expand_candidates, predict
+from ml_pipelines.spec import METRIC_DIRECTIONS, PipelineSpec
 
 LATENCY_BATCH_ROWS = 1000
 
@@ -151,3 +151,19 @@ def select_model(
     start = time.perf_counter()
     _fit(model, x, y, log)
     return SelectionResult(metric, cv_folds, results, best, model, time.perf_counter() - start)
+
+
+def select_for_spec(
+    spec: PipelineSpec, features: FeatureSet, log: Callable[[str], None] | None = None
+) -> SelectionResult:
+    """select_model with the spec's candidates (grids expanded), metric, folds, limits and seed."""
+    return select_model(
+        features,
+        expand_candidates(list(spec.models)),
+        metric=spec.selection_metric,
+        cv_folds=spec.selection.cv_folds,
+        max_latency_ms=spec.selection.max_latency_ms,
+        max_size_mb=spec.selection.max_size_mb,
+        seed=spec.features.split.seed,
+        log=log,
+    )

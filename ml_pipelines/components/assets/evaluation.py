@@ -7,7 +7,7 @@ import dagster as dg
 from ml_pipelines.components import metadata as md
 from ml_pipelines.components.policies import fail_fast_on_bad_input
 from ml_pipelines.core.champion import load_champion
-from ml_pipelines.core.evaluation import Evaluation, evaluate
+from ml_pipelines.core.evaluation import Evaluation, evaluate_for_spec
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.gate import gate_for
 from ml_pipelines.core.plots import evaluation_plots
@@ -40,15 +40,8 @@ def evaluation_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
         registry: RegistryResource,
         workdir: WorkdirResource,
     ) -> dg.Output[Evaluation]:
-        result = evaluate(
-            trained_model.model,
-            features,
-            spec.evaluation_metrics,
-            slices=list(spec.evaluation.slices),
-            importance_metric=spec.gate_metric,
-            bootstrap_samples=spec.evaluation.bootstrap_samples,
-            champion=load_champion(registry.registry(), ctx.name, trusted_roots(spec)),
-        )
+        champion = load_champion(registry.registry(), ctx.name, trusted_roots(spec))
+        result = evaluate_for_spec(spec, trained_model.model, features, champion)
         result.plots = evaluation_plots(result, spec.task, spec.gate_metric)
         plot_dir = workdir.path(ctx.name, "evaluation", context.run_id)
         for plot, png in result.plots.items():

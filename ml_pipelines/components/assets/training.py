@@ -7,8 +7,7 @@ import dagster as dg
 from ml_pipelines.components import metadata as md
 from ml_pipelines.components.policies import fail_fast_on_bad_input
 from ml_pipelines.core.features import FeatureSet
-from ml_pipelines.core.models import expand_candidates
-from ml_pipelines.core.selection import SelectionResult, select_model
+from ml_pipelines.core.selection import SelectionResult, select_for_spec
 
 if TYPE_CHECKING:
     from ml_pipelines.components.factory import PipelineContext
@@ -30,16 +29,7 @@ def trained_model_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
     )
     @fail_fast_on_bad_input
     def trained_model(context: dg.AssetExecutionContext, features: FeatureSet) -> dg.Output[SelectionResult]:
-        result = select_model(
-            features,
-            expand_candidates(list(spec.models)),
-            metric=spec.selection_metric,
-            cv_folds=spec.selection.cv_folds,
-            max_latency_ms=spec.selection.max_latency_ms,
-            max_size_mb=spec.selection.max_size_mb,
-            seed=spec.features.split.seed,
-            log=context.log.info,
-        )
+        result = select_for_spec(spec, features, log=context.log.info)
         return dg.Output(result, metadata=md.selection_metadata(result))
 
     return trained_model
