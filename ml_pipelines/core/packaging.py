@@ -156,14 +156,16 @@ def _labels(pipeline: str, record: VersionRecord) -> dict[str, str]:
 
 
 def _bentoml_metadata(record: VersionRecord) -> dict[str, Any]:
-    return {
+    metadata = {
         "metrics": record.metrics,
         "data_version": record.data_version,
         "spec_hash": record.spec_hash,
         "code_version": record.code_version,
         "libraries": record.libraries,
-        "run_id": record.trigger.run_id,
     }
+    if record.trigger.run_id is not None:  # BentoML metadata takes no None
+        metadata["run_id"] = record.trigger.run_id
+    return metadata
 
 
 # ---------------------------------------------------------------- BentoML
