@@ -92,10 +92,41 @@ class PredictionLogSource(StrictModel):
     start_date: date = Field(default=date(2026, 1, 1), description="First daily partition of the log.")
 
 
+class ProductionFiles(FileSource):
+    id_column: str | None = Field(
+        default=None,
+        description="Column that identifies each production row; labels join on it (monitoring.labels).",
+    )
+
+
 Source = Annotated[SyntheticSource | FileSource | SqlSource, Field(discriminator="kind")]
-ProductionSource = Annotated[
-    FileSource | PredictionLogSource, Field(discriminator="kind")
-]
+ProductionSource = Annotated[ProductionFiles | PredictionLogSource, Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- labels (ground truth arriving later)
+
+
+class FileLabels(StrictModel):
+    kind: Literal["csv", "parquet"]
+    path: str = Field(description="Local path, glob, or s3:// URL of label files; ${VAR} is expanded at run time.")
+    id_column: str | None = Field(
+        default=None, description="Id column in the label files; defaults to production_data.id_column."
+    )
+    read_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SqlLabels(StrictModel):
+    kind: Literal["sql"]
+    query: str = Field(description="Returns the id column and the target column (and optionally labelled_at).")
+    connection: str = Field(description='SQLAlchemy URL, or "{{ env.VAR }}" resolved at run time.')
+    id_column: str | None = Field(default=None, description="Defaults to production_data.id_column.")
+
+
+class FeedbackLabels(StrictModel):
+    kind: Literal["feedback"] = Field(description="What clients POST to the model service's /feedback.")
+
+
+LabelSource = Annotated[FileLabels | SqlLabels | FeedbackLabels, Field(discriminator="kind")]
 
 # ---------------------------------------------------------------- schema
 
@@ -257,6 +288,11 @@ class GateSpec(StrictModel):
     metric: str | None = None
     min: float | None = None
     max_regression: float = Field(default=0.0, ge=0)
+    confidence: float = Field(
+        default=0.95, ge=0.5, lt=1,
+        description="Paired bootstrap over the holdout rows: the candidate becomes champion only when, at this "
+        "confidence, it is not worse than the champion by more than max_regression.",
+    )
 
 
 class EvaluationSpec(StrictModel):
@@ -285,18 +321,68 @@ class DriftSpec(StrictModel):
     share: float = Field(default=0.5, gt=0, le=1)
 
 
+class WindowSpec(StrictModel):
+    batches: int = Field(ge=1, description="The newest N labelled production batches join the training data.")
+
+
 class RetrainSpec(StrictModel):
     on_drift: bool = True
+    on_performance: bool = Field(default=True, description="Retrain when performance_holds fails (needs labels).")
     cooldown_hours: float = Field(default=6, ge=0)
     cron: str | None = None
+    window: WindowSpec | None = Field(
+        default=None, description="Labelled production batches that join the source data when retraining."
+    )
+
+
+class PerformanceSpec(StrictModel):
+    metric: str | None = Field(default=None, description="Defaults to the gate's metric.")
+    max_drop: float = Field(
+        default=0.05, ge=0, description="Largest allowed drop against the version's own holdout value."
+    )
+    min_rows: int = Field(default=200, ge=1, description="Labelled rows needed before the check can fail.")
 
 
 class MonitoringSpec(StrictModel):
     production_data: ProductionSource | None = None
+    labels: LabelSource | None = Field(default=None, description="Ground truth for production rows, by id.")
+    performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
     check_cron: str | None = None
     retrain: RetrainSpec = Field(default_factory=RetrainSpec)
     sensors_enabled: bool = True
+
+    @model_validator(mode="after")
+    def _labels_join_production_rows(self) -> MonitoringSpec:
+        if self.labels is not None:
+            if self.production_data is None:
+                raise ValueError("labels: ground truth joins production rows; set production_data too")
+            if isinstance(self.labels, FeedbackLabels) and not isinstance(self.production_data, PredictionLogSource):
+                raise ValueError("labels: kind feedback labels the served predictions; production_data must be "
+                                 "kind prediction_log")
+            if not isinstance(self.labels, FeedbackLabels) and self.production_id_columns() is None:
+                raise ValueError("production_data.id_column: labels join production rows by id; name the id column")
+        if self.retrain.window is not None and self.labels is None:
+            raise ValueError("retrain.window: only labelled production batches can join the training data; "
+                             "set monitoring.labels")
+        return self
+
+    def production_id_columns(self) -> list[str] | None:
+        """The id of a production row: its id column, or (prediction log) the request id and record index."""
+        if isinstance(self.production_data, PredictionLogSource):
+            return ["request_id", "index"]
+        if self.production_data is not None and self.production_data.id_column:
+            return [self.production_data.id_column]
+        return None
+
+    def label_id_columns(self) -> list[str] | None:
+        """The same id in the label data (files and SQL may name it differently)."""
+        production = self.production_id_columns()
+        if self.labels is None or production is None:
+            return None
+        if isinstance(self.labels, FeedbackLabels) or not self.labels.id_column:
+            return production
+        return [self.labels.id_column, *production[1:]]
 
 
 # ---------------------------------------------------------------- resources
@@ -347,6 +433,7 @@ class PipelineSpec(StrictModel):
             ("selection.metric", self.selection.metric),
             ("evaluation.gate.metric", self.evaluation.gate.metric),
             *((f"evaluation.metrics[{i}]", m) for i, m in enumerate(self.evaluation.metrics or [])),
+            ("monitoring.performance.metric", self.monitoring.performance.metric),
         ):
             if metric is not None and metric not in allowed:
                 raise ValueError(
@@ -374,6 +461,10 @@ class PipelineSpec(StrictModel):
     @property
     def gate_metric(self) -> str:
         return self.evaluation.gate.metric or self.selection_metric
+
+    @property
+    def performance_metric(self) -> str:
+        return self.monitoring.performance.metric or self.gate_metric
 
     def spec_hash(self) -> str:
         """Stable hash of the spec's content (key order and formatting do not matter)."""

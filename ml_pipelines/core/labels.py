@@ -15,15 +15,18 @@ Join rules, each with a visible count rather than a silent choice:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ml_pipelines.core.errors import SourceError
+from ml_pipelines.core.sources import load_source, read_file, resolve_paths
 from ml_pipelines.core.storage import ObjectNotFound, ObjectStore
+from ml_pipelines.spec import FeedbackLabels, FileLabels, SqlLabels, SqlSource
 
 LABELLED_AT = "labelled_at"  # optional column in label files: when the label became known
 BATCH_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$"
@@ -171,6 +174,12 @@ class LabelledBatches:
                 metas.append(LabelledBatch(**json.loads(self.store.get(key))))
         return sorted((m for m in metas if m.rows > 0), key=lambda m: (m.landed_at, m.batch))
 
+    def meta(self, batch: str) -> LabelledBatch:
+        try:
+            return LabelledBatch(**json.loads(self.store.get(self._key(batch, "json"))))
+        except ObjectNotFound as exc:
+            raise SourceError(f"{self.pipeline}: labelled batch {batch!r} is not stored") from exc
+
     def newest(self, count: int) -> list[LabelledBatch]:
         return self.list()[-count:] if count > 0 else []
 
@@ -181,3 +190,59 @@ class LabelledBatches:
             return pd.read_parquet(io.BytesIO(self.store.get(self._key(batch, "parquet"))))
         except ObjectNotFound as exc:
             raise SourceError(f"{self.pipeline}: labelled batch {batch!r} is not stored") from exc
+
+
+# ---------------------------------------------------------------- reading ground truth
+
+
+def read_labels(
+    source: FileLabels | SqlLabels | FeedbackLabels,
+    *,
+    target: str,
+    label_ids: Sequence[str],
+    production_ids: Sequence[str],
+    feedback_root: Path,
+    pipeline: str,
+    base_dir: Path | None,
+    variables: Mapping[str, str],
+) -> pd.DataFrame:
+    """Every label known now: the production id column(s), the target, and `labelled_at`
+    (from the data, else the label file's modification time, else the feedback's receipt)."""
+    if isinstance(source, FeedbackLabels):
+        return read_feedback(feedback_root, pipeline, target)
+    if isinstance(source, SqlLabels):
+        sql = SqlSource(kind="sql", query=source.query, connection=source.connection)
+        frame = load_source(sql, env=variables).frame
+        where = "labels query"
+    else:
+        files = resolve_paths(source.path, base_dir, variables)
+        frames = []
+        for path in files:
+            frame = read_file(source.kind, path, source.read_options)
+            if LABELLED_AT not in frame.columns and "://" not in path:
+                frame[LABELLED_AT] = datetime.fromtimestamp(Path(path).stat().st_mtime, UTC).isoformat()
+            frames.append(frame)
+        if not frames:
+            return pd.DataFrame(columns=[*production_ids, target, LABELLED_AT])
+        frame = pd.concat(frames, ignore_index=True)
+        where = f"label files {source.path}"
+    check_label_frame(frame, label_ids, target, where)
+    return frame.rename(columns=dict(zip(label_ids, production_ids)))
+
+
+def feedback_dir(root: Path, pipeline: str) -> Path:
+    return root / pipeline
+
+
+def read_feedback(root: Path, pipeline: str, target: str) -> pd.DataFrame:
+    """What clients sent to /feedback: request_id, index, the label (as the target) and labelled_at."""
+    rows = []
+    directory = feedback_dir(root, pipeline)
+    for path in sorted(directory.glob("*/*.jsonl")) if directory.is_dir() else []:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.endswith("\n") and line.strip():  # a torn last line was never acknowledged
+                    record = json.loads(line)
+                    rows.append({"request_id": record["request_id"], "index": record.get("index", 0),
+                                 target: record["label"], LABELLED_AT: record["timestamp"]})
+    return pd.DataFrame(rows, columns=["request_id", "index", target, LABELLED_AT])

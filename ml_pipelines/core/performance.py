@@ -5,12 +5,18 @@ performance still holds against its own holdout value."""
 
 from __future__ import annotations
 
+import json
+import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
+import pandas as pd
 
 from ml_pipelines.core.errors import MetricError
 from ml_pipelines.core.metrics import compute_metric, regression_of
+from ml_pipelines.core.models import predict
+from ml_pipelines.core.storage import ObjectStore
 from ml_pipelines.spec import higher_is_better
 
 
@@ -170,3 +176,84 @@ def performance_holds(
             f"{reference:.4f} (allowed drop {max_drop:.4f}; {word} is better)",
         )
     return verdict(True, f"{metric} {value:.4f} on {rows} labelled rows vs holdout {reference:.4f}: within {max_drop:.4f}")
+
+
+# ---------------------------------------------------------------- on labelled production rows
+
+
+def score(model, frame: pd.DataFrame, target: str, task: str) -> Scored:
+    """A model's predictions on labelled rows (the target column holds the labels)."""
+    x = frame.drop(columns=[target])
+    y_pred, proba = predict(model, x, task)
+    classes = tuple(model.classes_) if task == "classification" else None
+    y_true = frame[target].to_numpy()
+    if classes is not None and len(classes) and not isinstance(classes[0], str):
+        y_true = pd.to_numeric(frame[target], errors="coerce").to_numpy()  # labels from JSON or CSV text
+    return Scored(y_true, y_pred, proba, classes)
+
+
+@dataclass(frozen=True)
+class VersionPerformance:
+    version: str
+    role: str  # champion | challenger
+    metrics: dict[str, MetricEstimate]
+
+
+@dataclass(frozen=True)
+class ProductionPerformance:
+    """One batch's labelled rows scored by the champion (and the challenger, side by side)."""
+
+    batch: str
+    landed_at: str
+    rows: int
+    label_delay_hours: float | None
+    champion: VersionPerformance
+    verdict: PerformanceVerdict
+    challenger: VersionPerformance | None = None
+    comparison: PairedComparison | None = None  # challenger vs champion on the same rows
+
+    def history_entry(self, metric: str, measured_at: str) -> dict[str, object]:
+        entry = {
+            "measured_at": measured_at, "batch": self.batch, "landed_at": self.landed_at, "rows": self.rows,
+            "metric": metric, "version": self.champion.version, "passed": self.verdict.passed,
+            **_estimate_fields("", self.champion.metrics.get(metric)),
+        }
+        if self.challenger is not None:
+            entry["challenger_version"] = self.challenger.version
+            entry.update(_estimate_fields("challenger_", self.challenger.metrics.get(metric)))
+        return entry
+
+
+def _estimate_fields(prefix: str, value: MetricEstimate | None) -> dict[str, float | None]:
+    value = value or MetricEstimate(None, None, None)
+    return {f"{prefix}value": value.value, f"{prefix}low": value.low, f"{prefix}high": value.high}
+
+
+def version_performance(
+    version: str, role: str, scored: Scored, metrics: list[str], *, samples: int, seed: int = 0
+) -> VersionPerformance:
+    return VersionPerformance(version, role, {m: estimate(m, scored, samples=samples, seed=seed) for m in metrics})
+
+
+class PerformanceHistory:
+    """Every production-performance measurement of a pipeline, append-only in an object
+    store (the registry's): `<pipeline>/performance/<time>-<n>.json`."""
+
+    def __init__(self, store: ObjectStore, pipeline: str):
+        self.store = store
+        self.pipeline = pipeline
+
+    def append(self, entry: dict[str, object]) -> None:
+        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{secrets.token_hex(2)}"
+        self.store.put(f"{self.pipeline}/performance/{stamp}.json", json.dumps(entry, default=str).encode())
+
+    def entries(self) -> list[dict[str, object]]:
+        """The latest measurement per (batch, version), in landing order."""
+        latest: dict[tuple, dict] = {}
+        for key in self.store.list(f"{self.pipeline}/performance/"):
+            entry = json.loads(self.store.get(key))
+            latest[(entry["batch"], entry["version"])] = entry  # keys list in time order
+        return sorted(latest.values(), key=lambda e: (str(e["landed_at"]), str(e["batch"])))
+
+    def for_version(self, version: str) -> list[dict[str, object]]:
+        return [e for e in self.entries() if e["version"] == version]

@@ -14,10 +14,14 @@ import numpy as np
 import pandas as pd
 
 from ml_pipelines.core.errors import SchemaViolation
+from ml_pipelines.core.retrain_data import ORIGIN_COLUMN
 from ml_pipelines.spec import ColumnType, PipelineSpec, SchemaSpec
 
 MAX_INFERRED_CATEGORIES = 50
-RANGE_MARGIN = 0.1  # inferred numeric bounds are widened by 10% of the observed span
+# inferred numeric bounds are widened by half the observed span: wide enough for a shifted world
+# (new production batches reach past the reference's extremes), narrow enough to catch a sentinel
+# value or a change of units
+RANGE_MARGIN = 0.5
 
 _FLOAT_DTYPES = ["float64", "float32", "Float64", "Float32"]
 _INT_DTYPES = ["int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8", "Int64", "Int32"]
@@ -166,9 +170,11 @@ def infer_schema(frame: pd.DataFrame, *, categorical_columns: tuple[str, ...] = 
 
 
 def spec_schema(spec: PipelineSpec, frame: pd.DataFrame, reference: ResolvedSchema | None) -> ResolvedSchema:
-    """The spec's schema resolved on this data; a classification target is categorical."""
+    """The spec's schema resolved on this data; a classification target is categorical. The
+    row-origin column of a retrain window is bookkeeping, never validated."""
     categorical = (spec.target,) if spec.task == "classification" else ()
-    return resolve_schema(spec.data_schema, frame, reference=reference, categorical_columns=categorical)
+    data = frame.drop(columns=[ORIGIN_COLUMN], errors="ignore")
+    return resolve_schema(spec.data_schema, data, reference=reference, categorical_columns=categorical)
 
 
 def resolve_schema(
