@@ -16,6 +16,7 @@ from ml_pipelines.components.policies import fail_fast_on_bad_input
 from ml_pipelines.core.champion import CHALLENGER, CHAMPION
 from ml_pipelines.core.errors import SourceError
 from ml_pipelines.core.labels import LabelJoin, LabelledBatches, join_labels, read_labels
+from ml_pipelines.core.model_card import publish_card
 from ml_pipelines.core.performance import (
     PairedComparison,
     PerformanceHistory,
@@ -216,7 +217,11 @@ def production_performance_asset(ctx: "PipelineContext", partitions_def: dg.Part
         history.append(result.history_entry(metric, datetime.now(UTC).isoformat()))
         moves = [(m.moved_at, m.version) for m in reg.alias_history(ctx.name, CHAMPION) if m.version]
         plot = performance_png(metric, history.entries(), moves)
-        yield dg.Output(result, metadata=performance_metadata(result, metric, plot))
+        metadata = performance_metadata(result, metric, plot)
+        metadata["model_card"] = md.uri_value(publish_card(reg, ctx.name, result.champion.version)["html"])
+        if result.challenger is not None:
+            publish_card(reg, ctx.name, result.challenger.version)
+        yield dg.Output(result, metadata=metadata)
         yield dg.AssetCheckResult(
             check_name=PERFORMANCE_CHECK,
             passed=result.verdict.passed,
