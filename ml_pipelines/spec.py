@@ -2,7 +2,8 @@
 
 Everything here is checked when the spec is loaded, without reading any data:
 unknown keys, wrong types, missing required fields, dotted paths that do not
-import, and features listed twice. Pydantic error locations name the field path.
+import, connection URLs with a literal secret (connections.py), and features
+listed twice. Pydantic error locations name the field path.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from ml_pipelines.connections import RefusedValue, literal_connection_problem, redact_url
 from ml_pipelines.dotted import import_dotted
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -84,7 +86,23 @@ class FileSource(_SourceBase):
 class SqlSource(_SourceBase):
     kind: Literal["sql"]
     query: str
-    connection: str = Field(description='SQLAlchemy URL, or "{{ env.VAR }}" resolved at run time.')
+    connection: str = Field(description='"{{ env.VAR }}" resolved at run time, or an SQLAlchemy URL without secrets.')
+
+    @model_validator(mode="before")
+    @classmethod
+    def _redact_refused_connection(cls, data: Any) -> Any:
+        # Dagster prints every error's input value, so a literal URL with a secret is swapped
+        # for its redacted form before `_connection_is_usable` refuses it
+        value = data.get("connection") if isinstance(data, dict) else None
+        problem = literal_connection_problem(value) if isinstance(value, str) else None
+        return {**data, "connection": RefusedValue(redact_url(value), problem)} if problem else data
+
+    @field_validator("connection", mode="before")
+    @classmethod
+    def _connection_is_usable(cls, value: Any) -> Any:
+        if isinstance(value, RefusedValue):
+            raise ValueError(value.reason)
+        return value
 
 
 class PredictionLogSource(StrictModel):
