@@ -1,9 +1,10 @@
 """The pipeline spec: the pydantic model of one `defs.yaml` (DESIGN section 3).
 
 Everything here is checked when the spec is loaded, without reading any data:
-unknown keys, wrong types, missing required fields, dotted paths that do not
-import, connection URLs with a literal secret (connections.py), and features
-listed twice. Pydantic error locations name the field path.
+unknown keys, wrong types, missing required fields, dotted paths outside the
+trusted modules or that do not import (dotted.py), estimators that are not
+scikit-learn estimator classes, connection URLs with a literal secret
+(connections.py), and features listed twice. Pydantic error locations name the field path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from ml_pipelines.connections import RefusedValue, literal_connection_problem, redact_url
-from ml_pipelines.dotted import import_dotted
+from ml_pipelines.dotted import UntrustedPathError, import_dotted
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 OWNER_PATTERN = r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$"
@@ -44,11 +45,32 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_importable(path: str, what: str) -> str:
+def _import_trusted(path: str, what: str) -> Any:
+    """The object at a dotted path; the trust check comes first, so nothing untrusted is imported."""
     try:
-        import_dotted(path)
+        return import_dotted(path)
+    except UntrustedPathError as exc:
+        raise ValueError(f"{what} {path!r} is not allowed: {exc}") from None
     except (ImportError, AttributeError, ValueError) as exc:
         raise ValueError(f"{what} {path!r} cannot be imported: {exc}") from exc
+
+
+def _check_function(path: str, what: str) -> str:
+    obj = _import_trusted(path, what)
+    if isinstance(obj, type) or not callable(obj):
+        raise ValueError(f"{what} {path!r} is not a function (it is a {type(obj).__name__})")
+    return path
+
+
+def _check_estimator(path: str) -> str:
+    from sklearn.base import BaseEstimator
+
+    obj = _import_trusted(path, "estimator")
+    if not (isinstance(obj, type) and issubclass(obj, BaseEstimator) and callable(getattr(obj, "fit", None))):
+        raise ValueError(
+            f"estimator {path!r} is not a scikit-learn estimator class "
+            "(a subclass of sklearn.base.BaseEstimator with a fit method)"
+        )
     return path
 
 
@@ -73,8 +95,8 @@ class SyntheticSource(_SourceBase):
 
     @field_validator("generator")
     @classmethod
-    def _generator_imports(cls, value: str) -> str:
-        return _check_importable(value, "generator")
+    def _generator_is_trusted(cls, value: str) -> str:
+        return _check_function(value, "generator")
 
 
 class FileSource(_SourceBase):
@@ -163,14 +185,17 @@ class DerivedFeature(StrictModel):
     )
     type: Literal["numeric", "categorical"] = "numeric"
 
+    @field_validator("function")
+    @classmethod
+    def _function_is_trusted(cls, value: str | None) -> str | None:
+        return None if value is None else _check_function(value, "function")
+
     @model_validator(mode="after")
     def _one_definition(self) -> DerivedFeature:
         if (self.expr is None) == (self.function is None):
             raise ValueError("give exactly one of `expr` or `function`")
-        if self.function is not None:
-            _check_importable(self.function, "function")
-            if not self.inputs:
-                raise ValueError("`inputs` is required with `function`")
+        if self.function is not None and not self.inputs:
+            raise ValueError("`inputs` is required with `function`")
         return self
 
 
@@ -227,13 +252,13 @@ class _ModelBase(StrictModel):
 
 class SklearnModel(_ModelBase):
     framework: Literal["sklearn"] = "sklearn"
-    estimator: str = Field(description="Dotted path to a scikit-learn compatible estimator class.")
+    estimator: str = Field(description="Dotted path to a scikit-learn estimator class (a BaseEstimator).")
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("estimator")
     @classmethod
-    def _estimator_imports(cls, value: str) -> str:
-        return _check_importable(value, "estimator")
+    def _estimator_is_trusted(cls, value: str) -> str:
+        return _check_estimator(value)
 
 
 class TorchModel(_ModelBase):
