@@ -3,8 +3,9 @@
 Everything here is checked when the spec is loaded, without reading any data:
 unknown keys, wrong types, missing required fields, dotted paths outside the
 trusted modules or that do not import (dotted.py), estimators that are not
-scikit-learn estimator classes, connection URLs with a literal secret
-(connections.py), and features listed twice. Pydantic error locations name the field path.
+scikit-learn estimator classes, expressions outside the allowed subset
+(expressions.py), connection URLs with a literal secret (connections.py), and
+features listed twice. Pydantic error locations name the field path.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from ml_pipelines.connections import RefusedValue, literal_connection_problem, redact_url
 from ml_pipelines.dotted import UntrustedPathError, import_dotted
+from ml_pipelines.expressions import check_expression
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 OWNER_PATTERN = r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$"
@@ -178,12 +180,21 @@ class SchemaSpec(StrictModel):
 
 class DerivedFeature(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    expr: str | None = Field(default=None, description="pandas eval expression over input columns.")
+    expr: str | None = Field(
+        default=None, description="Arithmetic, comparisons and a few math functions over input columns."
+    )
     function: str | None = Field(default=None, description="Dotted path to f(DataFrame) -> Series.")
     inputs: list[str] | None = Field(
         default=None, description="Columns the function reads (required with `function`)."
     )
     type: Literal["numeric", "categorical"] = "numeric"
+
+    @field_validator("expr")
+    @classmethod
+    def _expr_is_allowed(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_expression(value)
+        return value
 
     @field_validator("function")
     @classmethod
