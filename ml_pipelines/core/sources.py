@@ -161,7 +161,7 @@ def _create_engine(url, raw: str, where: str):
     try:
         return sqlalchemy.create_engine(url)
     except (sqlalchemy.exc.NoSuchModuleError, ImportError) as exc:
-        hint = "install its driver, or use a scheme whose driver is installed (postgresql://, postgresql+psycopg2://)"
+        hint = "install its driver; for PostgreSQL, postgresql:// (psycopg 3) and postgresql+psycopg2:// come installed"
         problem = f"no driver for {url.drivername!r} ({scrub(str(exc), raw)}); {hint}"
     except Exception as exc:  # noqa: BLE001 - sqlalchemy raises several types for bad URLs
         problem = f"bad connection URL: {type(exc).__name__}: {scrub(str(exc), raw)}"

@@ -1,7 +1,7 @@
 """No secret leaks, end to end: a pipeline whose SQL source is `{{ env.LOANS_DB_URL }}`,
 run in process on a Dagster instance on disk against a real PostgreSQL server, with the
 password in every form that leaked before (a `?password=` query parameter, an empty
-user, an unencoded '@', an URL that does not parse, a wrong password). Then every
+user, an unencoded '@', URLs that do not parse, a wrong password). Then every
 file under the Dagster home and the platform root (registry, BentoML store, work
 dirs, model cards), every captured log record and all of stdout/stderr are searched
 for the secret: it is not there, while the redacted URL is."""
@@ -35,8 +35,8 @@ def _secret(label: str) -> str:
 PASSWORD = _secret("pw")  # the reader role's real password
 WRONG = _secret("wrong")
 AT_LEFT, AT_RIGHT = _secret("left"), _secret("right")  # "left@right": an unencoded '@'
-UNPARSEABLE = _secret("unparsed")
-EVERY_SECRET = (PASSWORD, WRONG, AT_LEFT, AT_RIGHT, UNPARSEABLE)
+UNPARSEABLE, NO_SCHEME = _secret("unparsed"), _secret("noscheme")
+EVERY_SECRET = (PASSWORD, WRONG, AT_LEFT, AT_RIGHT, UNPARSEABLE, NO_SCHEME)
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,9 @@ def test_no_password_reaches_metadata_events_logs_or_registry(loans_db, tmp_path
         "unparseable": (
             f"postgresql://{ROLE}:{UNPARSEABLE}@{host.split(':')[0]}:port/{DATABASE}", False,
             "postgresql://<unparseable URL> is not a valid SQLAlchemy URL",
+        ),
+        "no scheme": (
+            f"{ROLE}:{NO_SCHEME}@{host}/{DATABASE}", False, "<unparseable URL> is not a valid SQLAlchemy URL",
         ),
         "wrong password": (
             f"postgresql+psycopg2://{ROLE}:{WRONG}@{host}/{DATABASE}", False,
