@@ -11,8 +11,10 @@ lookups of the caller's variables.
 from __future__ import annotations
 
 import ast
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # the spec imports this module; it needs no pandas to check an expression
+    import pandas as pd
 
 # a subset of the math functions DataFrame.eval itself provides
 FUNCTIONS = frozenset(
