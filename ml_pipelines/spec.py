@@ -1,8 +1,11 @@
 """The pipeline spec: the pydantic model of one `defs.yaml` (DESIGN section 3).
 
 Everything here is checked when the spec is loaded, without reading any data:
-unknown keys, wrong types, missing required fields, dotted paths that do not
-import, and features listed twice. Pydantic error locations name the field path.
+unknown keys, wrong types, missing required fields, dotted paths outside the
+trusted modules or that do not import (dotted.py), estimators that are not
+scikit-learn estimator classes, expressions outside the allowed subset
+(expressions.py), connection URLs with a literal secret (connections.py), and
+features listed twice. Pydantic error locations name the field path.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from ml_pipelines.dotted import import_dotted
+from ml_pipelines.connections import RefusedValue, literal_connection_problem, redact_url
+from ml_pipelines.dotted import UntrustedPathError, import_dotted
+from ml_pipelines.expressions import check_expression
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 OWNER_PATTERN = r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$"
@@ -42,11 +47,32 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_importable(path: str, what: str) -> str:
+def _import_trusted(path: str, what: str) -> Any:
+    """The object at a dotted path; the trust check comes first, so nothing untrusted is imported."""
     try:
-        import_dotted(path)
+        return import_dotted(path)
+    except UntrustedPathError as exc:
+        raise ValueError(f"{what} {path!r} is not allowed: {exc}") from None
     except (ImportError, AttributeError, ValueError) as exc:
         raise ValueError(f"{what} {path!r} cannot be imported: {exc}") from exc
+
+
+def _check_function(path: str, what: str) -> str:
+    obj = _import_trusted(path, what)
+    if isinstance(obj, type) or not callable(obj):
+        raise ValueError(f"{what} {path!r} is not a function (it is a {type(obj).__name__})")
+    return path
+
+
+def _check_estimator(path: str) -> str:
+    from sklearn.base import BaseEstimator
+
+    obj = _import_trusted(path, "estimator")
+    if not (isinstance(obj, type) and issubclass(obj, BaseEstimator) and callable(getattr(obj, "fit", None))):
+        raise ValueError(
+            f"estimator {path!r} is not a scikit-learn estimator class "
+            "(a subclass of sklearn.base.BaseEstimator with a fit method)"
+        )
     return path
 
 
@@ -71,8 +97,8 @@ class SyntheticSource(_SourceBase):
 
     @field_validator("generator")
     @classmethod
-    def _generator_imports(cls, value: str) -> str:
-        return _check_importable(value, "generator")
+    def _generator_is_trusted(cls, value: str) -> str:
+        return _check_function(value, "generator")
 
 
 class FileSource(_SourceBase):
@@ -84,7 +110,23 @@ class FileSource(_SourceBase):
 class SqlSource(_SourceBase):
     kind: Literal["sql"]
     query: str
-    connection: str = Field(description='SQLAlchemy URL, or "{{ env.VAR }}" resolved at run time.')
+    connection: str = Field(description='"{{ env.VAR }}" resolved at run time, or an SQLAlchemy URL without secrets.')
+
+    @model_validator(mode="before")
+    @classmethod
+    def _redact_refused_connection(cls, data: Any) -> Any:
+        # Dagster prints every error's input value, so a literal URL with a secret is swapped
+        # for its redacted form before `_connection_is_usable` refuses it
+        value = data.get("connection") if isinstance(data, dict) else None
+        problem = literal_connection_problem(value) if isinstance(value, str) else None
+        return {**data, "connection": RefusedValue(redact_url(value), problem)} if problem else data
+
+    @field_validator("connection", mode="before")
+    @classmethod
+    def _connection_is_usable(cls, value: Any) -> Any:
+        if isinstance(value, RefusedValue):
+            raise ValueError(value.reason)
+        return value
 
 
 class PredictionLogSource(StrictModel):
@@ -169,21 +211,33 @@ class SchemaSpec(StrictModel):
 
 class DerivedFeature(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    expr: str | None = Field(default=None, description="pandas eval expression over input columns.")
+    expr: str | None = Field(
+        default=None, description="Arithmetic, comparisons and a few math functions over input columns."
+    )
     function: str | None = Field(default=None, description="Dotted path to f(DataFrame) -> Series.")
     inputs: list[str] | None = Field(
         default=None, description="Columns the function reads (required with `function`)."
     )
     type: Literal["numeric", "categorical"] = "numeric"
 
+    @field_validator("expr")
+    @classmethod
+    def _expr_is_allowed(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_expression(value)
+        return value
+
+    @field_validator("function")
+    @classmethod
+    def _function_is_trusted(cls, value: str | None) -> str | None:
+        return None if value is None else _check_function(value, "function")
+
     @model_validator(mode="after")
     def _one_definition(self) -> DerivedFeature:
         if (self.expr is None) == (self.function is None):
             raise ValueError("give exactly one of `expr` or `function`")
-        if self.function is not None:
-            _check_importable(self.function, "function")
-            if not self.inputs:
-                raise ValueError("`inputs` is required with `function`")
+        if self.function is not None and not self.inputs:
+            raise ValueError("`inputs` is required with `function`")
         return self
 
 
@@ -240,13 +294,13 @@ class _ModelBase(StrictModel):
 
 class SklearnModel(_ModelBase):
     framework: Literal["sklearn"] = "sklearn"
-    estimator: str = Field(description="Dotted path to a scikit-learn compatible estimator class.")
+    estimator: str = Field(description="Dotted path to a scikit-learn estimator class (a BaseEstimator).")
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("estimator")
     @classmethod
-    def _estimator_imports(cls, value: str) -> str:
-        return _check_importable(value, "estimator")
+    def _estimator_is_trusted(cls, value: str) -> str:
+        return _check_estimator(value)
 
 
 class TorchModel(_ModelBase):

@@ -155,13 +155,13 @@ def test_unknown_estimator_names_model_and_dotted_path():
 
 
 def test_unknown_module_in_estimator_generator_and_function():
-    message = spec_error(with_changes(models=[{"name": "x", "estimator": "no_such_pkg.Model"}]))
-    assert "models.0.sklearn.estimator: estimator 'no_such_pkg.Model' cannot be imported" in message
-    message = spec_error(with_changes(source={"kind": "synthetic", "generator": "no_such_pkg.data:make"}))
-    assert "source.synthetic.generator: generator 'no_such_pkg.data:make' cannot be imported" in message
-    derived = [{"name": "d", "function": "no_such_pkg:f", "inputs": ["a"]}]
+    message = spec_error(with_changes(models=[{"name": "x", "estimator": "sklearn.no_such_module.Model"}]))
+    assert "models.0.sklearn.estimator: estimator 'sklearn.no_such_module.Model' cannot be imported" in message
+    message = spec_error(with_changes(source={"kind": "synthetic", "generator": "ml_pipelines.no_such:make"}))
+    assert "source.synthetic.generator: generator 'ml_pipelines.no_such:make' cannot be imported" in message
+    derived = [{"name": "d", "function": "ml_pipelines.no_such:f", "inputs": ["a"]}]
     message = spec_error(with_changes(features={"derived": derived}))
-    assert "features.derived.0: function 'no_such_pkg:f' cannot be imported" in message
+    assert "features.derived.0.function: function 'ml_pipelines.no_such:f' cannot be imported" in message
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ applies exactly the transform that training fitted.
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +21,7 @@ from ml_pipelines.core.errors import FeatureError
 from ml_pipelines.core.records import ModelInputs
 from ml_pipelines.core.retrain_data import ORIGIN_COLUMN, Provenance, newest_production_positions, provenance_of
 from ml_pipelines.dotted import import_dotted
+from ml_pipelines.expressions import ExpressionError, check_expression, evaluate_expression
 from ml_pipelines.spec import DerivedFeature, PipelineSpec, SplitSpec
 
 
@@ -94,13 +94,11 @@ class FeatureSet:
 
 
 def expr_inputs(expr: str) -> list[str]:
-    """Column names an expression reads, in order of appearance."""
+    """Column names an expression reads, in order of appearance (function names excluded)."""
     try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError as exc:
-        raise FeatureError(f"expression {expr!r} is not valid: {exc.msg}") from exc
-    names = [node.id for node in ast.walk(tree) if isinstance(node, ast.Name)]
-    return list(dict.fromkeys(names))
+        return check_expression(expr)
+    except ExpressionError as exc:
+        raise FeatureError(str(exc)) from None
 
 
 def derived_inputs(feature: DerivedFeature) -> list[str]:
@@ -167,7 +165,8 @@ def _is_numeric(series: pd.Series) -> bool:
 
 
 class DerivedColumns(TransformerMixin, BaseEstimator):
-    """Adds the spec's derived columns (pandas eval expressions or functions)."""
+    """Adds the spec's derived columns: expressions (checked, then DataFrame.eval) or functions
+    from trusted modules. Both are checked again here, where a stored model runs them."""
 
     def __init__(self, derived: tuple[tuple[str, str | None, str | None], ...] = ()):
         self.derived = derived
@@ -180,7 +179,7 @@ class DerivedColumns(TransformerMixin, BaseEstimator):
         for name, expr, function in self.derived:
             try:
                 if expr is not None:
-                    frame[name] = frame.eval(expr, engine="python")
+                    frame[name] = evaluate_expression(expr, frame)
                 else:
                     frame[name] = import_dotted(function)(frame)
             except Exception as exc:  # noqa: BLE001 - re-raised with the feature's name
