@@ -142,3 +142,37 @@ def test_a_retrain_with_nothing_new_makes_no_version(loop: Loop):
     assert len(registry_at(loop.root).list_versions(NAME)) == 2
     observations = [e for e in loop.again.result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
     assert any("nothing changed" in str(e.event_specific_data.asset_observation.metadata) for e in observations)
+
+
+# ------------------------------------------------------------------ the sensors, tick by tick
+
+
+def _tick(loop: Loop, sensor: str, cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
+    context = dg.build_sensor_context(instance=loop.instance, cursor=cursor, definitions=loop.defs,
+                                      resources=local_resources(loop.root))
+    return loop.defs.resolve_sensor_def(f"{NAME}_{sensor}")(context)
+
+
+def test_the_performance_sensor_requests_a_retrain_for_the_drop(loop: Loop):
+    result = _tick(loop, "performance_sensor")
+    (request,) = result.run_requests
+    assert request.tags["ml_pipelines/retrain_reason"] == "performance"
+    assert "performance drop in partition" in request.tags["ml_pipelines/reason"]
+    assert request.run_key.startswith("performance-")
+    again = _tick(loop, "performance_sensor", result.cursor)  # consumed: nothing new
+    assert not again.run_requests and "no new performance reports" in again.skip_reason.skip_message
+
+
+def test_the_labels_sensor_labels_new_batches_and_skips_complete_ones(loop: Loop, monkeypatch):
+    monkeypatch.setenv("ML_PIPELINES_HOME", str(loop.root))
+    quiet = _tick(loop, "labels_sensor")
+    assert not quiet.run_requests, "every landed batch is fully labelled"
+    variables = Settings.from_env().variables
+    batch = land_labelled_batch(loop.spec, drift=1.0, rows=300, seed=303, variables=variables)
+    loop.instance.add_dynamic_partitions(BATCHES, [batch.path.name])
+    before_labels = _tick(loop, "labels_sensor", quiet.cursor)
+    assert [r.partition_key for r in before_labels.run_requests] == [batch.path.name]  # never labelled yet
+    write_labels(loop.spec, batch, variables=variables)
+    after_labels = _tick(loop, "labels_sensor", before_labels.cursor)  # the label files changed
+    assert [r.partition_key for r in after_labels.run_requests] == [batch.path.name]
+    assert after_labels.run_requests[0].run_key != before_labels.run_requests[0].run_key
