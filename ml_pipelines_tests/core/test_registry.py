@@ -10,6 +10,7 @@ subprocess, for the killed-write test.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -410,6 +411,200 @@ def test_a_registry_write_killed_midway_leaves_no_half_written_version(registry,
     assert len(retried.artifacts) == ARTIFACT_FILES
     registry.fetch_artifacts("credit", V2, tmp_path / "fetched")
     assert (tmp_path / "fetched" / "shard-39.bin").read_bytes() == (big / "shard-39.bin").read_bytes()
+
+
+# ------------------------------------------------------------------ serialized alias moves
+
+MOVER = textwrap.dedent(
+    """
+    import json, os, random, sys, time
+    from pathlib import Path
+    from ml_pipelines.core.registry import ModelRegistry, RegistryError
+    from ml_pipelines.core.storage import LocalObjectStore, S3ObjectStore
+
+    root, go, worker, moves = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    versions = sys.argv[5:]
+    registry = ModelRegistry({rebuild})
+    rng = random.Random(worker)
+    print("READY", flush=True)
+    while not go.exists():
+        time.sleep(0.005)
+    for _ in range(moves):
+        try:
+            if rng.random() < 0.35:
+                move = registry.rollback("credit", actor=worker)
+            else:
+                move = registry.promote("credit", rng.choice(versions), actor=worker, reason="race")
+        except RegistryError as exc:  # a rollback with no earlier champion
+            print(json.dumps({{"refused": str(exc)}}), flush=True)
+            continue
+        print(json.dumps({{"sequence": move.sequence, "version": move.version, "previous": move.previous}}), flush=True)
+    """
+)
+WORKERS = 3
+MOVES_EACH = 45
+
+
+def replay_champions(moves) -> list[str]:
+    """The rollback stack's rule, replayed over a whole history: what each rollback must have chosen."""
+    promoted: list[str] = []
+    for move in moves:
+        if move.rollback:
+            assert len(promoted) >= 2, f"move {move.sequence} rolled back with no earlier champion"
+            promoted.pop()
+            assert move.version == promoted[-1], f"rollback {move.sequence} went to {move.version}"
+        else:
+            promoted.append(move.version)
+    return promoted
+
+
+def test_alias_moves_from_racing_processes_form_one_unbroken_chain(registry, store_kind, tmp_path):
+    versions = [vid(n) for n in range(1, 6)]
+    for version in versions:
+        _register(registry, _artifacts(tmp_path / "a"), version)
+    registry.promote("credit", versions[0], actor="setup", reason="first")
+    script = tmp_path / "mover.py"
+    script.write_text(MOVER.format(rebuild=store_kind.rebuild))
+    go = tmp_path / "go"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path), str(go), f"worker-{i}", str(MOVES_EACH), *versions],
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(WORKERS)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout.readline().strip() == "READY", worker.stderr.read()
+        go.touch()
+        outputs = [worker.communicate(timeout=600) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    assert [w.returncode for w in workers] == [0] * WORKERS, [err[-2000:] for _, err in outputs]
+    made = [json.loads(line) for out, _ in outputs for line in out.splitlines()]
+    made = [m for m in made if "sequence" in m]
+    assert len(made) >= WORKERS * MOVES_EACH // 2
+
+    history = registry.alias_history("credit", "champion")
+    # every move a worker was told it made is in the history, once, as it was told
+    assert len(history) == len(made) + 1
+    assert sorted(m["sequence"] for m in made) == list(range(2, len(history) + 1))
+    by_sequence = {m.sequence: m for m in history}
+    assert all((by_sequence[m["sequence"]].version, by_sequence[m["sequence"]].previous) == (m["version"], m["previous"])
+               for m in made)
+    # one unbroken chain: numbered 1..n, each move's previous is what the move before it set
+    assert [m.sequence for m in history] == list(range(1, len(history) + 1))
+    assert history[0].previous is None
+    broken = [m.sequence for before, m in itertools.pairwise(history) if m.previous != before.version]
+    assert broken == [], f"{len(broken)} of {len(history)} moves have a previous that is not the move before"
+    assert replay_champions(history)[-1] == registry.get_alias("credit", "champion") == history[-1].version
+    assert sum(m.rollback for m in history) > 0
+
+
+def test_a_move_committed_without_its_pointer_is_still_the_newest(registry, store, tmp_path):
+    """What a writer killed between the log entry and the pointer leaves: the log wins."""
+    for version in (V1, V2, V3):
+        _register(registry, _artifacts(tmp_path / "a"), version)
+    registry.promote("credit", V1, actor="r1", reason="first")
+    stale_pointer = store.get("credit/aliases/champion.json")
+    registry.promote("credit", V2, actor="r2", reason="second")
+    store.put("credit/aliases/champion.json", stale_pointer)  # as if the second writer died before it
+    assert registry.get_alias("credit", "champion") == V2
+    move = registry.promote("credit", V3, actor="r3", reason="third")
+    assert (move.sequence, move.previous) == (3, V2)
+    assert registry.rollback("credit", actor="oncall").version == V2
+
+
+def test_a_history_written_before_numbering_reads_back_and_continues(registry, store, tmp_path):
+    """Registries from before the numbering: moves at alias_history/<time>-<alias>.json, pointers without a
+    sequence. They list first, the next move continues from the pointer, rollbacks reach back into them."""
+    for version in (V1, V2, V3):
+        _register(registry, _artifacts(tmp_path / "a"), version)
+    for stamp, version, previous in (("20260101T000000000000-aaaa", V1, None), ("20260102T000000000000-bbbb", V2, V1)):
+        move = {"pipeline": "credit", "alias": "champion", "version": version, "previous": previous,
+                "moved_at": f"2026-01-0{stamp[7]}T00:00:00+00:00", "actor": "old", "reason": "old", "rollback": False}
+        store.put(f"credit/alias_history/{stamp}-champion.json", json.dumps(move).encode())
+        store.put("credit/aliases/champion.json", json.dumps(move).encode())
+    assert registry.get_alias("credit", "champion") == V2
+    promoted = registry.promote("credit", V3, actor="new", reason="new")
+    assert (promoted.sequence, promoted.previous) == (1, V2)
+    assert [(m.sequence, m.version) for m in registry.alias_history("credit", "champion")] == [
+        (None, V1), (None, V2), (1, V3)
+    ]
+    assert registry.rollback("credit", actor="oncall").version == V2
+    assert registry.rollback("credit", actor="oncall").version == V1
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        registry.rollback("credit", actor="oncall")
+
+
+# ------------------------------------------------------------------ names, ids and incomplete versions
+
+
+class Recording(ObjectStore):
+    """A store that records every key it is asked about, over another store."""
+
+    def __init__(self, inner: ObjectStore):
+        self.inner, self.keys = inner, []
+
+    def _seen(self, key: str) -> str:
+        self.keys.append(key)
+        return key
+
+    def put(self, key, data): return self.inner.put(self._seen(key), data)
+    def put_if_absent(self, key, data): return self.inner.put_if_absent(self._seen(key), data)
+    def get(self, key): return self.inner.get(self._seen(key))
+    def delete(self, key): return self.inner.delete(self._seen(key))
+    def exists(self, key): return self.inner.exists(self._seen(key))
+    def list(self, prefix): return self.inner.list(self._seen(prefix))
+    def uri(self, key): return self.inner.uri(key)
+
+
+BAD_CALLS = {
+    "list outside the root": lambda r: r.list_versions("/etc"),
+    "list with dots": lambda r: r.list_versions(".."),
+    "show a path": lambda r: r.get_version("credit", "../v"),
+    "promote another pipeline's version": lambda r: r.promote("credit", f"../../other/versions/{V1}", actor="a", reason=""),
+    "promote into a path": lambda r: r.promote("../other", V1, actor="a", reason=""),
+    "rollback a path": lambda r: r.rollback("credit/../other", actor="a"),
+    "history of a path": lambda r: r.alias_history("/etc"),
+    "alias of a bad name": lambda r: r.get_alias("Credit", "champion"),
+    "a newline": lambda r: r.get_version("credit", f"{V1}\n"),
+    "artifacts of a path": lambda r: r.fetch_artifacts("credit", "..", Path("/tmp/never-written")),
+    "stage over a path": lambda r: r.register("credit", Path("/nonexistent"), version="../../x"),
+    "drift of a path": lambda r: r.drift_history("credit", "../../etc"),
+    "card of a path": lambda r: r.card_key("credit", "../x", "html"),
+}
+
+
+@pytest.mark.parametrize("call", BAD_CALLS.values(), ids=BAD_CALLS.keys())
+def test_bad_names_and_ids_are_refused_before_any_key_is_touched(store, call):
+    recording = Recording(store)
+    with pytest.raises(RegistryError, match=r"^(pipeline name|version id) .* is not valid: ") as refused:
+        call(ModelRegistry(recording))
+    assert "\n" not in str(refused.value)
+    assert recording.keys == []
+
+
+def test_junk_beside_pipelines_is_not_a_pipeline(registry, store, tmp_path):
+    _register(registry, _artifacts(tmp_path / "a"), V1)
+    store.put(f"Not-A-Name/versions/{V1}/record.json", b"{}")
+    assert registry.pipelines() == ["credit"]
+
+
+def test_promote_refuses_a_version_whose_record_names_no_bento(registry, tmp_path):
+    """Versions written before packaging was atomic: a record, but nothing says a bento exists."""
+    _register(registry, _artifacts(tmp_path / "a"), V1)
+    _register(registry, _artifacts(tmp_path / "a"), V2, package=None)
+    registry.promote("credit", V1, actor="r1", reason="first")
+    for alias in ("champion", "challenger"):
+        with pytest.raises(RegistryError, match=rf"^credit version {V2} is incomplete: its record names no BentoML "
+                                                r"model or bento .* cannot be served"):
+            registry.set_alias("credit", alias, V2, actor="cli:me", reason="")
+    assert registry.aliases("credit") == {"champion": V1}
+    assert len(registry.alias_history("credit")) == 1
 
 
 def test_record_json_round_trip():
