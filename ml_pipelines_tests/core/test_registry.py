@@ -625,7 +625,21 @@ def test_local_store_put_is_atomic_and_listing_skips_temporary_files(tmp_path):
     assert store.list("p/") == ["p/a.json"]
     with pytest.raises(ValueError, match="escapes the store root"):
         store.put("../outside", b"x")
+    for prefix in ("/etc", "../", "p/../../"):
+        with pytest.raises(ValueError, match="escapes the store root"):
+            store.list(prefix)
     store.put("p/a.json", b"2")
     assert store.get("p/a.json") == b"2"
     # the replace left no temporary file behind
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [".a.json.123.tmp", "a.json"]
+
+
+def test_put_if_absent_creates_once_and_delete_removes(store):
+    assert store.put_if_absent("p/once.json", b"first")
+    assert not store.put_if_absent("p/once.json", b"second")
+    assert store.get("p/once.json") == b"first"
+    assert store.list("p/") == ["p/once.json"]  # no temporary file left behind, even by the loser
+    store.delete("p/once.json")
+    store.delete("p/once.json")  # gone already: not an error
+    assert not store.exists("p/once.json")
+    assert store.put_if_absent("p/once.json", b"again")
