@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from ml_pipelines.core import packaging
-from ml_pipelines.core.identifiers import version_id_for_run
 from ml_pipelines_tests.helpers import materialize
 from ml_pipelines_tests.specs import NAME, make_spec, small_credit_attributes
 
@@ -35,9 +34,10 @@ def test_a_retried_packaging_step_makes_one_version(platform_root, monkeypatch):
     m = materialize(make_spec(**small_credit_attributes(sensors=False)), platform_root)
 
     assert m.success, m.step_errors()
+    [record] = m.registry.list_versions(NAME)
     assert attempts == ["build", "build", "card", "card"]  # three attempts; the third only finished the card
-    version = version_id_for_run(m.result.run_id)
-    assert [r.version for r in m.registry.list_versions(NAME)] == [version]
+    version = record.version
+    assert record.trigger.run_id == m.result.run_id
     assert m.registry.get_alias(NAME, "champion") == version
     assert [(mv.version, mv.previous) for mv in m.registry.alias_history(NAME)] == [(version, None)]
     assert m.registry.get_version(NAME, version).package.bento == f"credit-default:{version}"
