@@ -1,4 +1,7 @@
-"""`ml-pipelines registry ...`: list, show, promote and roll back model versions."""
+"""`ml-pipelines registry ...`: list, show, promote and roll back model versions, and print the alias history.
+
+The registry checks every pipeline name and version id; a bad one, like any
+RegistryError, prints one line `error: ...` and exits 2."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from ml_pipelines.cli._common import exit_with, fail
 from ml_pipelines.settings import Settings
 
 if TYPE_CHECKING:
+    from ml_pipelines.core.records import AliasMove
     from ml_pipelines.core.registry import ModelRegistry, VersionRecord
 
 PIPELINE = typer.Argument(help="pipeline name", show_default=False)
@@ -133,10 +137,50 @@ def rollback(pipeline: Annotated[str, PIPELINE]) -> None:
     _run(verb)
 
 
+def move_json(move: AliasMove) -> dict:
+    return {
+        "sequence": move.sequence, "alias": move.alias, "version": move.version, "previous": move.previous,
+        "time": move.moved_at, "actor": move.actor, "reason": move.reason, "rollback": move.rollback,
+    }
+
+
+def history_lines(moves: list[AliasMove]) -> list[str]:
+    lines = [f"{'seq':>5} {'time':<32} {'alias':<10} {'previous':<24}    {'version':<24} actor: reason"]
+    for move in moves:
+        sequence = "-" if move.sequence is None else str(move.sequence)
+        kind = " (rollback)" if move.rollback else ""
+        lines.append(
+            f"{sequence:>5} {move.moved_at:<32} {move.alias:<10} {move.previous or '-':<24} -> "
+            f"{move.version or '-':<24} {move.actor}: {move.reason}{kind}"
+        )
+    return lines
+
+
+def history(
+    pipeline: Annotated[str, PIPELINE],
+    alias: Annotated[Alias | None, typer.Option(help="only this alias's moves (default: every alias)",
+                                                show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON list of moves, oldest first")] = False,
+) -> None:
+    def verb(registry: ModelRegistry) -> int:
+        moves = registry.alias_history(pipeline, alias.value if alias is not None else None)
+        if as_json:
+            print(json.dumps([move_json(m) for m in moves], indent=2))
+            return 0
+        if not moves:
+            print(f"{pipeline}: no alias moves")
+            return 1
+        print("\n".join(history_lines(moves)))
+        return 0
+
+    _run(verb)
+
+
 def register(app: typer.Typer) -> None:
     group = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
     group.command("list", help="versions, aliases, metrics, created_at")(list_versions)
     group.command("show", help="one version with its lineage")(show)
     group.command("promote", help="make a version the champion (or --alias challenger)")(promote)
     group.command("rollback", help="move the champion back to the previous one")(rollback)
+    group.command("history", help="every alias move, oldest first (--json for scripts)")(history)
     app.add_typer(group, name="registry", help="inspect and move model versions")

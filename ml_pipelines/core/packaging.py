@@ -3,28 +3,37 @@ evaluation and its features into an immutable registry version, the same model i
 the BentoML store, a built bento (exported to S3 when configured), the champion
 alias and a model card. The model_package asset and the benchmark's plain-Python
 baseline both call it, so there is one packaging workflow.
+
+A version becomes visible only when it can be served: artifacts, BentoML model,
+bento and export are made first, and the registry record that names them is
+committed last. Within a run the version id is derived from the run id, so a
+retried step rebuilds the same uncommitted version (replacing what a failed or
+killed attempt left) or, when the record is already committed, only finishes the
+promotion and the card. Child processes die with the step (core.child_process).
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ml_pipelines import __version__
+from ml_pipelines.core.child_process import run_child
 from ml_pipelines.core.errors import GateFailed
 from ml_pipelines.core.evaluation import Evaluation
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.gate import GateDecision, gate_for
+from ml_pipelines.core.identifiers import new_version_id, version_id_for_run
 from ml_pipelines.core.model_card import publish_card
 from ml_pipelines.core.model_io import save_model
 from ml_pipelines.core.monitoring import PROFILE_FILE, reference_profile
-from ml_pipelines.core.records import Trigger, VersionRecord, jsonable
+from ml_pipelines.core.records import ServingPackage, Trigger, VersionRecord, jsonable
 from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.core.retrain_data import Provenance
 from ml_pipelines.core.selection import SelectionResult
@@ -36,6 +45,21 @@ from ml_pipelines.spec import PipelineSpec, trusted_roots
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RECORD_FILE = "record.json"  # the version record, shipped inside the BentoML model
 BENTO_BUILD_TIMEOUT_S = 600
+
+
+class Stage(StrEnum):
+    """What package_version has done so far; logged as `<pipeline> <version>: <stage>`."""
+
+    STARTED = "packaging"
+    RESUMED = "already committed; finishing promotion and card"
+    ARTIFACTS_STAGED = "artifacts staged"
+    BENTOML_SAVED = "BentoML model saved"
+    BUILDING_BENTO = "building the bento"
+    BENTO_BUILT = "bento built"
+    EXPORTED = "bento exported"
+    COMMITTED = "record committed"
+    PROMOTED = "promoted to champion"
+    CARD_PUBLISHED = "model card published"
 
 
 @dataclass(frozen=True)
@@ -65,6 +89,30 @@ def code_version(spec: PipelineSpec) -> str:
     return f"{__version__}-{spec.spec_hash()}"
 
 
+def version_for(trigger: Trigger) -> str:
+    """The run's own version id, the same on every attempt; a fresh one outside a run."""
+    return version_id_for_run(trigger.run_id) if trigger.run_id is not None else new_version_id()
+
+
+def bento_tag_for(pipeline: str, version: str) -> str:
+    return f"{pipeline.replace('_', '-')}:{version}"
+
+
+def export_key(pipeline: str, version: str) -> str:
+    return f"{pipeline}/{version}.bento"
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where one packaging writes: the registry, the BentoML home and the optional export store."""
+
+    registry: ModelRegistry
+    bentoml_home: Path
+    export_store: ObjectStore | None
+    child_env: Mapping[str, str] | None
+    say: Callable[[Stage], None]
+
+
 def package_version(
     spec: PipelineSpec,
     selection: SelectionResult,
@@ -78,31 +126,88 @@ def package_version(
     child_env: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> PackagedVersion:
-    """Register, store, build and promote one version; raises GateFailed when the gate does not pass."""
+    """Build, commit and promote one version; raises GateFailed when the gate does not pass.
+
+    Safe to call again for the same run after any failure: it never makes a second version."""
     decision = gate_for(spec, evaluation)
     if not decision.passed:
         raise GateFailed(f"{spec.name}: the promotion gate did not pass: {decision.explain()}")
-    name = spec.name
+    name, version = spec.name, version_for(trigger)
+
+    def say(stage: Stage) -> None:
+        if log is not None:
+            log(f"{name} {version}: {stage}")
+
+    target = _Target(registry, bentoml_home, export_store, child_env, say)
+    say(Stage.STARTED)
+    resumed = registry.has_version(name, version)
+    if resumed:
+        say(Stage.RESUMED)
+        record = registry.require_servable(name, version)
+    else:
+        fields = record_fields(spec, selection, evaluation, features, decision, trigger)
+        record = _build_and_commit(target, name, version, selection, evaluation, features, fields)
+    previous = _promote_once(registry, record, trigger, decision, resumed=resumed)
+    say(Stage.PROMOTED)
+    if log is not None:
+        log(f"{name} {version} is champion (previous: {previous})")
+    card = publish_card(registry, name, version)
+    say(Stage.CARD_PUBLISHED)
+    package = record.package
+    if package is None:  # require_servable and _build_and_commit both rule this out
+        raise RuntimeError(f"{name} {version}: committed without a serving package")
+    model = bentoml_model_ref(bentoml_home, package.bentoml_model)
+    uri = registry.store.uri(f"{registry.version_prefix(name, version)}/{RECORD_FILE}")
+    return PackagedVersion(record, model, package.bento, previous, card, uri)
+
+
+def _build_and_commit(
+    target: _Target, name: str, version: str, selection: SelectionResult, evaluation: Evaluation,
+    features: FeatureSet, fields: dict[str, Any],
+) -> VersionRecord:
+    """Everything serving needs, then the record: the commit point. What an earlier
+    attempt at this version left (staged artifacts, BentoML model, bento) is replaced."""
+    registry, home = target.registry, target.bentoml_home
+    package = ServingPackage(
+        bentoml_model=f"{name}:{version}",
+        bento=bento_tag_for(name, version),
+        export=target.export_store.uri(export_key(name, version)) if target.export_store is not None else None,
+    )
     with tempfile.TemporaryDirectory(prefix=f"{name}-package-") as tmp:
         artifact_dir = Path(tmp)
         write_artifacts(artifact_dir, selection, evaluation, features)
-        record = registry.register(
-            name, artifact_dir, version=registry.new_version_id(),
-            **record_fields(spec, selection, evaluation, features, decision, trigger),
-        )
+        record = registry.stage(name, artifact_dir, version=version, package=package, **fields)
+        target.say(Stage.ARTIFACTS_STAGED)
         (artifact_dir / RECORD_FILE).write_bytes(record.to_json())  # lets a bento serve without the registry
-        model = save_bentoml_model(name, record.version, artifact_dir, bentoml_home=bentoml_home,
-                                   labels=_labels(name, record), metadata=_bentoml_metadata(record))
-    bento_tag = build_bento(name, record.version, bentoml_home=bentoml_home, env=child_env)
-    if export_store is not None:
-        archive = export_bento(bento_tag, bentoml_home=bentoml_home, env=child_env)
-        export_store.put(f"{name}/{record.version}.bento", archive)
-    move = registry.promote(name, record.version, actor=f"run {trigger.run_id}", reason=decision.explain())
-    if log is not None:
-        log(f"{name} {record.version} is champion (previous: {move.previous})")
-    card = publish_card(registry, name, record.version)
-    uri = registry.store.uri(f"{name}/versions/{record.version}/record.json")
-    return PackagedVersion(record, model, bento_tag, move.previous, card, uri)
+        discard_uncommitted(home, package)
+        save_bentoml_model(name, version, artifact_dir, bentoml_home=home,
+                           labels=_labels(name, record), metadata=_bentoml_metadata(record))
+        target.say(Stage.BENTOML_SAVED)
+    target.say(Stage.BUILDING_BENTO)
+    built = build_bento(name, version, bentoml_home=home, env=target.child_env)
+    if built != package.bento:
+        raise RuntimeError(f"bento build for {name}:{version} made {built!r}, expected {package.bento!r}")
+    target.say(Stage.BENTO_BUILT)
+    if target.export_store is not None:
+        archive = export_bento(built, bentoml_home=home, env=target.child_env)
+        target.export_store.put(export_key(name, version), archive)
+        target.say(Stage.EXPORTED)
+    registry.commit(record)
+    target.say(Stage.COMMITTED)
+    return record
+
+
+def _promote_once(
+    registry: ModelRegistry, record: VersionRecord, trigger: Trigger, decision: GateDecision, *, resumed: bool
+) -> str | None:
+    """Promote the version unless this run already did (a retry after the promotion); the previous champion."""
+    actor = f"run {trigger.run_id}"
+    if resumed:
+        done = [m for m in registry.alias_history(record.pipeline, "champion")
+                if m.version == record.version and m.actor == actor]
+        if done:
+            return done[-1].previous
+    return registry.promote(record.pipeline, record.version, actor=actor, reason=decision.explain()).previous
 
 
 def write_artifacts(directory: Path, selection: SelectionResult, evaluation: Evaluation, features: FeatureSet) -> None:
@@ -183,6 +288,25 @@ def model_store(bentoml_home: Path):
     return ModelStore(models)
 
 
+def _store_path(bentoml_home: Path, store: str, tag: str) -> Path:
+    """Where BentoML keeps `name:version` in the models or bentos store of bentoml_home."""
+    name, version = tag.lower().split(":")
+    return bentoml_home / store / name / version
+
+
+def discard_uncommitted(bentoml_home: Path, package: ServingPackage) -> None:
+    """Remove the BentoML model and bento of a version that is not committed (what a failed or
+    killed attempt left, possibly half written), so the retry can make them again."""
+    for store, tag in (("models", package.bentoml_model), ("bentos", package.bento)):
+        shutil.rmtree(_store_path(bentoml_home, store, tag), ignore_errors=True)
+
+
+def bentoml_model_ref(bentoml_home: Path, tag: str) -> BentoModelRef:
+    """The model's tag and where it is in bentoml_home (empty when this machine's store lacks it)."""
+    path = _store_path(bentoml_home, "models", tag)
+    return BentoModelRef(tag, str(path) if path.is_dir() else "")
+
+
 def save_bentoml_model(
     pipeline: str,
     version: str,
@@ -216,7 +340,7 @@ def build_bento(
 
     The build imports the service module, which reads its configuration from the
     environment, so it runs in a subprocess (ml_pipelines.serving.bento) with that
-    environment set."""
+    environment set; the subprocess dies with this process."""
     child = {
         **(env if env is not None else Settings.from_env().child_env()),
         "ML_PIPELINES_SERVE_PIPELINE": pipeline,
@@ -225,9 +349,9 @@ def build_bento(
         "BENTOML_HOME": str(bentoml_home),
         "BENTOML_DO_NOT_TRACK": "True",
     }
-    result = subprocess.run(
+    result = run_child(
         [sys.executable, "-m", "ml_pipelines.serving.bento", pipeline, version],
-        env=child, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout,
+        env=child, cwd=PROJECT_ROOT, timeout=timeout,
     )
     if result.returncode != 0:
         raise RuntimeError(f"bento build for {pipeline}:{version} failed:\n{result.stderr[-3000:]}")
@@ -237,14 +361,15 @@ def build_bento(
 def export_bento(
     tag: str, *, bentoml_home: Path, env: Mapping[str, str] | None = None, timeout: float = BENTO_BUILD_TIMEOUT_S
 ) -> bytes:
-    """The bento as one archive (what `bentoml import` reads back)."""
+    """The bento as one archive (what `bentoml import` reads back); the export dies with this process."""
     with tempfile.TemporaryDirectory(prefix="bento-export-") as tmp:
         target = Path(tmp) / "bento.bento"
-        child = {**(env if env is not None else Settings.from_env().child_env()), "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "True"}
-        result = subprocess.run(
-            [sys.executable, "-m", "bentoml", "export", tag, str(target)],
-            env=child, capture_output=True, text=True, timeout=timeout,
-        )
+        child = {
+            **(env if env is not None else Settings.from_env().child_env()),
+            "BENTOML_HOME": str(bentoml_home),
+            "BENTOML_DO_NOT_TRACK": "True",
+        }
+        result = run_child([sys.executable, "-m", "bentoml", "export", tag, str(target)], env=child, timeout=timeout)
         if result.returncode != 0:
             raise RuntimeError(f"bentoml export {tag} failed:\n{result.stderr[-3000:]}")
         return target.read_bytes()

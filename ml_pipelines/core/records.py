@@ -63,6 +63,15 @@ class ModelInputs:
 
 
 @dataclass(frozen=True)
+class ServingPackage:
+    """What serving a version needs, made before its record is committed: the record names them."""
+
+    bentoml_model: str  # tag in the BentoML model store, `<pipeline>:<version>`
+    bento: str  # tag of the built bento
+    export: str | None = None  # URI of the exported bento archive, when packaging exports one
+
+
+@dataclass(frozen=True)
 class VersionRecord:
     pipeline: str
     version: str
@@ -90,6 +99,8 @@ class VersionRecord:
     provenance: Provenance = field(default_factory=lambda: Provenance(0))
     # what explains the version: gate, intervals, selection, description, source, slices
     extra: dict[str, Any] = field(default_factory=dict)
+    # None in records written before packaging was atomic: nothing says such a version can be served
+    package: ServingPackage | None = None
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -106,6 +117,7 @@ class VersionRecord:
         schema = raw.pop("schema", None) or extra.pop("schema", None)
         serving = raw.pop("serving", None) or extra.pop("serving", None) or {}
         trusted = raw.pop("trusted_roots", None) or extra.pop("trusted_roots", None) or ()
+        package = raw.pop("package", None)
         return cls(
             **{
                 **raw,
@@ -116,6 +128,7 @@ class VersionRecord:
                 "trusted_roots": tuple(trusted),
                 "provenance": Provenance.from_dict(raw.get("provenance") or {}),
                 "extra": extra,
+                "package": ServingPackage(**package) if package else None,
             }
         )
 
@@ -125,8 +138,23 @@ class AliasMove:
     pipeline: str
     alias: str
     version: str | None
-    previous: str | None
+    previous: str | None  # the version the move before this one set
     moved_at: str
     actor: str
     reason: str
     rollback: bool = False
+    sequence: int | None = None  # 1, 2, 3, ... per pipeline and alias; None for moves logged before numbering
+    # the move whose version a rollback from here returns to (0: work it out from the moves before numbering)
+    rollback_to: int | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2).encode()
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AliasMove:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    @classmethod
+    def from_json(cls, data: bytes) -> AliasMove:
+        return cls.from_dict(json.loads(data))

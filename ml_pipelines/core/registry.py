@@ -2,11 +2,13 @@
 every move, atomic writes and checksums verified before any load.
 
 Layout inside an ObjectStore, per pipeline:
-    <pipeline>/versions/<version>/artifacts/<file>   written first
-    <pipeline>/versions/<version>/record.json        written last: the commit point
-    <pipeline>/aliases/<alias>.json                  current target of an alias
-    <pipeline>/alias_history/<time>-<alias>.json     one object per move, never rewritten
-A version without record.json (a killed write) is invisible.
+    <pipeline>/versions/<version>/artifacts/<file>   staged first
+    <pipeline>/versions/<version>/record.json        created last, only if absent: the commit point
+    <pipeline>/aliases/<alias>.json                  the newest move of an alias (a hint, see alias_log)
+    <pipeline>/alias_history/<alias>/<n>.json        move n of an alias, created only if absent
+A version without record.json (a killed or failed packaging) is invisible, and a
+retry of the same version replaces what it staged. Pipeline names and version ids
+are checked (core.identifiers) before any key is built from them.
 """
 
 from __future__ import annotations
@@ -16,18 +18,20 @@ import json
 import platform
 import secrets
 import tempfile
-from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ml_pipelines.core import alias_log
 from ml_pipelines.core.errors import ChecksumError, RegistryError
+from ml_pipelines.core.identifiers import check_pipeline_name, check_version_id, is_pipeline_name, new_version_id
 from ml_pipelines.core.records import AliasMove, VersionRecord
 from ml_pipelines.core.storage import ObjectNotFound, ObjectStore
 
 ALIASES = ("champion", "challenger")
 TRACKED_LIBRARIES = ("pandas", "numpy", "scikit-learn", "torch", "great-expectations", "bentoml", "dagster", "skops")
+RECORD_KEY = "record.json"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -48,32 +52,45 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def check_alias(alias: str) -> str:
+    if alias not in ALIASES:
+        raise RegistryError(f"unknown alias {alias!r}; aliases are {', '.join(ALIASES)}")
+    return alias
+
+
 class ModelRegistry:
     def __init__(self, store: ObjectStore):
         self.store = store
 
     # ------------------------------------------------------------ versions
 
-    @staticmethod
-    def new_version_id(now: datetime | None = None) -> str:
-        now = now or utcnow()
-        return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    new_version_id = staticmethod(new_version_id)
 
-    def register(
-        self, pipeline: str, artifact_dir: Path, *, version: str | None = None, **fields: Any
-    ) -> VersionRecord:
-        """Upload every file of artifact_dir, then commit the record. Never overwrites a version."""
-        version = version or self.new_version_id()
-        prefix = f"{pipeline}/versions/{version}"
-        if self.store.exists(f"{prefix}/record.json"):
+    @staticmethod
+    def version_prefix(pipeline: str, version: str) -> str:
+        """`<pipeline>/versions/<version>`, after checking both."""
+        return f"{check_pipeline_name(pipeline)}/versions/{check_version_id(version)}"
+
+    def has_version(self, pipeline: str, version: str) -> bool:
+        """Whether the version is committed (its record exists)."""
+        return self.store.exists(f"{self.version_prefix(pipeline, version)}/{RECORD_KEY}")
+
+    def stage(self, pipeline: str, artifact_dir: Path, *, version: str, **fields: Any) -> VersionRecord:
+        """Upload every file of artifact_dir for a version that is not committed yet, replacing whatever
+        an earlier attempt at it left; returns its record, to be committed with commit() once
+        everything else the version needs exists. Never touches a committed version."""
+        prefix = self.version_prefix(pipeline, version)
+        if self.has_version(pipeline, version):
             raise RegistryError(f"{pipeline} version {version} already exists; versions are immutable")
+        for leftover in self.store.list(f"{prefix}/"):
+            self.store.delete(leftover)
         checksums = {}
         for path in sorted(p for p in artifact_dir.rglob("*") if p.is_file()):
             name = path.relative_to(artifact_dir).as_posix()
             data = path.read_bytes()
             self.store.put(f"{prefix}/artifacts/{name}", data)
             checksums[name] = sha256_bytes(data)
-        record = VersionRecord(
+        return VersionRecord(
             pipeline=pipeline,
             version=version,
             created_at=utcnow().isoformat(),
@@ -81,32 +98,54 @@ class ModelRegistry:
             libraries=library_versions(),
             **fields,
         )
-        self.store.put(f"{prefix}/record.json", record.to_json())
+
+    def commit(self, record: VersionRecord) -> VersionRecord:
+        """Make a staged version visible: create its record, only if no record exists."""
+        key = f"{self.version_prefix(record.pipeline, record.version)}/{RECORD_KEY}"
+        if not self.store.put_if_absent(key, record.to_json()):
+            raise RegistryError(f"{record.pipeline} version {record.version} already exists; versions are immutable")
         return record
+
+    def register(
+        self, pipeline: str, artifact_dir: Path, *, version: str | None = None, **fields: Any
+    ) -> VersionRecord:
+        """stage() then commit(): a version whose artifacts are all it needs."""
+        return self.commit(self.stage(pipeline, artifact_dir, version=version or new_version_id(), **fields))
 
     @staticmethod
     def _is_record_key(key: str) -> bool:
         """`<pipeline>/versions/<version>/record.json`, not an artifact that happens to be named so."""
         parts = key.split("/")
-        return len(parts) == 4 and parts[1] == "versions" and parts[3] == "record.json"
+        return len(parts) == 4 and parts[1] == "versions" and parts[3] == RECORD_KEY
 
     def list_versions(self, pipeline: str) -> list[VersionRecord]:
-        keys = [k for k in self.store.list(f"{pipeline}/versions/") if self._is_record_key(k)]
+        prefix = f"{check_pipeline_name(pipeline)}/versions/"
+        keys = [k for k in self.store.list(prefix) if self._is_record_key(k)]
         records = [VersionRecord.from_json(self.store.get(k)) for k in keys]
         return sorted(records, key=lambda r: (r.created_at, r.version))
 
     def get_version(self, pipeline: str, version: str) -> VersionRecord:
         try:
-            return VersionRecord.from_json(self.store.get(f"{pipeline}/versions/{version}/record.json"))
+            return VersionRecord.from_json(self.store.get(f"{self.version_prefix(pipeline, version)}/{RECORD_KEY}"))
         except ObjectNotFound as exc:
             raise RegistryError(f"{pipeline} has no version {version!r}") from exc
+
+    def require_servable(self, pipeline: str, version: str) -> VersionRecord:
+        """The record of a committed version that names everything serving needs; a RegistryError otherwise."""
+        record = self.get_version(pipeline, version)
+        if record.package is None:
+            raise RegistryError(
+                f"{pipeline} version {version} is incomplete: its record names no BentoML model or bento "
+                "(it was written before packaging was atomic), so it cannot be served; package a new version"
+            )
+        return record
 
     def fetch_artifacts(self, pipeline: str, version: str, destination: Path) -> Path:
         """Copy a version's artifacts to destination, verifying each checksum first."""
         record = self.get_version(pipeline, version)
         destination.mkdir(parents=True, exist_ok=True)
         for name, expected in record.artifacts.items():
-            key = f"{pipeline}/versions/{version}/artifacts/{name}"
+            key = f"{self.version_prefix(pipeline, version)}/artifacts/{name}"
             try:
                 data = self.store.get(key)
             except ObjectNotFound as exc:
@@ -129,13 +168,10 @@ class ModelRegistry:
             directory = self.fetch_artifacts(pipeline, version, Path(tmp))
             return load_model(directory, extra_trusted_roots)
 
-    # ------------------------------------------------------------ aliases
+    # ------------------------------------------------------------ aliases (serialized: core.alias_log)
 
     def get_alias(self, pipeline: str, alias: str) -> str | None:
-        try:
-            return json.loads(self.store.get(f"{pipeline}/aliases/{alias}.json"))["version"]
-        except ObjectNotFound:
-            return None
+        return alias_log.current_version(self.store, check_pipeline_name(pipeline), check_alias(alias))
 
     def aliases(self, pipeline: str) -> dict[str, str]:
         found = {}
@@ -148,61 +184,57 @@ class ModelRegistry:
     def set_alias(
         self, pipeline: str, alias: str, version: str | None, *, actor: str, reason: str, rollback: bool = False
     ) -> AliasMove:
-        if alias not in ALIASES:
-            raise RegistryError(f"unknown alias {alias!r}; aliases are {', '.join(ALIASES)}")
+        """Point alias at a servable version (None clears it); one serialized, recorded move."""
+        check_pipeline_name(pipeline)
+        check_alias(alias)
         if version is not None:
-            self.get_version(pipeline, version)  # raises for an unknown version
-        previous = self.get_alias(pipeline, alias)
-        now = utcnow()
-        move = AliasMove(pipeline, alias, version, previous, now.isoformat(), actor, reason, rollback)
-        payload = json.dumps(asdict(move), indent=2).encode()
-        stamp = f"{now:%Y%m%dT%H%M%S%f}-{secrets.token_hex(2)}"
-        self.store.put(f"{pipeline}/alias_history/{stamp}-{alias}.json", payload)
-        if version is None:
-            self.store.put(f"{pipeline}/aliases/{alias}.json", json.dumps({"version": None}).encode())
-        else:
-            self.store.put(f"{pipeline}/aliases/{alias}.json", payload)
-        return move
+            self.require_servable(pipeline, version)
+        return alias_log.append(
+            self.store, pipeline, alias,
+            lambda _newest: AliasMove(pipeline, alias, version, None, utcnow().isoformat(), actor, reason, rollback),
+        )
 
     def alias_history(self, pipeline: str, alias: str | None = None) -> list[AliasMove]:
-        moves = [AliasMove(**json.loads(self.store.get(k))) for k in self.store.list(f"{pipeline}/alias_history/")]
-        return [m for m in moves if alias is None or m.alias == alias]
+        """Every move, oldest first: of one alias, or of all aliases interleaved by time."""
+        check_pipeline_name(pipeline)
+        if alias is not None:
+            return alias_log.moves(self.store, pipeline, check_alias(alias))
+        return alias_log.all_moves(self.store, pipeline, ALIASES)
 
     def promote(self, pipeline: str, version: str, *, actor: str, reason: str) -> AliasMove:
         return self.set_alias(pipeline, "champion", version, actor=actor, reason=reason)
 
     def rollback(self, pipeline: str, *, actor: str) -> AliasMove:
         """Move the champion back to the one before it. Rollbacks stack: v1 -> v2 -> v3,
-        then two rollbacks, ends at v1 (a rollback undoes a promotion, not a rollback)."""
-        current = self.get_alias(pipeline, "champion")
-        if current is None:
-            raise RegistryError(f"{pipeline} has no champion to roll back")
-        promoted: list[str] = []  # champions in promotion order, minus those rolled back
-        for move in self.alias_history(pipeline, "champion"):
-            if move.rollback:
-                if promoted:
-                    promoted.pop()
-            elif move.version is not None:
-                promoted.append(move.version)
-        if len(promoted) < 2:
-            raise RegistryError(f"{pipeline}: champion {current} has no earlier champion to roll back to")
-        return self.set_alias(
-            pipeline, "champion", promoted[-2], actor=actor, reason=f"rollback from {current}", rollback=True
-        )
+        then two rollbacks, ends at v1 (a rollback undoes a promotion, not a rollback).
+        The target is worked out from the same newest move the rollback is committed after."""
+        check_pipeline_name(pipeline)
+
+        def back(newest: AliasMove | None) -> AliasMove:
+            if newest is None:
+                raise RegistryError(f"{pipeline} has no champion to roll back")
+            target, rollback_to = alias_log.rollback_target(self.store, pipeline, "champion", newest)
+            return AliasMove(pipeline, "champion", target, newest.version, utcnow().isoformat(), actor,
+                             f"rollback from {newest.version}", rollback=True, rollback_to=rollback_to)
+
+        return alias_log.append(self.store, pipeline, "champion", back)
 
     # ------------------------------------------------------------ monitoring and cards (mutable, per version)
 
+    def _drift_prefix(self, pipeline: str, version: str) -> str:
+        return f"{check_pipeline_name(pipeline)}/drift_history/{check_version_id(version)}/"
+
     def record_drift(self, pipeline: str, version: str, entry: dict[str, Any]) -> None:
         stamp = f"{utcnow():%Y%m%dT%H%M%S%f}-{secrets.token_hex(2)}"
-        self.store.put(f"{pipeline}/drift_history/{version}/{stamp}.json", json.dumps(entry, default=str).encode())
+        self.store.put(f"{self._drift_prefix(pipeline, version)}{stamp}.json", json.dumps(entry, default=str).encode())
 
     def drift_history(self, pipeline: str, version: str) -> list[dict[str, Any]]:
-        return [json.loads(self.store.get(k)) for k in self.store.list(f"{pipeline}/drift_history/{version}/")]
+        return [json.loads(self.store.get(k)) for k in self.store.list(self._drift_prefix(pipeline, version))]
 
     def artifact_bytes(self, pipeline: str, version: str, name: str) -> bytes:
         """One artifact, checksum verified."""
         expected = self.get_version(pipeline, version).artifacts.get(name)
-        key = f"{pipeline}/versions/{version}/artifacts/{name}"
+        key = f"{self.version_prefix(pipeline, version)}/artifacts/{name}"
         if expected is None:
             raise RegistryError(f"{pipeline} {version} has no artifact {name!r}")
         data = self.store.get(key)
@@ -211,9 +243,10 @@ class ModelRegistry:
         return data
 
     def card_key(self, pipeline: str, version: str, suffix: str) -> str:
-        return f"{pipeline}/cards/{version}.{suffix}"
+        return f"{check_pipeline_name(pipeline)}/cards/{check_version_id(version)}.{suffix}"
 
     def pipelines(self) -> list[str]:
         keys = self.store.list("")
         # only committed versions count: a killed first write must not make a pipeline appear
-        return sorted({k.split("/", 1)[0] for k in keys if self._is_record_key(k)})
+        names = {k.split("/", 1)[0] for k in keys if self._is_record_key(k)}
+        return sorted(name for name in names if is_pipeline_name(name))

@@ -1,14 +1,19 @@
 """Object stores behind one interface: the local filesystem now, S3 for prod.
 
-Each `put` is atomic: a reader sees the whole object or nothing.
+Each `put` is atomic: a reader sees the whole object or nothing. `put_if_absent` is
+a conditional create: of two writers of one key exactly one succeeds (a hard link
+on local files, `If-None-Match: *` on S3), which is what serializes alias moves.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
+
+CONDITIONAL_WRITE_ATTEMPTS = 5
 
 
 class ObjectNotFound(KeyError):
@@ -20,7 +25,15 @@ class ObjectStore(ABC):
     def put(self, key: str, data: bytes) -> None: ...
 
     @abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create key with data unless it exists; True when this call created it."""
+
+    @abstractmethod
     def get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove key; a key that is not there is not an error."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -39,12 +52,12 @@ class LocalObjectStore(ObjectStore):
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents:
+        if Path(key).is_absolute() or self.root.resolve() not in path.parents:
             raise ValueError(f"key {key!r} escapes the store root")
         return path
 
-    def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+    def _write_temporary(self, path: Path, data: bytes) -> str:
+        """data in a hidden temporary file beside path, flushed to disk; returns its name."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -52,10 +65,30 @@ class LocalObjectStore(ObjectStore):
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._write_temporary(path, data)
+        try:
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        tmp = self._write_temporary(path, data)
+        try:
+            os.link(tmp, path)  # atomic, and fails when path exists: whole content or nothing
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
         try:
@@ -63,10 +96,15 @@ class LocalObjectStore(ObjectStore):
         except FileNotFoundError as exc:
             raise ObjectNotFound(key) from exc
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
+        if prefix:
+            self._path(prefix)  # refuses a prefix outside the root
         base = self.root / prefix
         directory = base if base.is_dir() else base.parent
         if not directory.is_dir():
@@ -100,6 +138,25 @@ class S3ObjectStore(ObjectStore):
 
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        for attempt in range(CONDITIONAL_WRITE_ATTEMPTS):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+                return True
+            except ClientError as exc:
+                code = exc.response["Error"]["Code"]
+                if code == "PreconditionFailed":  # 412: the key exists
+                    return False
+                if code != "ConditionalRequestConflict":  # 409: another conditional write is in flight
+                    raise
+            time.sleep(0.05 * (attempt + 1))
+        raise RuntimeError(f"{self.uri(key)}: conditional writes kept conflicting ({CONDITIONAL_WRITE_ATTEMPTS} tries)")
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def get(self, key: str) -> bytes:
         try:

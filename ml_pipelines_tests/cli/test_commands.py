@@ -192,8 +192,9 @@ def test_registry_list_of_an_unknown_pipeline_says_so_and_exits_1(homes):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["show", "credit_default", "no-such-version"], "error: credit_default has no version 'no-such-version'"),
-        (["promote", "credit_default", "v9"], "error: credit_default has no version 'v9'"),
+        (["show", "credit_default", "20260101-000000-abcdef"],
+         "error: credit_default has no version '20260101-000000-abcdef'"),
+        (["promote", "credit_default", "run-0123456789ab"], "error: credit_default has no version 'run-0123456789ab'"),
     ],
     ids=["show", "promote"],
 )

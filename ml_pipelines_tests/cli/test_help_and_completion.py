@@ -28,12 +28,13 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
                                               "[default: 127.0.0.1]", "[default: 3000]", "[default: 75]"]),
     "audit": ("print the audit trail", ["pipeline", "--since", "--limit"]),
     "trace": ("trace a prediction back", ["request_id"]),
-    "registry": ("inspect and move model versions", ["list", "show", "promote", "rollback"]),
+    "registry": ("inspect and move model versions", ["list", "show", "promote", "rollback", "history"]),
     "registry list": ("versions, aliases, metrics", ["pipeline"]),
     "registry show": ("one version with its lineage", ["pipeline", "version"]),
     "registry promote": ("make a version the champion", ["pipeline", "version", "--reason", "--alias",
                                                          "champion|challenger"]),
     "registry rollback": ("move the champion back", ["pipeline"]),
+    "registry history": ("every alias move, oldest first", ["pipeline", "--alias", "--json", "champion|challenger"]),
 }
 
 

@@ -334,8 +334,11 @@ def test_registry_cli_lists_shows_promotes_and_rolls_back(gate_story, tmp_path, 
     assert [m.reason for m in moves[-2:]] == ["incident 42", f"rollback from {first}"]
     assert all(m.actor.startswith("cli:") for m in moves[-2:])
 
+    code, out = run("registry", "show", s.name, "20260101-000000-abcdef")
+    assert code == 2
+    assert out.strip() == f"error: {s.name} has no version '20260101-000000-abcdef'"
     code, out = run("registry", "show", s.name, "no-such-version")
     assert code == 2
-    assert out.strip() == f"error: {s.name} has no version 'no-such-version'"
+    assert out.startswith("error: version id 'no-such-version' is not valid: version ids look like ")
     code, out = run("registry", "list", "no_such_pipeline")
     assert code == 1 and out.strip() == "no_such_pipeline: no versions"

@@ -2,15 +2,17 @@
 
 import pytest
 
-from ml_pipelines.core.records import Trigger
+from ml_pipelines.core.records import ServingPackage, Trigger
 from ml_pipelines.core.registry import ModelRegistry, RegistryError
 from ml_pipelines.core.storage import LocalObjectStore
 
 
 def _register(registry: ModelRegistry, artifacts) -> str:
+    version = registry.new_version_id()
     record = registry.register(
-        "p", artifacts, data_version="d", code_version="c", spec_hash="s", model_name="m",
+        "p", artifacts, version=version, data_version="d", code_version="c", spec_hash="s", model_name="m",
         framework="sklearn", params={}, metrics={"r2": 0.5}, trigger=Trigger(),
+        package=ServingPackage(f"p:{version}", f"p:{version}"),
     )
     registry.promote("p", record.version, actor="test", reason="promoted")
     return record.version

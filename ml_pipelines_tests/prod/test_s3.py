@@ -99,7 +99,7 @@ def test_a_pipeline_materializes_into_the_bucket_and_reads_back(prod_env):
     champion = json.loads(bucket.get(prod_env.key("registry", PIPELINE, "aliases", "champion.json")))
     assert (champion["version"], champion["previous"], champion["actor"]) == (version, None, f"run {result.run_id}")
     history = bucket.keys(prod_env.key("registry", PIPELINE, "alias_history") + "/")
-    assert len(history) == 1 and history[0].endswith("-champion.json")
+    assert history == [prod_env.key("registry", PIPELINE, "alias_history", "champion", "0000000001.json")]
 
     # a move made by the command-line tool, in its own process, lands in the same bucket
     cli = subprocess.run(
@@ -119,6 +119,7 @@ def test_a_pipeline_materializes_into_the_bucket_and_reads_back(prod_env):
     # the bento export: <prefix>/bentos/<pipeline>/<version>.bento, a bento archive of this version
     bento_key = prod_env.key("bentos", PIPELINE, f"{version}.bento")
     assert bucket.keys(prod_env.key("bentos") + "/") == [bento_key]
+    assert record.package.export == f"s3://{bucket.name}/{bento_key}"  # exported before the record was committed
     archive = tarfile.open(fileobj=io.BytesIO(bucket.get(bento_key)))
     members = [name for name in archive.getnames() if name.lstrip("./") == "bento.yaml"]
     assert len(members) == 1, archive.getnames()[:20]
