@@ -90,7 +90,7 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
         evaluation.evaluation_asset(ctx),
         packaging.model_package_asset(ctx),
     ]
-    checks = [evaluation.beats_champion_check(ctx)]
+    checks = [evaluation.meets_floor_check(ctx), evaluation.beats_champion_check(ctx)]
     if ctx.partitions_def is None:
         # a partitioned raw_data runs the suite inside its own step (ingestion.py says why)
         checks.insert(0, ingestion.expectation_suite_check(ctx))

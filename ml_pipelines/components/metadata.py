@@ -167,4 +167,15 @@ def gate_metadata(decision: GateDecision) -> dict[str, Any]:
     if decision.champion is not None:
         metadata["champion"] = decision.champion
         metadata["champion_version"] = decision.champion_version
+    metadata["outcome"] = decision.outcome
+    comparison = decision.comparison
+    if comparison is not None:  # the paired bootstrap the decision rests on
+        metadata.update({
+            "paired_rows": comparison.rows,
+            "loss": comparison.loss,
+            "loss_interval": dg.MetadataValue.json([comparison.loss_low, comparison.loss_high]),
+            "loss_bound": comparison.loss_bound,
+            "confidence": comparison.confidence,
+            "paired_resamples": comparison.samples,
+        })
     return metadata

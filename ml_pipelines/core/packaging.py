@@ -1,7 +1,9 @@
-"""Packaging a blessed candidate: package_version() turns the selected model, its
-evaluation and its features into an immutable registry version, the same model in
-the BentoML store, a built bento (exported to S3 when configured), the champion
-alias and a model card. The model_package asset and the benchmark's plain-Python
+"""Packaging a candidate that meets the gate's floor: package_version() turns the
+selected model, its evaluation and its features into an immutable registry version,
+the same model in the BentoML store, a built bento (exported to S3 when configured),
+an alias and a model card. The alias is `champion` when the candidate beats the
+champion by the gate's rule, else `challenger` (recorded, shadow-scored when the
+spec asks, never served to callers). The model_package asset and the benchmark's plain-Python
 baseline both call it, so there is one packaging workflow.
 
 A version becomes visible only when it can be served: artifacts, BentoML model,
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_pipelines import __version__
+from ml_pipelines.core.champion import CHALLENGER, CHAMPION
 from ml_pipelines.core.child_process import run_child
 from ml_pipelines.core.errors import GateFailed
 from ml_pipelines.core.evaluation import Evaluation
@@ -58,7 +61,7 @@ class Stage(StrEnum):
     BENTO_BUILT = "bento built"
     EXPORTED = "bento exported"
     COMMITTED = "record committed"
-    PROMOTED = "promoted to champion"
+    PROMOTED = "alias moved"
     CARD_PUBLISHED = "model card published"
 
 
@@ -75,9 +78,10 @@ class PackagedVersion:
     record: VersionRecord
     bentoml_model: BentoModelRef
     bento_tag: str
-    previous_champion: str | None
+    previous_champion: str | None  # what the alias pointed at before (champion or challenger)
     card: dict[str, str]  # md / html -> URI
     registry_uri: str
+    alias: str = CHAMPION  # champion, or challenger when the candidate did not beat the champion
 
     @property
     def version(self) -> str:
@@ -126,12 +130,14 @@ def package_version(
     child_env: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> PackagedVersion:
-    """Build, commit and promote one version; raises GateFailed when the gate does not pass.
+    """Build, commit and alias one version; raises GateFailed when the candidate fails the floor
+    (nothing that fails it reaches the registry).
 
     Safe to call again for the same run after any failure: it never makes a second version."""
     decision = gate_for(spec, evaluation)
-    if not decision.passed:
-        raise GateFailed(f"{spec.name}: the promotion gate did not pass: {decision.explain()}")
+    if not decision.meets_floor:
+        raise GateFailed(f"{spec.name}: the candidate fails the gate's floor: {decision.explain()}")
+    alias = CHAMPION if decision.passed else CHALLENGER
     name, version = spec.name, version_for(trigger)
 
     def say(stage: Stage) -> None:
@@ -147,10 +153,10 @@ def package_version(
     else:
         fields = record_fields(spec, selection, evaluation, features, decision, trigger)
         record = _build_and_commit(target, name, version, selection, evaluation, features, fields)
-    previous = _promote_once(registry, record, trigger, decision, resumed=resumed)
+    previous = _move_once(registry, record, alias, trigger, decision, resumed=resumed)
     say(Stage.PROMOTED)
     if log is not None:
-        log(f"{name} {version} is champion (previous: {previous})")
+        log(f"{name} {version} is {alias} (previous: {previous})")
     card = publish_card(registry, name, version)
     say(Stage.CARD_PUBLISHED)
     package = record.package
@@ -158,7 +164,7 @@ def package_version(
         raise RuntimeError(f"{name} {version}: committed without a serving package")
     model = bentoml_model_ref(bentoml_home, package.bentoml_model)
     uri = registry.store.uri(f"{registry.version_prefix(name, version)}/{RECORD_FILE}")
-    return PackagedVersion(record, model, package.bento, previous, card, uri)
+    return PackagedVersion(record, model, package.bento, previous, card, uri, alias)
 
 
 def _build_and_commit(
@@ -197,17 +203,19 @@ def _build_and_commit(
     return record
 
 
-def _promote_once(
-    registry: ModelRegistry, record: VersionRecord, trigger: Trigger, decision: GateDecision, *, resumed: bool
+def _move_once(
+    registry: ModelRegistry, record: VersionRecord, alias: str, trigger: Trigger, decision: GateDecision, *,
+    resumed: bool,
 ) -> str | None:
-    """Promote the version unless this run already did (a retry after the promotion); the previous champion."""
+    """Point the alias at the version unless this run already did (a retry after the move); the previous one."""
     actor = f"run {trigger.run_id}"
     if resumed:
-        done = [m for m in registry.alias_history(record.pipeline, "champion")
+        done = [m for m in registry.alias_history(record.pipeline, alias)
                 if m.version == record.version and m.actor == actor]
         if done:
             return done[-1].previous
-    return registry.promote(record.pipeline, record.version, actor=actor, reason=decision.explain()).previous
+    move = registry.set_alias(record.pipeline, alias, record.version, actor=actor, reason=decision.explain())
+    return move.previous
 
 
 def write_artifacts(directory: Path, selection: SelectionResult, evaluation: Evaluation, features: FeatureSet) -> None:

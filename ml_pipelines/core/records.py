@@ -6,7 +6,7 @@ were typed kept schema, serving and trusted_roots under `extra` and still load."
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,9 @@ from ml_pipelines.spec import ServingSpec
 
 
 def jsonable(value: Any) -> Any:
-    """numpy scalars and tuples into plain JSON types."""
+    """numpy scalars, tuples and dataclasses into plain JSON types."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return jsonable(asdict(value))
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

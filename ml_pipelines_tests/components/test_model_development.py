@@ -192,6 +192,8 @@ class GateStory:
     versions_after_worse: list[str]
     champion_after_worse: str | None
     bento_after_worse: list[str]
+    weaker: Materialized
+    weaker_version: str
     better: Materialized
     better_version: str
 
@@ -227,27 +229,35 @@ def gate_story(tmp_path_factory) -> GateStory:
     versions_after_worse = [r.version for r in worse.registry.list_versions(name)]
     champion_after_worse = worse.registry.get_alias(name, "champion")
     bento_after_worse = sorted(str(m.tag) for m in model_store(root / "bentoml").list(name))
-    # 3. a better model
+    # 3. a weaker model that still meets the floor (a depth-1 stump, roc_auc about 0.63 vs 0.65)
+    weaker = materialize(_gate_spec([{"name": "stump1", "estimator": "sklearn.tree.DecisionTreeClassifier",
+                                      "params": {"max_depth": 1}}]), root)
+    weaker_version = weaker.registry.list_versions(name)[-1].version
+    # 4. a better model
     better = materialize(_gate_spec([{"name": "logreg", "estimator": "sklearn.linear_model.LogisticRegression",
                                       "params": {"max_iter": 500}}]), root)
     versions = better.registry.list_versions(name)
     better_version = versions[-1].version
     return GateStory(root, name, first, first_version, worse, versions_after_worse, champion_after_worse,
-                     bento_after_worse, better, better_version)
+                     bento_after_worse, weaker, weaker_version, better, better_version)
 
 
-def test_gate_blocks_a_worse_challenger(gate_story):
+def test_gate_keeps_a_candidate_below_the_floor_out_of_the_registry(gate_story):
     s = gate_story
     assert s.first_version is not None
     first_auc = s.first.registry.get_version(s.name, s.first_version).metrics["roc_auc"]
     assert first_auc > 0.6
 
+    floor = s.worse.check("meets_floor")
+    assert not floor.passed
+    assert floor.description == "roc_auc 0.5000 fails the floor (at least 0.5500)"
     check = s.worse.check("beats_champion")
     assert not check.passed
     assert check.metadata  # the gate's numbers are on the check
+    assert check.metadata["outcome"].value == "rejected"
     description = check.description or ""
-    assert f"vs champion {s.first_version} {first_auc:.4f}: worse by" in description
-    assert "roc_auc 0.5000" in description
+    assert f"vs champion {s.first_version}: roc_auc 0.5000 vs {first_auc:.4f} on the same" in description
+    assert "worse by" in description and "paired resamples" in description
     assert not s.worse.success
     assert "model_package" not in s.worse.materialized()
     assert "evaluation" in s.worse.materialized()
@@ -255,6 +265,28 @@ def test_gate_blocks_a_worse_challenger(gate_story):
     assert s.versions_after_worse == [s.first_version]
     assert s.champion_after_worse == s.first_version
     assert s.bento_after_worse == [f"{s.name}:{s.first_version}"]
+
+
+def test_a_candidate_that_meets_the_floor_but_loses_becomes_the_challenger(gate_story):
+    s = gate_story
+    assert s.weaker.success, s.weaker.step_errors()
+    assert s.weaker.check("meets_floor").passed
+    check = s.weaker.check("beats_champion")
+    assert not check.passed
+    assert check.metadata["outcome"].value == "challenger"
+    assert "may be worse than the champion by more than 0.0100 at 95% confidence" in (check.description or "")
+    assert check.metadata["loss_bound"].value > 0.01
+    assert "model_package" in s.weaker.materialized()
+    package = [e for e in s.weaker.result.get_asset_materialization_events() if e.asset_key.path[-1] == "model_package"]
+    assert package[0].materialization.metadata["alias"].value == "challenger"
+    record = s.weaker.registry.get_version(s.name, s.weaker_version)
+    assert record.model_name == "stump1" and record.extra["gate"]["passed"] is False
+    moves = s.weaker.registry.alias_history(s.name, "challenger")
+    assert [(m.previous, m.version) for m in moves] == [(None, s.weaker_version)]
+    assert "may be worse" in moves[0].reason  # the reason travels with the alias move
+    # the champion stayed through it
+    assert [(m.previous, m.version) for m in s.weaker.registry.alias_history(s.name, "champion")][0] == (
+        None, s.first_version)
 
 
 def test_a_better_challenger_passes_and_becomes_champion(gate_story):
@@ -271,13 +303,15 @@ def test_a_better_challenger_passes_and_becomes_champion(gate_story):
     assert record.metrics["roc_auc"] > s.first.registry.get_version(s.name, s.first_version).metrics["roc_auc"]
     assert record.extra["gate"]["passed"] is True
     assert record.extra["gate"]["champion_version"] == s.first_version
-    assert [r.version for r in s.better.registry.list_versions(s.name)] == [s.first_version, s.better_version]
+    assert record.extra["gate"]["comparison"]["rows"] == record.features.test_rows  # the paired rows
+    assert [r.version for r in s.better.registry.list_versions(s.name)] == [
+        s.first_version, s.weaker_version, s.better_version]
     assert s.better.registry.get_alias(s.name, "champion") == s.better_version
     moves = s.better.registry.alias_history(s.name, "champion")
     assert [(m.previous, m.version) for m in moves] == [(None, s.first_version), (s.first_version, s.better_version)]
     assert moves[-1].actor == f"run {s.better.result.run_id}"
     bento = sorted(str(m.tag) for m in model_store(s.root / "bentoml").list(s.name))
-    assert bento == sorted([f"{s.name}:{s.first_version}", f"{s.name}:{s.better_version}"])
+    assert bento == sorted([f"{s.name}:{v}" for v in (s.first_version, s.weaker_version, s.better_version)])
 
 
 # ------------------------------------------------------------------ the registry CLI
@@ -300,9 +334,11 @@ def test_registry_cli_lists_shows_promotes_and_rolls_back(gate_story, tmp_path, 
     lines = out.splitlines()
     assert lines[0].split() == ["version", "created_at", "model", "aliases", "metrics"]
     assert lines[1].split()[0] == first and lines[1].split()[2] == "stump" and lines[1].split()[3] == "-"
-    assert lines[2].split()[0] == better and lines[2].split()[2] == "logreg" and lines[2].split()[3] == "champion"
-    assert "roc_auc=" in lines[2] and "accuracy=" in lines[2]
-    assert len(lines) == 3
+    weaker = s.weaker_version
+    assert lines[2].split()[0] == weaker and lines[2].split()[2] == "stump1" and lines[2].split()[3] == "challenger"
+    assert lines[3].split()[0] == better and lines[3].split()[2] == "logreg" and lines[3].split()[3] == "champion"
+    assert "roc_auc=" in lines[3] and "accuracy=" in lines[3]
+    assert len(lines) == 4
 
     record = s.better.registry.get_version(s.name, better)
     code, out = run("registry", "show", s.name, better)
@@ -320,7 +356,7 @@ def test_registry_cli_lists_shows_promotes_and_rolls_back(gate_story, tmp_path, 
     assert code == 0
     assert out.strip() == f"{s.name}: champion {better} -> {first}"
     code, out = run("registry", "list", s.name)
-    assert out.splitlines()[1].split()[3] == "champion" and out.splitlines()[2].split()[3] == "-"
+    assert out.splitlines()[1].split()[3] == "champion" and out.splitlines()[3].split()[3] == "-"
 
     code, out = run("registry", "rollback", s.name)
     assert code == 0

@@ -37,7 +37,8 @@ def packaged_metadata(packaged: PackagedVersion) -> dict:
         "bentoml_tag": packaged.bentoml_model.tag,
         "bento": packaged.bento_tag,
         "bentoml_path": dg.MetadataValue.path(packaged.bentoml_model.path),
-        "previous_champion": packaged.previous_champion or "none",
+        "alias": packaged.alias,
+        f"previous_{packaged.alias}": packaged.previous_champion or "none",
         "model_card": md.uri_value(packaged.card["html"]),
         "model_card_markdown": md.uri_value(packaged.card["md"]),
         "registry": packaged.registry_uri,
@@ -55,7 +56,7 @@ def model_package_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
         },
         description=ctx.describe(
             "A registry version with full lineage, the same model in the BentoML store, "
-            "promoted to champion when the gate passes."
+            "champion when it beats the current one by the gate's rule, else the challenger."
         ),
         kinds={"bentoml"},
         **ctx.stage_settings("model_package", "packaging"),
@@ -69,8 +70,8 @@ def model_package_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
         registry: RegistryResource,
         bento_store: BentoStoreResource,
     ) -> dg.Output[PackagedVersion]:
-        # the blocking gate check normally stops the run first; package_version checks it again
-        # (GateFailed) for a package-only run
+        # the blocking meets_floor check normally stops the run first; package_version checks the
+        # floor again (GateFailed) for a package-only run, and picks champion or challenger
         packaged = package_version(
             ctx.spec, trained_model, evaluation, features,
             registry=registry.registry(),
