@@ -154,7 +154,7 @@ def select_model(
             fold_model = clone(template)
             start = time.perf_counter()
             val_frame = x.iloc[val_idx]
-            with deterministic_failures(candidate, x.iloc[train_idx], y.iloc[train_idx], features.task):
+            with deterministic_failures(candidate, x, y, features.task):
                 _fit(fold_model, x.iloc[train_idx], y.iloc[train_idx], log)
                 fit_seconds += time.perf_counter() - start
                 predictions, proba = predict(fold_model, val_frame, features.task)
