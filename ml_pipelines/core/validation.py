@@ -214,10 +214,12 @@ def infer_schema(frame: pd.DataFrame, *, categorical_columns: tuple[str, ...] = 
 
 def spec_schema(spec: PipelineSpec, frame: pd.DataFrame, reference: ResolvedSchema | None) -> ResolvedSchema:
     """The spec's schema resolved on this data; a classification target is categorical and
-    needs at least MIN_CLASSES classes."""
+    needs at least MIN_CLASSES classes. A partitioned source is validated one partition at a
+    time, and one day may rightly hold one class, so there the classes are counted where the
+    partitions are combined (core.features.build_feature_set)."""
     categorical = (spec.target,) if spec.task == "classification" else ()
     schema = resolve_schema(spec.data_schema, frame, reference=reference, categorical_columns=categorical)
-    if spec.task != "classification":
+    if spec.task != "classification" or spec.source.partitions is not None:
         return schema
     if schema.rule(spec.target) is None:
         return replace(schema, rules=(*schema.rules, ColumnRule(spec.target, min_distinct=MIN_CLASSES)))

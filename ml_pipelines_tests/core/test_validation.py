@@ -20,7 +20,7 @@ from ml_pipelines.core.validation import (
     row_failures,
     run_suite,
 )
-from ml_pipelines.spec import SchemaSpec
+from ml_pipelines.spec import FileSource, SchemaSpec
 
 ROWS = 400
 
@@ -366,6 +366,9 @@ def test_the_class_rule_is_added_even_without_inference_and_only_for_classificat
     assert schema.rule("defaulted").min_distinct == 2
     regression = classification_spec().model_copy(update={"task": "regression"})
     assert spec_schema(regression, clean, None).rule("defaulted").min_distinct is None
+    partitioned = classification_spec().model_copy(update={"source": FileSource(
+        kind="csv", path="x.csv", partitions={"start_date": "2026-01-01", "column": "day"})})
+    assert spec_schema(partitioned, clean, None).rule("defaulted").min_distinct is None  # counted in features
     # a reference's class rule does not stick to a column that is no longer the target
     assert resolve_schema(SchemaSpec(), clean, reference=schema).rule("defaulted").min_distinct is None
 
