@@ -313,6 +313,26 @@ def test_bad_data_stops_the_chain_and_leaves_champion_and_file_alone(case, packa
     assert retries(m) == []  # a deterministic failure is never retried
 
 
+def test_infinite_values_on_a_first_run_fail_validation_naming_the_column(platform_root, tmp_path):
+    """No champion yet: the ranges are inferred from this data, so +inf used to widen
+    income's range to infinity, pass `min: 0`, and fail training three times over."""
+    data = tmp_path / "data" / "loans.csv"
+    data.parent.mkdir()
+    data.write_bytes(_csv(_infinite(loans_frame())))
+    digest = sha256(data)
+
+    m = materialize(loans_spec(), platform_root, base_dir=tmp_path)
+
+    assert not m.success
+    evaluation = checks(m)["matches_expectation_suite"]
+    assert evaluation.passed is False
+    assert "expect_column_values_to_not_be_in_set on income: 5 unexpected (infinite values)" in evaluation.description
+    assert m.materialized() == {"raw_data"}
+    assert m.registry.list_versions("loans") == []
+    assert retries(m) == []
+    assert sha256(data) == digest
+
+
 def test_a_training_error_on_bad_data_names_candidate_and_column_and_is_not_retried(packaged, tmp_path):
     """With inference off, an undeclared column has no rules, so an infinite value reaches
     training: scikit-learn's ValueError fails the step once, naming the candidate and column."""
