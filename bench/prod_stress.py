@@ -3,7 +3,8 @@ WORKERS at once, against a real PostgreSQL instance (docker/dagster.yaml's stora
 and concurrency sections) and a real S3 API (moto's server), all on loopback.
 
 Each worker is a process, like a run pod: `python -m ml_pipelines_tests.prod.jobs
-fast N` executes the credit_default retrain job (3,000 rows, one logistic
+varied N SEED` executes the credit_default retrain job (3,000 rows drawn with a
+new seed each run, so that each run trains and registers a version; one logistic
 regression) N times in a row with ML_PIPELINES_ENV=prod (S3 IO manager, S3
 registry, bento exports to S3) and its own scratch directory. Meanwhile the
 benchmark polls pg_stat_activity for open connections and the runs table for
@@ -150,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             log = open(work / f"worker-{index}.log", "w")  # noqa: SIM115 - closed below
             logs.append(log)
             workers.append(subprocess.Popen(
-                [sys.executable, "-m", "ml_pipelines_tests.prod.jobs", "fast", str(count)],
+                # each run draws its own data, so every run trains and registers a version
+                [sys.executable, "-m", "ml_pipelines_tests.prod.jobs", "varied", str(count), str(1000 * (index + 1))],
                 cwd=REPO_ROOT, env={**env, "TMPDIR": str(scratch)}, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             ))

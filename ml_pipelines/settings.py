@@ -13,6 +13,8 @@ Variables:
     DAGSTER_HOME              the Dagster instance folder (the demo defaults it to ./.dagster_home)
     ML_PIPELINES_SERVE_*, ML_PIPELINES_AUDIT, ML_PIPELINES_API_KEYS, ML_PIPELINES_WATCH_SECONDS,
     ML_PIPELINES_SERVING      the model service (see ServeSettings)
+    ML_PIPELINES_TRUSTED_MODULES  comma-separated packages a spec may name code from, on top of
+                              the defaults (ml_pipelines.dotted.trusted_modules)
 Specs may name any variable as ${VAR} in a path or {{ env.VAR }} in a connection;
 those are resolved at run time from `Settings.variables`.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ DEFAULT_HOME = ".ml_pipelines"
 DEFAULT_S3_PREFIX = "ml_pipelines"
 # every child process we start stays offline and quiet
 QUIET_ENV = {"BENTOML_DO_NOT_TRACK": "True", "DAGSTER_DISABLE_TELEMETRY": "1"}
+MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 class SettingsError(ValueError):
@@ -71,6 +75,8 @@ class Settings:
     s3_prefix: str = DEFAULT_S3_PREFIX
     dagster_home: Path | None = None
     serve: ServeSettings = field(default_factory=ServeSettings)
+    # ML_PIPELINES_TRUSTED_MODULES: packages a spec may name code from, besides the defaults
+    extra_trusted_modules: tuple[str, ...] = ()
     # the whole environment, for ${VAR} in specs and for child processes; never printed
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -88,6 +94,7 @@ class Settings:
             s3_prefix=(environ.get("ML_PIPELINES_S3_PREFIX") or DEFAULT_S3_PREFIX).strip("/"),
             dagster_home=Path(dagster_home).resolve() if dagster_home else None,
             serve=ServeSettings.from_environ(environ),
+            extra_trusted_modules=_module_names(environ, "ML_PIPELINES_TRUSTED_MODULES"),
             environ=environ,
         )
 
@@ -115,6 +122,15 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+def _module_names(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """`pkg_a, pkg_b.sub` -> ("pkg_a", "pkg_b.sub"); anything but module names is an error."""
+    names = [part.strip() for part in environ.get(name, "").split(",") if part.strip()]
+    for module in names:
+        if not MODULE_NAME.match(module):
+            raise SettingsError(f"{name}: {module!r} is not a module name like 'my_pkg' or 'my_pkg.features'")
+    return tuple(dict.fromkeys(names))
 
 
 def _json_object(environ: Mapping[str, str], name: str) -> dict[str, Any]:

@@ -1,17 +1,19 @@
 """The pipeline spec: the pydantic model of one `defs.yaml` (DESIGN section 3).
 
 Everything here is checked when the spec is loaded, without reading any data:
-unknown keys, wrong types, missing required fields, dotted paths that do not
-import, features listed twice, expressions that do not parse, empty ranges and
-date spans, gate floors a metric cannot reach, Kubernetes quantities, cron
-expressions, search grids over MAX_CANDIDATES and names over Dagster's tag limit.
-Pydantic error locations name the field path. (The YAML text itself, before it
-becomes this model, is checked by core.spec_files: alias bombs, duplicate keys.)
+unknown keys, wrong types, missing required fields, dotted paths outside the
+trusted modules or that do not import (dotted.py), estimators that are not
+scikit-learn estimator classes, expressions that do not parse or fall outside the
+allowed subset (expressions.py), connection URLs with a literal secret
+(connections.py), features listed twice, empty ranges and date spans, gate floors
+a metric cannot reach, Kubernetes quantities, cron expressions (cron.py), search
+grids over MAX_CANDIDATES and names over Dagster's tag limit. Pydantic error
+locations name the field path. (The YAML text itself, before it becomes this
+model, is checked by core.spec_files: alias bombs, duplicate keys.)
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import math
@@ -21,8 +23,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from ml_pipelines.connections import RefusedValue, literal_connection_problem, redact_url
 from ml_pipelines.cron import cron_error
-from ml_pipelines.dotted import import_dotted
+from ml_pipelines.dotted import UntrustedPathError, import_dotted
+from ml_pipelines.expressions import check_expression
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 # Dagster refuses asset tag values over 63 characters, and every asset is tagged pipeline=<name>
@@ -70,11 +74,32 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_importable(path: str, what: str) -> str:
+def _import_trusted(path: str, what: str) -> Any:
+    """The object at a dotted path; the trust check comes first, so nothing untrusted is imported."""
     try:
-        import_dotted(path)
+        return import_dotted(path)
+    except UntrustedPathError as exc:
+        raise ValueError(f"{what} {path!r} is not allowed: {exc}") from None
     except (ImportError, AttributeError, ValueError) as exc:
         raise ValueError(f"{what} {path!r} cannot be imported: {exc}") from exc
+
+
+def _check_function(path: str, what: str) -> str:
+    obj = _import_trusted(path, what)
+    if isinstance(obj, type) or not callable(obj):
+        raise ValueError(f"{what} {path!r} is not a function (it is a {type(obj).__name__})")
+    return path
+
+
+def _check_estimator(path: str) -> str:
+    from sklearn.base import BaseEstimator
+
+    obj = _import_trusted(path, "estimator")
+    if not (isinstance(obj, type) and issubclass(obj, BaseEstimator) and callable(getattr(obj, "fit", None))):
+        raise ValueError(
+            f"estimator {path!r} is not a scikit-learn estimator class "
+            "(a subclass of sklearn.base.BaseEstimator with a fit method)"
+        )
     return path
 
 
@@ -105,8 +130,8 @@ class SyntheticSource(_SourceBase):
 
     @field_validator("generator")
     @classmethod
-    def _generator_imports(cls, value: str) -> str:
-        return _check_importable(value, "generator")
+    def _generator_is_trusted(cls, value: str) -> str:
+        return _check_function(value, "generator")
 
 
 class FileSource(_SourceBase):
@@ -118,7 +143,23 @@ class FileSource(_SourceBase):
 class SqlSource(_SourceBase):
     kind: Literal["sql"]
     query: str
-    connection: str = Field(description='SQLAlchemy URL, or "{{ env.VAR }}" resolved at run time.')
+    connection: str = Field(description='"{{ env.VAR }}" resolved at run time, or an SQLAlchemy URL without secrets.')
+
+    @model_validator(mode="before")
+    @classmethod
+    def _redact_refused_connection(cls, data: Any) -> Any:
+        # Dagster prints every error's input value, so a literal URL with a secret is swapped
+        # for its redacted form before `_connection_is_usable` refuses it
+        value = data.get("connection") if isinstance(data, dict) else None
+        problem = literal_connection_problem(value) if isinstance(value, str) else None
+        return {**data, "connection": RefusedValue(redact_url(value), problem)} if problem else data
+
+    @field_validator("connection", mode="before")
+    @classmethod
+    def _connection_is_usable(cls, value: Any) -> Any:
+        if isinstance(value, RefusedValue):
+            raise ValueError(value.reason)
+        return value
 
 
 class PredictionLogSource(StrictModel):
@@ -126,10 +167,41 @@ class PredictionLogSource(StrictModel):
     start_date: date = Field(default=date(2026, 1, 1), description="First daily partition of the log.")
 
 
+class ProductionFiles(FileSource):
+    id_column: str | None = Field(
+        default=None,
+        description="Column that identifies each production row; labels join on it (monitoring.labels).",
+    )
+
+
 Source = Annotated[SyntheticSource | FileSource | SqlSource, Field(discriminator="kind")]
-ProductionSource = Annotated[
-    FileSource | PredictionLogSource, Field(discriminator="kind")
-]
+ProductionSource = Annotated[ProductionFiles | PredictionLogSource, Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- labels (ground truth arriving later)
+
+
+class FileLabels(StrictModel):
+    kind: Literal["csv", "parquet"]
+    path: str = Field(description="Local path, glob, or s3:// URL of label files; ${VAR} is expanded at run time.")
+    id_column: str | None = Field(
+        default=None, description="Id column in the label files; defaults to production_data.id_column."
+    )
+    read_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SqlLabels(StrictModel):
+    kind: Literal["sql"]
+    query: str = Field(description="Returns the id column and the target column (and optionally labelled_at).")
+    connection: str = Field(description='SQLAlchemy URL, or "{{ env.VAR }}" resolved at run time.')
+    id_column: str | None = Field(default=None, description="Defaults to production_data.id_column.")
+
+
+class FeedbackLabels(StrictModel):
+    kind: Literal["feedback"] = Field(description="What clients POST to the model service's /feedback.")
+
+
+LabelSource = Annotated[FileLabels | SqlLabels | FeedbackLabels, Field(discriminator="kind")]
 
 # ---------------------------------------------------------------- schema
 
@@ -189,7 +261,9 @@ class SchemaSpec(StrictModel):
 
 class DerivedFeature(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    expr: str | None = Field(default=None, description="pandas eval expression over input columns.")
+    expr: str | None = Field(
+        default=None, description="Arithmetic, comparisons and a few math functions over input columns."
+    )
     function: str | None = Field(default=None, description="Dotted path to f(DataFrame) -> Series.")
     inputs: list[str] | None = Field(
         default=None, description="Columns the function reads (required with `function`)."
@@ -198,22 +272,22 @@ class DerivedFeature(StrictModel):
 
     @field_validator("expr")
     @classmethod
-    def _expr_parses(cls, value: str | None) -> str | None:
+    def _expr_is_allowed(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                ast.parse(value, mode="eval")
-            except SyntaxError as exc:
-                raise ValueError(f"expression {value!r} does not parse: {exc.msg} (column {exc.offset})") from exc
+            check_expression(value)
         return value
+
+    @field_validator("function")
+    @classmethod
+    def _function_is_trusted(cls, value: str | None) -> str | None:
+        return None if value is None else _check_function(value, "function")
 
     @model_validator(mode="after")
     def _one_definition(self) -> DerivedFeature:
         if (self.expr is None) == (self.function is None):
             raise ValueError("give exactly one of `expr` or `function`")
-        if self.function is not None:
-            _check_importable(self.function, "function")
-            if not self.inputs:
-                raise ValueError("`inputs` is required with `function`")
+        if self.function is not None and not self.inputs:
+            raise ValueError("`inputs` is required with `function`")
         return self
 
 
@@ -293,13 +367,13 @@ class _ModelBase(StrictModel):
 
 class SklearnModel(_ModelBase):
     framework: Literal["sklearn"] = "sklearn"
-    estimator: str = Field(description="Dotted path to a scikit-learn compatible estimator class.")
+    estimator: str = Field(description="Dotted path to a scikit-learn estimator class (a BaseEstimator).")
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("estimator")
     @classmethod
-    def _estimator_imports(cls, value: str) -> str:
-        return _check_importable(value, "estimator")
+    def _estimator_is_trusted(cls, value: str) -> str:
+        return _check_estimator(value)
 
 
 class TorchModel(_ModelBase):
@@ -341,6 +415,11 @@ class GateSpec(StrictModel):
     metric: str | None = None
     min: float | None = None
     max_regression: float = Field(default=0.0, ge=0)
+    confidence: float = Field(
+        default=0.95, ge=0.5, lt=1,
+        description="Paired bootstrap over the holdout rows: the candidate becomes champion only when, at this "
+        "confidence, it is not worse than the champion by more than max_regression.",
+    )
 
 
 class EvaluationSpec(StrictModel):
@@ -376,10 +455,18 @@ def _check_cron(value: str | None) -> str | None:
     return value
 
 
+class WindowSpec(StrictModel):
+    batches: int = Field(ge=1, description="The newest N labelled production batches join the training data.")
+
+
 class RetrainSpec(StrictModel):
     on_drift: bool = True
+    on_performance: bool = Field(default=True, description="Retrain when performance_holds fails (needs labels).")
     cooldown_hours: float = Field(default=6, ge=0)
     cron: str | None = Field(default=None, description="Cron schedule of a retrain run (5 fields or @daily...).")
+    window: WindowSpec | None = Field(
+        default=None, description="Labelled production batches that join the source data when retraining."
+    )
 
     @field_validator("cron")
     @classmethod
@@ -387,8 +474,18 @@ class RetrainSpec(StrictModel):
         return _check_cron(value)
 
 
+class PerformanceSpec(StrictModel):
+    metric: str | None = Field(default=None, description="Defaults to the gate's metric.")
+    max_drop: float = Field(
+        default=0.05, ge=0, description="Largest allowed drop against the version's own holdout value."
+    )
+    min_rows: int = Field(default=200, ge=1, description="Labelled rows needed before the check can fail.")
+
+
 class MonitoringSpec(StrictModel):
     production_data: ProductionSource | None = None
+    labels: LabelSource | None = Field(default=None, description="Ground truth for production rows, by id.")
+    performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
     check_cron: str | None = Field(default=None, description="Cron schedule of the drift check (5 fields or @hourly...).")
     retrain: RetrainSpec = Field(default_factory=RetrainSpec)
@@ -398,6 +495,38 @@ class MonitoringSpec(StrictModel):
     @classmethod
     def _cron_parses(cls, value: str | None) -> str | None:
         return _check_cron(value)
+
+    @model_validator(mode="after")
+    def _labels_join_production_rows(self) -> MonitoringSpec:
+        if self.labels is not None:
+            if self.production_data is None:
+                raise ValueError("labels: ground truth joins production rows; set production_data too")
+            if isinstance(self.labels, FeedbackLabels) and not isinstance(self.production_data, PredictionLogSource):
+                raise ValueError("labels: kind feedback labels the served predictions; production_data must be "
+                                 "kind prediction_log")
+            if not isinstance(self.labels, FeedbackLabels) and self.production_id_columns() is None:
+                raise ValueError("production_data.id_column: labels join production rows by id; name the id column")
+        if self.retrain.window is not None and self.labels is None:
+            raise ValueError("retrain.window: only labelled production batches can join the training data; "
+                             "set monitoring.labels")
+        return self
+
+    def production_id_columns(self) -> list[str] | None:
+        """The id of a production row: its id column, or (prediction log) the request id and record index."""
+        if isinstance(self.production_data, PredictionLogSource):
+            return ["request_id", "index"]
+        if self.production_data is not None and self.production_data.id_column:
+            return [self.production_data.id_column]
+        return None
+
+    def label_id_columns(self) -> list[str] | None:
+        """The same id in the label data (files and SQL may name it differently)."""
+        production = self.production_id_columns()
+        if self.labels is None or production is None:
+            return None
+        if isinstance(self.labels, FeedbackLabels) or not self.labels.id_column:
+            return production
+        return [self.labels.id_column, *production[1:]]
 
 
 # ---------------------------------------------------------------- resources
@@ -465,6 +594,7 @@ class PipelineSpec(StrictModel):
             ("selection.metric", self.selection.metric),
             ("evaluation.gate.metric", self.evaluation.gate.metric),
             *((f"evaluation.metrics[{i}]", m) for i, m in enumerate(self.evaluation.metrics or [])),
+            ("monitoring.performance.metric", self.monitoring.performance.metric),
         ):
             if metric is not None and metric not in allowed:
                 raise ValueError(
@@ -513,6 +643,10 @@ class PipelineSpec(StrictModel):
     @property
     def gate_metric(self) -> str:
         return self.evaluation.gate.metric or self.selection_metric
+
+    @property
+    def performance_metric(self) -> str:
+        return self.monitoring.performance.metric or self.gate_metric
 
     def spec_hash(self) -> str:
         """Stable hash of the spec's content (key order and formatting do not matter)."""

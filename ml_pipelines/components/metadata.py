@@ -13,6 +13,7 @@ import pandas as pd
 from ml_pipelines.core.evaluation import Evaluation
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.gate import GateDecision
+from ml_pipelines.core.retrain_data import Provenance
 from ml_pipelines.core.selection import SelectionResult
 from ml_pipelines.core.validation import ValidationReport
 
@@ -44,6 +45,17 @@ def png_markdown(title: str, png: bytes) -> dg.MetadataValue:
 
 def table_schema(frame: pd.DataFrame) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(str(c), str(frame[c].dtype)) for c in frame.columns])
+
+
+def provenance_metadata(provenance: Provenance) -> dict[str, Any]:
+    """Where training rows came from, when a retrain window added production batches."""
+    if not provenance.batches:
+        return {}
+    return {
+        "source_rows": provenance.source_rows,
+        "production_rows": provenance.production_rows,
+        "training_batches": markdown_table(["batch", "rows"], [[b.batch, b.rows] for b in provenance.batches]),
+    }
 
 
 def frame_metadata(frame: pd.DataFrame) -> dict[str, Any]:
@@ -93,6 +105,8 @@ def features_metadata(features: FeatureSet, raw_key: dg.AssetKey) -> dict[str, A
         "stratified_split": features.stratified,
         "data_hash": features.data_version,
         "partitions": dg.MetadataValue.json(list(features.partitions)),
+        "holdout": features.holdout,
+        **(provenance_metadata(features.provenance) if features.provenance else {}),
         "dagster/column_schema": schema,
         "dagster/column_lineage": lineage,
     }

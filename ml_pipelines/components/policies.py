@@ -21,6 +21,9 @@ STAGE_OF_ASSET = {
     "model_package": "package",
 }
 DEFAULT_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
+# run tags that say why a retrain ran; the version record keeps them (core.records.Trigger)
+RETRAIN_REASON_TAG = "ml_pipelines/retrain_reason"  # drift | performance | schedule
+REASON_DETAIL_TAG = "ml_pipelines/reason"  # the sensor's words
 GPU_POOL = "gpu"
 # transient failures (an S3 blip, a preempted pod) are retried with backoff;
 # deterministic ones (core.errors.InputError) fail at once through fail_fast_on_bad_input

@@ -17,6 +17,7 @@ from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.core.validation import ResolvedSchema
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"  # met the floor but did not beat the champion; shadow-scored when serving.shadow
 
 
 @dataclass(frozen=True)
@@ -59,3 +60,18 @@ def champion_profile(registry: ModelRegistry, pipeline: str) -> tuple[str, Refer
         if not profile_path.exists():
             raise NoChampion(f"{pipeline}: champion {version} has no reference profile; retrain it")
         return version, ReferenceProfile.from_bytes(profile_path.read_bytes())
+
+
+def unchanged_version(
+    registry: ModelRegistry, pipeline: str, *, data_version: str, spec_hash: str, code_version: str
+) -> VersionRecord | None:
+    """The champion or challenger built from exactly this data, spec and code, if there is one:
+    retraining it would produce the same model again."""
+    for alias in (CHAMPION, CHALLENGER):
+        version = registry.get_alias(pipeline, alias)
+        if version is None:
+            continue
+        record = registry.get_version(pipeline, version)
+        if (record.data_version, record.spec_hash, record.code_version) == (data_version, spec_hash, code_version):
+            return record
+    return None

@@ -14,6 +14,7 @@ from ml_pipelines.core.champion import Champion
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.metrics import MetricError, compute_metric, compute_metrics, regression_of
 from ml_pipelines.core.models import predict
+from ml_pipelines.core.performance import PairedComparison, Scored, paired_bootstrap
 from ml_pipelines.spec import PipelineSpec
 
 
@@ -31,12 +32,7 @@ class SliceMetrics:
     metrics: dict[str, float | None]
 
 
-@dataclass(frozen=True)
-class Predictions:
-    y_true: np.ndarray
-    y_pred: np.ndarray
-    proba: np.ndarray | None
-    classes: tuple | None
+Predictions = Scored  # one model's predictions on the holdout rows
 
 
 @dataclass
@@ -51,6 +47,9 @@ class Evaluation:
     champion_metrics: dict[str, float] | None = None
     champion_note: str | None = None  # how the champion's numbers were obtained
     plots: dict[str, bytes] = field(default_factory=dict, repr=False)  # name -> PNG
+    champion_predictions: Predictions | None = field(default=None, repr=False)  # on the same rows
+    comparison: PairedComparison | None = None  # candidate vs champion, paired bootstrap on the gate metric
+    holdout: str = "random"  # how the holdout rows were chosen
 
 
 def holdout_predictions(model: Pipeline, features: FeatureSet) -> Predictions:
@@ -153,6 +152,7 @@ def evaluate(
         try:
             cp = holdout_predictions(champion.model, features)
             result.champion_metrics = compute_metrics(metric_names, cp.y_true, cp.y_pred, cp.proba, cp.classes)
+            result.champion_predictions = cp
             result.champion_note = f"champion {champion.version} scored on the same {len(cp.y_true)} holdout rows"
         except (KeyError, ValueError, MetricError) as exc:
             # e.g. the spec gained a feature the champion never saw
@@ -167,8 +167,9 @@ def evaluate(
 def evaluate_for_spec(
     spec: PipelineSpec, model: Pipeline, features: FeatureSet, champion: Champion | None
 ) -> Evaluation:
-    """evaluate with the spec's metrics, slices, gate metric (for importance) and bootstrap samples."""
-    return evaluate(
+    """evaluate with the spec's metrics, slices, gate metric (for importance) and bootstrap samples;
+    with a champion scored on the same rows, the paired comparison the gate decides with."""
+    result = evaluate(
         model,
         features,
         spec.evaluation_metrics,
@@ -177,3 +178,14 @@ def evaluate_for_spec(
         bootstrap_samples=spec.evaluation.bootstrap_samples,
         champion=champion,
     )
+    result.holdout = features.holdout
+    if result.champion_predictions is not None and spec.evaluation.bootstrap_samples > 0:
+        try:
+            result.comparison = paired_bootstrap(
+                spec.gate_metric, result.predictions, result.champion_predictions,
+                samples=spec.evaluation.bootstrap_samples, confidence=spec.evaluation.gate.confidence,
+                seed=spec.features.split.seed,
+            )
+        except MetricError:
+            result.comparison = None  # e.g. one class in the holdout: the point comparison decides
+    return result

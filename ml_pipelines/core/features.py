@@ -5,7 +5,6 @@ applies exactly the transform that training fitted.
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,7 +19,9 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ml_pipelines.core.errors import FeatureError
 from ml_pipelines.core.records import ModelInputs
+from ml_pipelines.core.retrain_data import ORIGIN_COLUMN, Provenance, newest_production_positions, provenance_of
 from ml_pipelines.dotted import import_dotted
+from ml_pipelines.expressions import ExpressionError, check_expression, evaluate_expression
 from ml_pipelines.spec import DerivedFeature, PipelineSpec, SplitSpec
 
 
@@ -52,6 +53,8 @@ class FeatureSet:
     data_version: str = ""  # content hash of the validated data the split came from
     schema: Any = None  # the ResolvedSchema the data was validated against
     partitions: tuple[str, ...] = ()
+    provenance: Provenance | None = None  # rows from the source and from each production batch
+    holdout: str = "random"  # random | time | newest production rows
 
     def with_lineage(self, *, data_version: str, schema: Any, partitions: tuple[str, ...]) -> FeatureSet:
         return replace(self, data_version=data_version, schema=schema, partitions=partitions)
@@ -91,13 +94,11 @@ class FeatureSet:
 
 
 def expr_inputs(expr: str) -> list[str]:
-    """Column names an expression reads, in order of appearance."""
+    """Column names an expression reads, in order of appearance (function names excluded)."""
     try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError as exc:
-        raise FeatureError(f"expression {expr!r} is not valid: {exc.msg}") from exc
-    names = [node.id for node in ast.walk(tree) if isinstance(node, ast.Name)]
-    return list(dict.fromkeys(names))
+        return check_expression(expr)
+    except ExpressionError as exc:
+        raise FeatureError(str(exc)) from None
 
 
 def derived_inputs(feature: DerivedFeature) -> list[str]:
@@ -132,7 +133,7 @@ def check_required_columns(frame: pd.DataFrame, spec: PipelineSpec, where: str) 
 def resolve_feature_columns(spec: PipelineSpec, frame: pd.DataFrame) -> FeatureColumns:
     """The spec's features, or, where it leaves them out, every non-target column by dtype."""
     features = spec.features
-    excluded = {spec.target}
+    excluded = {spec.target, ORIGIN_COLUMN, *(spec.monitoring.production_id_columns() or [])}
     if features.split.by == "time" and features.split.column:
         excluded.add(features.split.column)
     if spec.source.partitions is not None:
@@ -164,7 +165,8 @@ def _is_numeric(series: pd.Series) -> bool:
 
 
 class DerivedColumns(TransformerMixin, BaseEstimator):
-    """Adds the spec's derived columns (pandas eval expressions or functions)."""
+    """Adds the spec's derived columns: expressions (checked, then DataFrame.eval) or functions
+    from trusted modules. Both are checked again here, where a stored model runs them."""
 
     def __init__(self, derived: tuple[tuple[str, str | None, str | None], ...] = ()):
         self.derived = derived
@@ -177,7 +179,7 @@ class DerivedColumns(TransformerMixin, BaseEstimator):
         for name, expr, function in self.derived:
             try:
                 if expr is not None:
-                    frame[name] = frame.eval(expr, engine="python")
+                    frame[name] = evaluate_expression(expr, frame)
                 else:
                     frame[name] = import_dotted(function)(frame)
             except Exception as exc:  # noqa: BLE001 - re-raised with the feature's name
@@ -225,6 +227,17 @@ def split_frame(frame: pd.DataFrame, target: str, split: SplitSpec, task: str) -
     return train.reset_index(drop=True), test.reset_index(drop=True), stratify is not None
 
 
+def split_newest_production(frame: pd.DataFrame, test_size: float) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """When labelled production rows are in the data, the holdout is the newest of them
+    (time order), so candidate and champion are compared on the world as it is now."""
+    positions = newest_production_positions(frame, test_size)
+    if positions is None:
+        return None
+    test_mask = np.zeros(len(frame), dtype=bool)
+    test_mask[positions] = True
+    return frame.loc[~test_mask].reset_index(drop=True), frame.loc[test_mask].reset_index(drop=True)
+
+
 def build_feature_set(spec: PipelineSpec, frame: pd.DataFrame) -> FeatureSet:
     check_required_columns(frame, spec, "features")
     columns = resolve_feature_columns(spec, frame)
@@ -237,5 +250,12 @@ def build_feature_set(spec: PipelineSpec, frame: pd.DataFrame) -> FeatureSet:
     if spec.features.split.by == "time":
         keep.append(spec.features.split.column)
     data = frame[list(dict.fromkeys(keep))]
+    provenance = provenance_of(frame)
+    newest = split_newest_production(frame.reset_index(drop=True), spec.features.split.test_size)
+    if newest is not None:
+        train, test = (part[data.columns] for part in newest)
+        holdout = "newest production rows"
+        return FeatureSet(train, test, columns, spec.target, spec.task, False, provenance=provenance, holdout=holdout)
     train, test, stratified = split_frame(data, spec.target, spec.features.split, spec.task)
-    return FeatureSet(train, test, columns, spec.target, spec.task, stratified)
+    holdout = "time" if spec.features.split.by == "time" else "random"
+    return FeatureSet(train, test, columns, spec.target, spec.task, stratified, provenance=provenance, holdout=holdout)

@@ -1,6 +1,7 @@
-"""The promotion gate: TFX-style blessing. A candidate is packaged, and becomes
-champion, only when it meets the spec's floor and does not lose to the current
-champion by more than max_regression."""
+"""The promotion gate: TFX-style blessing. A candidate that fails the spec's floor is
+never registered. One that meets it becomes champion when, on the same holdout rows
+and by a paired bootstrap at the gate's confidence, it is not worse than the current
+champion by more than max_regression; otherwise it is registered as the challenger."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ml_pipelines.core.metrics import regression_of
+from ml_pipelines.core.performance import PairedComparison
 from ml_pipelines.spec import PipelineSpec, higher_is_better
 
 if TYPE_CHECKING:
@@ -24,9 +26,18 @@ class GateDecision:
     champion: float | None
     max_regression: float
     reasons: tuple[str, ...]
+    meets_floor: bool = True
+    comparison: PairedComparison | None = None
 
     def explain(self) -> str:
         return "; ".join(self.reasons)
+
+    @property
+    def outcome(self) -> str:
+        """champion (blessed), challenger (registered, not served) or rejected (never registered)."""
+        if not self.meets_floor:
+            return "rejected"
+        return "champion" if self.passed else "challenger"
 
 
 def decide_gate(
@@ -37,17 +48,27 @@ def decide_gate(
     max_regression: float,
     champion_version: str | None = None,
     champion: float | None = None,
+    comparison: PairedComparison | None = None,
 ) -> GateDecision:
-    """Meet the floor and do not lose to the champion by more than max_regression."""
-    reasons, passed = [], True
+    """Meet the floor and do not lose to the champion by more than max_regression: by the paired
+    comparison when there is one, else by the champion's point value."""
+    reasons, meets_floor = [], True
     if minimum is not None:
-        meets = candidate >= minimum if higher_is_better(metric) else candidate <= minimum
+        meets_floor = candidate >= minimum if higher_is_better(metric) else candidate <= minimum
         word = "at least" if higher_is_better(metric) else "at most"
         reasons.append(
-            f"{metric} {candidate:.4f} {'meets' if meets else 'fails'} the floor ({word} {minimum:.4f})"
+            f"{metric} {candidate:.4f} {'meets' if meets_floor else 'fails'} the floor ({word} {minimum:.4f})"
         )
-        passed &= meets
-    if champion is not None:
+    passed = meets_floor
+    if comparison is not None:
+        wins = comparison.not_worse_by_more_than(max_regression)
+        reasons.append(
+            f"vs champion {champion_version}: {comparison.describe()}; "
+            f"{'not worse' if wins else 'may be worse'} than the champion by more than {max_regression:.4f} "
+            f"at {comparison.confidence:.0%} confidence"
+        )
+        passed &= wins
+    elif champion is not None:
         loss = regression_of(metric, candidate, champion)
         ok = loss <= max_regression + 1e-12
         reasons.append(
@@ -58,7 +79,10 @@ def decide_gate(
         passed &= ok
     else:
         reasons.append("no champion yet: only the floor applies")
-    return GateDecision(passed, metric, candidate, minimum, champion_version, champion, max_regression, tuple(reasons))
+    return GateDecision(
+        passed, metric, candidate, minimum, champion_version, champion, max_regression, tuple(reasons),
+        meets_floor, comparison,
+    )
 
 
 def gate_for(spec: PipelineSpec, evaluation: Evaluation) -> GateDecision:
@@ -71,4 +95,5 @@ def gate_for(spec: PipelineSpec, evaluation: Evaluation) -> GateDecision:
         max_regression=spec.evaluation.gate.max_regression,
         champion_version=evaluation.champion_version,
         champion=(evaluation.champion_metrics or {}).get(metric),
+        comparison=evaluation.comparison,
     )

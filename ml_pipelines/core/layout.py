@@ -31,6 +31,10 @@ class LocalLayout:
     def audit(self) -> Path:
         return self.home / "audit"
 
+    @property
+    def feedback(self) -> Path:
+        return self.home / "feedback"
+
 
 def registry_for(settings: Settings) -> ModelRegistry:
     """The registry outside a Dagster run (command line, service): local files, or S3 in prod."""

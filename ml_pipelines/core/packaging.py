@@ -26,6 +26,7 @@ from ml_pipelines.core.model_io import save_model
 from ml_pipelines.core.monitoring import PROFILE_FILE, reference_profile
 from ml_pipelines.core.records import Trigger, VersionRecord, jsonable
 from ml_pipelines.core.registry import ModelRegistry
+from ml_pipelines.core.retrain_data import Provenance
 from ml_pipelines.core.selection import SelectionResult
 from ml_pipelines.core.sources import describe_source
 from ml_pipelines.core.storage import ObjectStore
@@ -140,6 +141,7 @@ def record_fields(
         "schema": features.schema,
         "serving": spec.serving,
         "trusted_roots": trusted_roots(spec),
+        "provenance": features.provenance or Provenance(len(features.train) + len(features.test)),
         "extra": {
             "gate": jsonable(decision.__dict__),
             "intervals": {k: [v.low, v.high] for k, v in evaluation.intervals.items()},

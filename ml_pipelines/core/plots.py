@@ -161,3 +161,31 @@ def drift_plots(
                 feature.column, profile.categorical[feature.column].counts, {str(k): int(v) for k, v in counts.items()}
             )
     return plots
+
+
+def performance_png(metric: str, entries: list[dict], champion_moves: list[tuple[str, str]]) -> bytes:
+    """The champion's metric on each labelled production batch over time, with its interval;
+    the challenger's beside it; a dashed line where the champion changed (moved_at, version)."""
+    plt, fig, ax = _figure()
+    times = [pd.Timestamp(e["landed_at"]) for e in entries]
+    for version in dict.fromkeys(e["version"] for e in entries):
+        points = [(t, e) for t, e in zip(times, entries) if e["version"] == version and e.get("value") is not None]
+        if not points:
+            continue
+        xs = [t for t, _ in points]
+        ys = [e["value"] for _, e in points]
+        low = [e["value"] - (e.get("low") if e.get("low") is not None else e["value"]) for _, e in points]
+        high = [(e.get("high") if e.get("high") is not None else e["value"]) - e["value"] for _, e in points]
+        ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=2, label=f"champion {version}")
+    shadow = [(t, e["challenger_value"]) for t, e in zip(times, entries) if e.get("challenger_value") is not None]
+    if shadow:
+        ax.plot([t for t, _ in shadow], [v for _, v in shadow], "s--", alpha=0.7, label="challenger")
+    for moved_at, version in champion_moves:
+        ax.axvline(pd.Timestamp(moved_at), color="gray", linestyle=":", linewidth=1)
+        ax.annotate(version[-6:], (pd.Timestamp(moved_at), ax.get_ylim()[1]), fontsize=6, rotation=90, va="top")
+    ax.set_title(f"Production {metric}")
+    ax.set_ylabel(metric)
+    ax.tick_params(axis="x", labelsize=6, rotation=30)
+    if entries:
+        ax.legend(fontsize=6)
+    return _png(plt, fig)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-META_COLUMNS = ("request_id", "caller", "model_version", "timestamp")
+META_COLUMNS = ("request_id", "index", "caller", "model_version", "timestamp")
 
 
 def day_dir(root: Path, pipeline: str, day: str) -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ml_pipelines.core.retrain_data import Provenance
 from ml_pipelines.core.validation import ResolvedSchema
 from ml_pipelines.spec import ServingSpec
 
@@ -29,8 +30,10 @@ def jsonable(value: Any) -> Any:
 @dataclass(frozen=True)
 class Trigger:
     run_id: str | None = None
-    kind: str = "manual"  # manual | schedule | sensor | cli
+    kind: str = "manual"  # manual | schedule | sensor | cli | demo: what started the run
     name: str | None = None  # the schedule's or sensor's name
+    reason: str = "manual"  # why it retrained: drift | performance | schedule | manual
+    detail: str = ""  # e.g. "drift in partition batch-1.csv: 40% of features drifted"
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class VersionRecord:
     schema: ResolvedSchema | None = None  # the rules the training data met
     serving: ServingSpec = field(default_factory=ServingSpec)
     trusted_roots: tuple[str, ...] = ()  # packages a loaded model may hold types from
+    # what it learned from: rows from the source and from each labelled production batch
+    provenance: Provenance = field(default_factory=lambda: Provenance(0))
     # what explains the version: gate, intervals, selection, description, source, slices
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -91,6 +96,7 @@ class VersionRecord:
         data["schema"] = self.schema.to_dict() if self.schema is not None else None
         data["serving"] = self.serving.model_dump()
         data["trusted_roots"] = list(self.trusted_roots)
+        data["provenance"] = self.provenance.to_dict()
         return json.dumps(data, indent=2, sort_keys=True, default=str).encode()
 
     @classmethod
@@ -108,6 +114,7 @@ class VersionRecord:
                 "schema": ResolvedSchema.from_dict(schema) if schema else None,
                 "serving": ServingSpec.model_validate(serving),
                 "trusted_roots": tuple(trusted),
+                "provenance": Provenance.from_dict(raw.get("provenance") or {}),
                 "extra": extra,
             }
         )

@@ -1,4 +1,6 @@
-"""When drift reports become retraining requests: run keys, cooldown, skip reasons."""
+"""When monitoring reports become retraining requests: drift reports (retrain.on_drift)
+and production-performance reports (retrain.on_performance), with run keys, a
+cooldown and skip reasons that say why nothing happened."""
 
 from __future__ import annotations
 
@@ -13,6 +15,45 @@ class DriftEvent:
     partition: str | None
     drifted: bool
     share_drifted: float
+
+    @property
+    def fired(self) -> bool:
+        return self.drifted
+
+    def describe(self) -> str:
+        return f"{self.share_drifted:.0%} of features drifted"
+
+
+@dataclass(frozen=True)
+class PerformanceEvent:
+    storage_id: int
+    partition: str | None
+    dropped: bool  # performance_holds failed
+    detail: str  # the check's reason
+
+    @property
+    def fired(self) -> bool:
+        return self.dropped
+
+    def describe(self) -> str:
+        return self.detail
+
+
+@dataclass(frozen=True)
+class Signal:
+    """What a sensor watches: the retrain reason it records, its reports, its on/off setting."""
+
+    reason: str
+    report: str
+    setting: str
+    fired: str  # what a firing report is called in messages
+    none_fired: str
+
+
+DRIFT = Signal("drift", "drift report", "retrain.on_drift", "drift", "none drifted")
+PERFORMANCE = Signal(
+    "performance", "performance report", "retrain.on_performance", "a performance drop", "no performance drop"
+)
 
 
 @dataclass(frozen=True)
@@ -33,7 +74,7 @@ class RetrainDecision:
     run_key: str | None  # None: no request
     reason: str
     cursor: RetrainCursor
-    event: DriftEvent | None = None
+    event: DriftEvent | PerformanceEvent | None = None
 
 
 def _stamp(seconds: float) -> str:
@@ -41,31 +82,37 @@ def _stamp(seconds: float) -> str:
 
 
 def decide_retrain(
-    events: list[DriftEvent], cursor: RetrainCursor, *, now: float, cooldown_hours: float, on_drift: bool = True
+    events: list[DriftEvent] | list[PerformanceEvent],
+    cursor: RetrainCursor,
+    *,
+    now: float,
+    cooldown_hours: float,
+    enabled: bool = True,
+    signal: Signal = DRIFT,
 ) -> RetrainDecision:
-    """One decision per sensor tick over the drift reports since the cursor."""
+    """One decision per sensor tick over the reports since the cursor."""
     if not events:
-        return RetrainDecision(None, "no new drift reports", cursor)
+        return RetrainDecision(None, f"no new {signal.report}s", cursor)
     consumed = RetrainCursor(max(e.storage_id for e in events), cursor.last_request_at)
-    drifted = [e for e in events if e.drifted]
-    if not drifted:
-        return RetrainDecision(None, f"{len(events)} new drift report(s), none drifted", consumed)
-    latest = drifted[-1]
+    fired = [e for e in events if e.fired]
+    if not fired:
+        return RetrainDecision(None, f"{len(events)} new {signal.report}(s), {signal.none_fired}", consumed)
+    latest = fired[-1]
     where = f"partition {latest.partition}" if latest.partition else f"report {latest.storage_id}"
-    if not on_drift:
-        return RetrainDecision(None, f"drift in {where}, but retrain.on_drift is off", consumed, latest)
+    if not enabled:
+        return RetrainDecision(None, f"{signal.fired} in {where}, but {signal.setting} is off", consumed, latest)
     if cursor.last_request_at is not None and now - cursor.last_request_at < cooldown_hours * 3600:
         ready = cursor.last_request_at + cooldown_hours * 3600
         return RetrainDecision(
             None,
-            f"drift in {where} ({latest.share_drifted:.0%} of features), but in cooldown: last retrain "
+            f"{signal.fired} in {where} ({latest.describe()}), but in cooldown: last retrain "
             f"requested {_stamp(cursor.last_request_at)}, next allowed {_stamp(ready)}",
             consumed,
             latest,
         )
     return RetrainDecision(
-        f"drift-{latest.storage_id}",
-        f"drift in {where}: {latest.share_drifted:.0%} of features drifted",
+        f"{signal.reason}-{latest.storage_id}",
+        f"{signal.fired} in {where}: {latest.describe()}",
         RetrainCursor(consumed.last_storage_id, now),
         latest,
     )

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ml_pipelines.connections import ConnectionUrlError, env_variable, parse_url, redact_url, scrub
 from ml_pipelines.core.errors import SourceError
 from ml_pipelines.dotted import import_dotted
 from ml_pipelines.spec import FileSource, Partitions, SchemaSpec, SqlSource, SyntheticSource
 
-ENV_TEMPLATE = re.compile(r"^\{\{\s*env\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
 # pandas' read_csv renames a repeated header `age` to `age.1`, `age.2`, ...
 MANGLED_HEADER = re.compile(r"^(?P<name>.*)\.(?P<copy>[1-9][0-9]*)$")
 # read_csv options that decide how the header row is split, kept when re-reading it raw
@@ -42,7 +42,7 @@ def describe_source(source: SyntheticSource | FileSource | SqlSource) -> str:
         return f"synthetic {source.generator}"
     if isinstance(source, FileSource):
         return f"{source.kind} {source.path}"
-    return f"sql query on {_redact_url(source.connection)}"
+    return f"sql query on {redact_url(source.connection)}"
 
 
 def load_source(
@@ -178,31 +178,29 @@ def read_file(kind: str, path: str, options: dict) -> pd.DataFrame:
 
 
 def resolve_env_template(value: str, env: Mapping[str, str], field: str) -> str:
-    match = ENV_TEMPLATE.match(value.strip())
-    if not match:
+    name = env_variable(value)
+    if name is None:
         return value
-    name = match.group(1)
     if name not in env or not env[name]:
         raise SourceError(f"{field}: environment variable {name} is not set")
     return env[name]
 
 
-def _load_sql(source: SqlSource, env: Mapping[str, str]) -> LoadedSource:
-    import sqlalchemy
+# SQLAlchemy and the drivers may print the URL, or a part of the password, in their errors:
+# every error below is re-raised `from None` with a scrubbed message, because Dagster
+# records an exception's whole __cause__ / __context__ chain in the event log.
 
-    url = resolve_env_template(source.connection, env, "source.connection")
-    where = f"sql source on {_redact_url(url)}"
+
+def _load_sql(source: SqlSource, env: Mapping[str, str]) -> LoadedSource:
+    raw = resolve_env_template(source.connection, env, "source.connection")
     try:
-        engine = sqlalchemy.create_engine(url)
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises several types for bad URLs
-        raise SourceError(f"{where}: bad connection URL: {exc}") from exc
+        url = parse_url(raw)
+    except ConnectionUrlError as exc:
+        raise SourceError(f"source.connection: {exc}") from None
+    where = f"sql source on {redact_url(raw)}"
+    engine = _create_engine(url, raw, where)
     try:
-        with engine.connect() as connection:
-            frame = pd.read_sql_query(sqlalchemy.text(source.query), connection)
-    except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
-        # pandas wraps a failed query's SQLAlchemyError in its own DatabaseError
-        error = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
-        raise SourceError(f"{where}: query failed: {error.__class__.__name__}: {getattr(error, 'orig', None) or error}") from exc
+        frame = _read_query(engine, source.query, raw, where)
     finally:
         engine.dispose()
     if frame.empty:
@@ -210,8 +208,30 @@ def _load_sql(source: SqlSource, env: Mapping[str, str]) -> LoadedSource:
     return LoadedSource(frame, where)
 
 
-def _redact_url(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+def _create_engine(url, raw: str, where: str):
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.create_engine(url)
+    except (sqlalchemy.exc.NoSuchModuleError, ImportError) as exc:
+        hint = "install its driver; for PostgreSQL, postgresql:// (psycopg 3) and postgresql+psycopg2:// come installed"
+        problem = f"no driver for {url.drivername!r} ({scrub(str(exc), raw)}); {hint}"
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises several types for bad URLs
+        problem = f"bad connection URL: {type(exc).__name__}: {scrub(str(exc), raw)}"
+    raise SourceError(f"{where}: {problem}") from None
+
+
+def _read_query(engine, query: str, raw: str, where: str) -> pd.DataFrame:
+    import sqlalchemy
+
+    try:
+        with engine.connect() as connection:
+            return pd.read_sql_query(sqlalchemy.text(query), connection)
+    except Exception as exc:  # noqa: BLE001 - drivers raise their own types too (TypeError for a bad option)
+        # pandas wraps a failed query's SQLAlchemyError in its own DatabaseError
+        error = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
+        detail = f"{error.__class__.__name__}: {getattr(error, 'orig', None) or error}"
+    raise SourceError(f"{where}: query failed: {scrub(detail, raw)}") from None
 
 
 def coerce_declared_types(frame: pd.DataFrame, schema: SchemaSpec, where: str) -> pd.DataFrame:

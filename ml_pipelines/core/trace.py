@@ -38,12 +38,14 @@ def trace_lines(request_id: str, audit_root: Path, registry: ModelRegistry) -> l
         f"model        {pipeline} version {version}: {record.model_name} ({record.framework}) params={json.dumps(record.params)}",
         (
             f"training run {record.trigger.run_id} (trigger: {record.trigger.kind}"
-            f"{' ' + record.trigger.name if record.trigger.name else ''}) at {record.created_at}"
+            f"{' ' + record.trigger.name if record.trigger.name else ''}; reason: {record.trigger.reason}"
+            f"{' - ' + record.trigger.detail if record.trigger.detail else ''}) at {record.created_at}"
         ),
         (
             f"data         partitions {', '.join(record.partitions) or 'all'}; data hash {record.data_version};"
             f" source {record.extra.get('source', '-')}"
         ),
+        *_learned_from(record),
         f"code         spec hash {record.spec_hash}; code version {record.code_version}",
         f"gate         {'passed' if gate.get('passed') else 'not passed'}: " + "; ".join(gate.get("reasons", [])),
     ]
@@ -52,3 +54,12 @@ def trace_lines(request_id: str, audit_root: Path, registry: ModelRegistry) -> l
         lines.append(f"model card   {registry.store.uri(card)}")
     return lines
 
+
+
+def _learned_from(record) -> list[str]:
+    """The labelled production batches a retrain window added, with their row counts."""
+    provenance = record.provenance
+    if not provenance.batches:
+        return []
+    batches = ", ".join(f"{b.batch} ({b.rows} rows)" for b in provenance.batches)
+    return [f"learned from {provenance.source_rows} source rows and production batches {batches}"]

@@ -25,10 +25,14 @@ import numpy as np
 import pandas as pd
 
 from ml_pipelines.core.errors import SchemaViolation
+from ml_pipelines.core.retrain_data import ORIGIN_COLUMN
 from ml_pipelines.spec import ColumnType, PipelineSpec, SchemaSpec
 
 MAX_INFERRED_CATEGORIES = 50
-RANGE_MARGIN = 0.1  # inferred numeric bounds are widened by 10% of the observed span
+# inferred numeric bounds are widened by half the observed span: wide enough for a shifted world
+# (new production batches reach past the reference's extremes), narrow enough to catch a sentinel
+# value or a change of units
+RANGE_MARGIN = 0.5
 DEFAULT_MAX_NULL_SHARE = 0.5  # "mostly": under it in the reference, a column may not go over it now
 MIN_CLASSES = 2
 INFINITIES = [float("inf"), float("-inf")]
@@ -216,9 +220,11 @@ def spec_schema(spec: PipelineSpec, frame: pd.DataFrame, reference: ResolvedSche
     """The spec's schema resolved on this data; a classification target is categorical and
     needs at least MIN_CLASSES classes. A partitioned source is validated one partition at a
     time, and one day may rightly hold one class, so there the classes are counted where the
-    partitions are combined (core.features.build_feature_set)."""
+    partitions are combined (core.features.build_feature_set). The row-origin column of a
+    retrain window is bookkeeping, never validated."""
     categorical = (spec.target,) if spec.task == "classification" else ()
-    schema = resolve_schema(spec.data_schema, frame, reference=reference, categorical_columns=categorical)
+    data = frame.drop(columns=[ORIGIN_COLUMN], errors="ignore")
+    schema = resolve_schema(spec.data_schema, data, reference=reference, categorical_columns=categorical)
     if spec.task != "classification" or spec.source.partitions is not None:
         return schema
     if schema.rule(spec.target) is None:

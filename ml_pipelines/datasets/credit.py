@@ -1,7 +1,8 @@
 """Synthetic consumer-loan applications with a realistic default signal.
 
 `drift` (0 = none, 1 = strong) moves the population the way a recession would:
-lower incomes, higher debt ratios, more education loans and more missing incomes.
+lower incomes, higher debt ratios, more education loans and more missing incomes;
+and it changes what predicts default (a concept shift: see `new_risks`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def generate(
         + np.select([purpose == "education", purpose == "home"], [0.45, -0.35], 0.0)
         + np.where(housing == "rent", 0.25, 0.0)
     )
+    # the shifted world: the old risk factors weaken and new ones appear (more credit lines,
+    # owning a home, car loans, older applicants), so a model trained before the shift ranks
+    # new applications poorly until it learns from labelled ones
+    new_risks = (
+        0.45 * (credit_lines - 5)
+        + np.where(housing == "own", 1.2, 0.0)
+        + np.where(purpose == "car", 0.9, 0.0)
+        + 0.05 * (age - 40)
+        - 0.6
+    )
+    logit = (1 - 0.7 * drift) * logit + drift * new_risks
     defaulted = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype("int64")
 
     income_missing = rng.random(rows) < 0.04 + 0.06 * drift

@@ -67,13 +67,19 @@ class WorkdirResource(dg.ConfigurableResource):
 
 
 class PredictionLogResource(dg.ConfigurableResource):
-    """Where the serving audit trail (one JSON line per prediction) is written and read."""
+    """Where the serving audit trail (one JSON line per prediction) and the ground truth
+    clients send to /feedback are written and read."""
 
     root: str
+    feedback_root: str = ""  # default: a `feedback` folder beside the audit trail
 
     @property
     def path(self) -> Path:
         return Path(self.root)
+
+    @property
+    def feedback_path(self) -> Path:
+        return Path(self.feedback_root) if self.feedback_root else Path(self.root).parent / "feedback"
 
 
 def local_resources(root: str | Path) -> dict[str, dg.ConfigurableResource]:
@@ -82,5 +88,5 @@ def local_resources(root: str | Path) -> dict[str, dg.ConfigurableResource]:
         "registry": LocalRegistryResource(root=str(layout.registry)),
         "bento_store": BentoStoreResource(home=str(layout.bentoml)),
         "workdir": WorkdirResource(root=str(layout.work)),
-        "prediction_log": PredictionLogResource(root=str(layout.audit)),
+        "prediction_log": PredictionLogResource(root=str(layout.audit), feedback_root=str(layout.feedback)),
     }

@@ -137,7 +137,7 @@ def test_trace_walks_from_a_served_prediction_to_the_data_hash(trained: Trained,
     served_inputs = [json.loads(line.strip().removeprefix("input").strip()) for line in lines if line.startswith("  input ")]
     assert served_inputs == rows
     assert by_label["model"].startswith(f"{NAME} version {trained.version}: {record.model_name} ({record.framework})")
-    assert by_label["training run"].startswith(f"{record.trigger.run_id} (trigger: manual)")
+    assert by_label["training run"].startswith(f"{record.trigger.run_id} (trigger: manual; reason: manual)")
     assert f"data hash {record.data_version};" in by_label["data"]
     assert by_label["code"] == f"spec hash {record.spec_hash}; code version {record.code_version}"
     gate = record.extra["gate"]
@@ -338,7 +338,8 @@ def test_card_numbers_equal_the_registry_record(trained: Trained):
     header, *rows = tables["Lineage"]
     (row,) = rows
     assert row[0] == record.trigger.run_id
-    assert row[2:4] == [record.spec_hash, record.code_version]
+    assert row[2] == record.trigger.reason == "manual"
+    assert row[3:5] == [record.spec_hash, record.code_version]
 
     gate = extra["gate"]
     spec_gate = trained.spec.evaluation.gate

@@ -400,11 +400,13 @@ def test_record_json_round_trip():
     record = VersionRecord(
         pipeline="p", version="v", created_at="2026-01-01T00:00:00+00:00", data_version="d", code_version="c",
         spec_hash="s", model_name="m", framework="torch", params={"hidden_layers": [8]}, metrics={"rmse": 1.5},
-        artifacts={"a": "0" * 64}, libraries={"python": "3.11"}, trigger=Trigger("r", "sensor", "drift_sensor"),
-        classes=["a", "b"],
+        artifacts={"a": "0" * 64}, libraries={"python": "3.11"},
+        trigger=Trigger("r", "sensor", "drift_sensor", "drift", "drift in batch-1.csv"), classes=["a", "b"],
     )
     assert VersionRecord.from_json(record.to_json()) == record
-    assert json.loads(record.to_json())["trigger"] == {"run_id": "r", "kind": "sensor", "name": "drift_sensor"}
+    assert json.loads(record.to_json())["trigger"] == {
+        "run_id": "r", "kind": "sensor", "name": "drift_sensor", "reason": "drift", "detail": "drift in batch-1.csv"
+    }
 
 
 def test_local_store_put_is_atomic_and_listing_skips_temporary_files(tmp_path):

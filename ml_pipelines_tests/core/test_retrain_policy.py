@@ -85,7 +85,7 @@ def test_zero_cooldown_allows_back_to_back_requests():
 
 def test_on_drift_off_never_requests():
     decision = decide_retrain([_event(70, True, "e.csv")], RetrainCursor(), now=NOW, cooldown_hours=0,
-                              on_drift=False)
+                              enabled=False)
     assert decision.run_key is None
     assert "on_drift is off" in decision.reason and "partition e.csv" in decision.reason
     assert decision.cursor == RetrainCursor(70, None)

@@ -3,6 +3,7 @@ names the file or the source."""
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 import pandas as pd
@@ -178,10 +179,64 @@ def test_sql_empty_result_names_the_source(sqlite_url):
         load_source(SqlSource(kind="sql", query="select * from loans where age > 500", connection=sqlite_url))
 
 
-def test_sql_password_is_redacted_in_descriptions():
-    source = SqlSource(kind="sql", query="select 1", connection="postgresql://ml:s3cret@db:5432/loans")
-    assert describe_source(source) == "sql query on postgresql://ml:***@db:5432/loans"
-    assert "s3cret" not in describe_source(source)
+def test_sql_descriptions_show_the_template_or_the_redacted_url(sqlite_url):
+    source = SqlSource(kind="sql", query="select count(*) as n from loans", connection="{{ env.LOANS_DB_URL }}")
+    assert describe_source(source) == "sql query on {{ env.LOANS_DB_URL }}"
+    # sqlite ignores the parameter (with a warning that names it, not its value)
+    with pytest.warns(sqlalchemy.exc.SAWarning, match="'password'"):
+        loaded = load_source(source, env={"LOANS_DB_URL": f"{sqlite_url}?password=s3cretPW"})
+    assert loaded.description == f"sql source on {sqlite_url}?password=***"
+
+
+def _error_text(exc: BaseException) -> str:
+    """What Dagster records: the message, the traceback and the whole cause/context chain."""
+    return "".join(traceback.format_exception(exc))
+
+
+# nothing listens on port 1: each URL fails to connect at once, in its own way
+FAILING_URLS = {
+    "user-password": (
+        "postgresql://ml:s3cretPW@127.0.0.1:1/loans",
+        "sql source on postgresql://ml:***@127.0.0.1:1/loans: query failed: OperationalError",
+    ),
+    "empty-user": (
+        "postgresql://:s3cretPW@127.0.0.1:1/loans",
+        "sql source on postgresql://:***@127.0.0.1:1/loans: query failed",
+    ),
+    "query-password": (
+        "postgresql+psycopg2://ml@127.0.0.1:1/loans?password=s3cretPW",
+        "sql source on postgresql+psycopg2://ml@127.0.0.1:1/loans?password=***: query failed",
+    ),
+    "unencoded-at": (
+        "postgresql://ml:s3cret@PW@127.0.0.1:1/loans",
+        "source.connection: postgresql://<unparseable URL>: the host part holds '@'",
+    ),
+    "unparseable": (
+        "postgresql://ml:s3cretPW@127.0.0.1:port/loans",
+        "source.connection: postgresql://<unparseable URL> is not a valid SQLAlchemy URL",
+    ),
+    "missing-driver": (
+        "mysql://ml:s3cretPW@127.0.0.1:1/loans",
+        "sql source on mysql://ml:***@127.0.0.1:1/loans: no driver for 'mysql'",
+    ),
+}
+
+
+@pytest.mark.parametrize(("url", "message"), list(FAILING_URLS.values()), ids=list(FAILING_URLS))
+def test_sql_errors_name_the_redacted_url_and_hold_no_secret(url, message):
+    source = SqlSource(kind="sql", query="select 1", connection="{{ env.DB }}")
+    with pytest.raises(SourceError) as info:
+        load_source(source, env={"DB": url})
+    assert str(info.value).startswith(message), str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert "s3cret" not in _error_text(info.value)
+
+
+def test_postgresql_scheme_has_its_driver():
+    """SQLAlchemy 2.1 maps postgresql:// to psycopg 3, a dependency of the project."""
+    engine = sqlalchemy.create_engine("postgresql://ml@127.0.0.1:1/loans")
+    assert engine.dialect.driver == "psycopg"
+    engine.dispose()
 
 
 def test_env_template_leaves_plain_values_alone():

@@ -91,14 +91,14 @@ def test_infer_numeric_range_is_widened_and_never_below_zero_for_positive_data()
     rule = infer_column_rule(pd.Series([10.0, 20.0, None], name="income"))
     assert rule.type == "int"  # whole numbers with a null
     assert rule.nullable is True
-    assert (rule.min, rule.max) == (9, 21)
-    rule = infer_column_rule(pd.Series([0.5, 1.5, 2.5], name="ratio"))
+    assert (rule.min, rule.max) == (5, 25)  # widened by half the span
+    rule = infer_column_rule(pd.Series([1.5, 2.5, 3.5], name="ratio"))
     assert rule.type == "float" and rule.nullable is False
-    assert rule.min == 0.3 and rule.max == pytest.approx(2.7)
+    assert rule.min == 0.5 and rule.max == pytest.approx(4.5)
     rule = infer_column_rule(pd.Series([0.1, 10.0], name="x"))
-    assert rule.min == 0.0  # 0.1 - 0.99 would be negative for data that never is
+    assert rule.min == 0.0  # 0.1 - 4.95 would be negative for data that never is
     rule = infer_column_rule(pd.Series([-5.0, 5.0], name="delta"))
-    assert rule.min == -6.0 and rule.max == 6.0
+    assert rule.min == -10.0 and rule.max == 10.0
 
 
 def test_infer_categories_and_target_values():

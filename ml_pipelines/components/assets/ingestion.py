@@ -10,6 +10,8 @@ from ml_pipelines.components.policies import fail_fast_on_bad_input
 from ml_pipelines.core.champion import champion_schema
 from ml_pipelines.core.features import check_required_columns
 from ml_pipelines.core.hashing import frame_hash
+from ml_pipelines.core.labels import LabelledBatches
+from ml_pipelines.core.retrain_data import join_window, provenance_of, window_batches
 from ml_pipelines.core.sources import coerce_declared_types, describe_source, load_source
 from ml_pipelines.core.validation import run_suite, spec_schema
 from ml_pipelines.resources import RegistryResource, WorkdirResource
@@ -50,6 +52,16 @@ def suite_result(
     )
 
 
+def with_window(ctx: "PipelineContext", source: pd.DataFrame, registry: RegistryResource) -> pd.DataFrame:
+    """The source plus the newest labelled production batches (monitoring.retrain.window)."""
+    window = ctx.spec.monitoring.retrain.window
+    if window is None:
+        return source
+    store = LabelledBatches(registry.registry().store, ctx.name)
+    batches = window_batches(store, window.batches)
+    return join_window(source, batches, id_columns=ctx.spec.monitoring.production_id_columns() or [])
+
+
 def raw_data_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
     spec = ctx.spec
     key = ctx.key("raw_data")
@@ -59,7 +71,12 @@ def raw_data_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
     # run validates exactly its partition: a separate check would load every partition.
     @dg.asset(
         key=key,
-        description=ctx.describe(f"Data as ingested from {describe_source(spec.source)}."),
+        description=ctx.describe(
+            f"Data as ingested from {describe_source(spec.source)}"
+            + (f", plus the newest {spec.monitoring.retrain.window.batches} labelled production batches."
+               if spec.monitoring.retrain.window else ".")
+        ),
+        deps=[ctx.key("labels")] if spec.monitoring.retrain.window else None,
         kinds={"pandas"},
         partitions_def=ctx.partitions_def,
         check_specs=(
@@ -75,7 +92,8 @@ def raw_data_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
         loaded = load_source(
             spec.source, base_dir=ctx.base_dir, env=Settings.from_env().variables, partition_key=partition
         )
-        frame = coerce_declared_types(loaded.frame, spec.data_schema, loaded.description)
+        frame = with_window(ctx, loaded.frame, registry)
+        frame = coerce_declared_types(frame, spec.data_schema, loaded.description)
         check_required_columns(frame, spec, loaded.description)
         data_version = frame_hash(frame)
         yield dg.Output(
@@ -85,6 +103,7 @@ def raw_data_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
                 "source": loaded.description,
                 "files": dg.MetadataValue.json(list(loaded.files)),
                 "data_hash": data_version,
+                **md.provenance_metadata(provenance_of(frame)),
                 **md.frame_metadata(frame),
             },
         )

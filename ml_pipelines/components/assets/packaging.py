@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from ml_pipelines.components import metadata as md
-from ml_pipelines.components.policies import fail_fast_on_bad_input
+from ml_pipelines.components.policies import REASON_DETAIL_TAG, RETRAIN_REASON_TAG, fail_fast_on_bad_input
 from ml_pipelines.core.evaluation import Evaluation
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.packaging import PackagedVersion, package_version
@@ -19,13 +19,16 @@ if TYPE_CHECKING:
 
 
 def run_trigger(context: dg.AssetExecutionContext) -> Trigger:
-    """Why this run happened, from its tags: a sensor, a schedule, or a person (manual)."""
+    """Who started this run (a sensor, a schedule, a person) and why, from its tags."""
     tags = context.run.tags
+    detail = tags.get(REASON_DETAIL_TAG, "")
     if "dagster/sensor_name" in tags:
-        return Trigger(context.run_id, "sensor", tags["dagster/sensor_name"])
+        return Trigger(context.run_id, "sensor", tags["dagster/sensor_name"], tags.get(RETRAIN_REASON_TAG, "drift"),
+                       detail)
     if "dagster/schedule_name" in tags:
-        return Trigger(context.run_id, "schedule", tags["dagster/schedule_name"])
-    return Trigger(context.run_id, tags.get("ml_pipelines/trigger", "manual"))
+        return Trigger(context.run_id, "schedule", tags["dagster/schedule_name"], "schedule", detail)
+    return Trigger(context.run_id, tags.get("ml_pipelines/trigger", "manual"), None,
+                   tags.get(RETRAIN_REASON_TAG, "manual"), detail)
 
 
 def packaged_metadata(packaged: PackagedVersion) -> dict:
