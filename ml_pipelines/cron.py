@@ -56,9 +56,9 @@ def cron_error(expression: str) -> str | None:
             values.append(None)
             continue
         items = part.split(",")
-        if field.name == "day-of-week" and 1 < len(items) and any("#" in i for i in items):
-            if not all("#" in i for i in items):
-                return f"{field.name} field {part!r}: weekday#n cannot be listed with other kinds of items"
+        mixed = any("#" in i for i in items) and not all("#" in i for i in items)
+        if field.name == "day-of-week" and mixed:
+            return f"{field.name} field {part!r}: weekday#n cannot be listed with other kinds of items"
         for item in items:
             error, item_values = _item(item, field)
             if error:

@@ -266,8 +266,10 @@ BAD_DATA = {
     "single-class-target": (
         lambda f: _csv(f.assign(defaulted=0)),
         "matches_expectation_suite",
-        "expect_column_unique_value_count_to_be_between on defaulted: 1 distinct value, fewer than 2: "
-        "a classification target needs at least two classes",
+        (
+            "expect_column_unique_value_count_to_be_between on defaulted: 1 distinct value, fewer than 2: "
+            "a classification target needs at least two classes"
+        ),
     ),
     "repeated-header": (
         lambda f: _csv(_repeated_header(f)),

@@ -12,7 +12,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from ml_pipelines.core.features import build_feature_set
+from ml_pipelines.core.features import FeatureSet, build_feature_set
 from ml_pipelines.core.models import expand_candidates
 from ml_pipelines.core.selection import SelectionError, _folds, select_model
 from ml_pipelines.datasets.credit import generate
