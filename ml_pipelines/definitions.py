@@ -8,6 +8,11 @@ once, to every asset (chain and monitoring alike):
 The retry policy is the third: Dagster attaches a retry policy only where an asset is
 defined, so PipelineContext.shared_settings gives every asset the same RETRY_POLICY
 (components/policies.py), with fail-fast for deterministic errors.
+
+Before Dagster parses any spec, core.spec_files checks the YAML text of every spec file
+under the defs folder (alias bombs, duplicate keys). Dagster loads a code location as one
+unit, so a bad spec file fails the whole location, as any other spec error does; these
+checks make that failure immediate and name every bad file, line and key at once.
 """
 
 from pathlib import Path
@@ -16,6 +21,8 @@ import dagster as dg
 
 from ml_pipelines import __version__
 from ml_pipelines.components.factory import SPEC_HASH_KEY
+from ml_pipelines.core.errors import SpecFileError
+from ml_pipelines.core.spec_files import check_spec_files, spec_files
 
 DEFAULT_OWNERS = ["team:ml-platform"]
 
@@ -32,6 +39,15 @@ def apply_policies(definitions: dg.Definitions) -> dg.Definitions:
     return definitions.map_asset_specs(func=with_policies)
 
 
+def build_checked_defs(tree: dg.ComponentTree) -> dg.Definitions:
+    """What dg.load_from_defs_folder builds, after the YAML of every spec file passed its checks."""
+    try:
+        check_spec_files(spec_files(tree.defs_module_path))
+    except SpecFileError as exc:
+        raise dg.DagsterInvalidDefinitionError(f"refused spec files, not loaded:\n{exc}") from exc
+    return apply_policies(tree.build_defs())
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return apply_policies(dg.load_from_defs_folder(path_within_project=Path(__file__).parent))
+    return build_checked_defs(dg.ComponentTree.for_project(path_within_project=Path(__file__).parent))

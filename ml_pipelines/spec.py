@@ -3,15 +3,20 @@
 Everything here is checked when the spec is loaded, without reading any data:
 unknown keys, wrong types, missing required fields, dotted paths outside the
 trusted modules or that do not import (dotted.py), estimators that are not
-scikit-learn estimator classes, expressions outside the allowed subset
-(expressions.py), connection URLs with a literal secret (connections.py), and
-features listed twice. Pydantic error locations name the field path.
+scikit-learn estimator classes, expressions that do not parse or fall outside the
+allowed subset (expressions.py), connection URLs with a literal secret
+(connections.py), features listed twice, empty ranges and date spans, gate floors
+a metric cannot reach, Kubernetes quantities, cron expressions (cron.py), search
+grids over MAX_CANDIDATES and names over Dagster's tag limit. Pydantic error
+locations name the field path. (The YAML text itself, before it becomes this
+model, is checked by core.spec_files: alias bombs, duplicate keys.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from datetime import date
 from typing import Annotated, Any, Literal
@@ -19,10 +24,21 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from ml_pipelines.connections import RefusedValue, literal_connection_problem, redact_url
+from ml_pipelines.cron import cron_error
 from ml_pipelines.dotted import UntrustedPathError, import_dotted
 from ml_pipelines.expressions import check_expression
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+# Dagster refuses asset tag values over 63 characters, and every asset is tagged pipeline=<name>
+# (a longer name would fail the whole code location)
+MAX_NAME_LENGTH = 63
+# search grids are expanded into candidates, and each is fitted cv_folds times
+MAX_GRID_POINTS = 256  # per model
+MAX_CANDIDATES = 256  # over all models
+# Kubernetes resource quantities: <number><suffix>, the suffix binary (Ki..Ei), decimal (m, k, M..E) or e<exp>
+QUANTITY_PATTERN = re.compile(
+    r"^(?P<number>[0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$"
+)
 OWNER_PATTERN = r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$"
 
 Task = Literal["classification", "regression"]
@@ -38,6 +54,17 @@ METRIC_DIRECTIONS: dict[str, bool] = {
     "rmse": False,
     "mae": False,
     "r2": True,
+}
+# metric name -> (lowest, highest) value it can take; a gate floor outside can never be met
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "roc_auc": (0.0, 1.0),
+    "accuracy": (0.0, 1.0),
+    "f1": (0.0, 1.0),
+    "f1_macro": (0.0, 1.0),
+    "log_loss": (0.0, math.inf),
+    "rmse": (0.0, math.inf),
+    "mae": (0.0, math.inf),
+    "r2": (-math.inf, 1.0),
 }
 CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "f1", "f1_macro", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
@@ -84,6 +111,12 @@ class Partitions(StrictModel):
     start_date: date
     end_date: date | None = None
     column: str = Field(description="Date or datetime column that assigns each row to a partition.")
+
+    @model_validator(mode="after")
+    def _end_not_before_start(self) -> Partitions:
+        if self.end_date is not None and self.end_date < self.start_date:
+            raise ValueError(f"end_date {self.end_date} is before start_date {self.start_date}")
+        return self
 
 
 class _SourceBase(StrictModel):
@@ -178,6 +211,11 @@ class ColumnSchema(StrictModel):
     min: float | None = None
     max: float | None = None
     values: list[Any] | None = None
+    max_null_share: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Largest share of null values this column may hold (a nullable column); "
+        "overrides schema.max_null_share.",
+    )
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> ColumnSchema:
@@ -190,6 +228,12 @@ class RowCount(StrictModel):
     min: int | None = Field(default=None, ge=0)
     max: int | None = Field(default=None, ge=0)
 
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> RowCount:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
 
 class SchemaSpec(StrictModel):
     columns: dict[str, ColumnSchema] = Field(default_factory=dict)
@@ -199,6 +243,12 @@ class SchemaSpec(StrictModel):
         "Left out: inferred from the reference data.",
     )
     row_count: RowCount | None = None
+    max_null_share: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Largest share of null values any nullable column may hold. Left out: a column "
+        "that was mostly present in the reference (null share under 0.5) may not be mostly missing now "
+        "(null share over 0.5).",
+    )
     infer: bool = Field(
         default=True,
         description="Fill types, ranges and categories that the spec leaves out from the reference data.",
@@ -273,6 +323,16 @@ class FeaturesSpec(StrictModel):
                 seen[name] = group
         return self
 
+    @model_validator(mode="after")
+    def _some_feature(self) -> FeaturesSpec:
+        listed = self.numeric is not None or self.categorical is not None
+        if listed and not (self.numeric or self.categorical or self.derived):
+            raise ValueError(
+                "`numeric` and `categorical` list no column and nothing is `derived`, so the model would "
+                "have no features; list some, or leave both out to use every column"
+            )
+        return self
+
 
 # ---------------------------------------------------------------- models
 
@@ -290,6 +350,19 @@ class _ModelBase(StrictModel):
             if not options:
                 raise ValueError(f"search.{key} is an empty list")
         return value
+
+    @field_validator("search")
+    @classmethod
+    def _bounded_grid(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        points = math.prod(len(options) for options in value.values())
+        if points > MAX_GRID_POINTS:
+            sizes = " x ".join(f"{len(options)} {key}" for key, options in value.items())
+            raise ValueError(f"the grid has {points} points ({sizes}); at most {MAX_GRID_POINTS} per model")
+        return value
+
+    @property
+    def grid_points(self) -> int:
+        return math.prod(len(options) for options in self.search.values())
 
 
 class SklearnModel(_ModelBase):
@@ -375,6 +448,13 @@ class DriftSpec(StrictModel):
     share: float = Field(default=0.5, gt=0, le=1)
 
 
+def _check_cron(value: str | None) -> str | None:
+    error = cron_error(value) if value is not None else None
+    if error:
+        raise ValueError(f"{value!r} is not a cron expression: {error}")
+    return value
+
+
 class WindowSpec(StrictModel):
     batches: int = Field(ge=1, description="The newest N labelled production batches join the training data.")
 
@@ -383,10 +463,15 @@ class RetrainSpec(StrictModel):
     on_drift: bool = True
     on_performance: bool = Field(default=True, description="Retrain when performance_holds fails (needs labels).")
     cooldown_hours: float = Field(default=6, ge=0)
-    cron: str | None = None
+    cron: str | None = Field(default=None, description="Cron schedule of a retrain run (5 fields or @daily...).")
     window: WindowSpec | None = Field(
         default=None, description="Labelled production batches that join the source data when retraining."
     )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str | None) -> str | None:
+        return _check_cron(value)
 
 
 class PerformanceSpec(StrictModel):
@@ -402,9 +487,14 @@ class MonitoringSpec(StrictModel):
     labels: LabelSource | None = Field(default=None, description="Ground truth for production rows, by id.")
     performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
-    check_cron: str | None = None
+    check_cron: str | None = Field(default=None, description="Cron schedule of the drift check (5 fields or @hourly...).")
     retrain: RetrainSpec = Field(default_factory=RetrainSpec)
     sensors_enabled: bool = True
+
+    @field_validator("check_cron")
+    @classmethod
+    def _cron_parses(cls, value: str | None) -> str | None:
+        return _check_cron(value)
 
     @model_validator(mode="after")
     def _labels_join_production_rows(self) -> MonitoringSpec:
@@ -443,16 +533,33 @@ class MonitoringSpec(StrictModel):
 
 
 class StageResources(StrictModel):
-    cpu: str | None = None
-    memory: str | None = None
+    cpu: str | None = Field(default=None, description='Kubernetes CPU quantity: "2", "500m", 1.5.')
+    memory: str | None = Field(default=None, description='Kubernetes memory quantity: "4Gi", "512Mi", "1e9".')
     gpu: int = Field(default=0, ge=0)
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _kubernetes_quantity(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # `cpu: 2` in YAML is a number; Kubernetes accepts it
+        if isinstance(value, str):
+            match = QUANTITY_PATTERN.match(value)
+            if not match:
+                raise ValueError(f"{value!r} is not a Kubernetes quantity (like 2, 500m, 4Gi, 512Mi)")
+            if float(match.group("number")) <= 0:
+                raise ValueError(f"{value!r} must be more than zero")
+        return value
 
 
 # ---------------------------------------------------------------- the spec
 
 
 class PipelineSpec(StrictModel):
-    name: str = Field(pattern=NAME_PATTERN, description="Asset key prefix.")
+    name: str = Field(
+        pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH,
+        description=f"Asset key prefix and group; at most {MAX_NAME_LENGTH} characters (Dagster's limit "
+        "for tag values: every asset is tagged pipeline=<name>).",
+    )
     description: str = ""
     owners: list[Annotated[str, Field(pattern=OWNER_PATTERN)]] = Field(default_factory=list)
     task: Task
@@ -493,6 +600,27 @@ class PipelineSpec(StrictModel):
                 raise ValueError(
                     f"{field}: {metric!r} is not a {self.task} metric; choose one of {', '.join(allowed)}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _gate_floor_reachable(self) -> PipelineSpec:
+        floor, metric = self.evaluation.gate.min, self.gate_metric
+        if floor is not None and metric in METRIC_RANGES:
+            low, high = METRIC_RANGES[metric]
+            if not low <= floor <= high:
+                raise ValueError(
+                    f"evaluation.gate.min: {floor} is outside the range of {metric} "
+                    f"[{low:g}, {high:g}], so the gate could never pass"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _candidates_bounded(self) -> PipelineSpec:
+        total = sum(model.grid_points for model in self.models)
+        if total > MAX_CANDIDATES:
+            raise ValueError(
+                f"models: the search grids make {total} candidates; at most {MAX_CANDIDATES} over all models"
+            )
         return self
 
     # ---- derived defaults, so callers never repeat the task switch

@@ -351,3 +351,190 @@ def test_loading_a_spec_reads_no_data(sandbox, monkeypatch):
     assert {n.name for n in job.nodes} >= {"loans__raw_data", "loans__model_package"}
     assert GENERATOR_CALLS == []
     assert not missing.exists()
+
+
+# ---------------------------------------------------------------- faults that used to pass load and fail later (issue 11)
+
+CSV_MONITORING = {"production_data": {"kind": "csv", "path": "landing/*.csv"}}
+RIDGE = [{"name": "ridge", "estimator": "sklearn.linear_model.Ridge"}]
+LOGREG = "sklearn.linear_model.LogisticRegression"
+LONG_NAME = "n" * 64
+
+# case: (changes to minimal(), the field path pydantic reports, words of the message)
+LOAD_TIME_ERRORS = {
+    "expr-syntax": (
+        {"features": {"derived": [{"name": "ratio", "expr": "income / ("}]}},
+        "features.derived.0.expr",
+        "expression 'income / (' is not valid",
+    ),
+    "empty-features": (
+        {"features": {"numeric": [], "categorical": []}},
+        "features",
+        "`numeric` and `categorical` list no column and nothing is `derived`",
+    ),
+    "row-count-min-over-max": (
+        {"schema": {"row_count": {"min": 1000, "max": 10}}},
+        "schema.row_count",
+        "min (1000) is greater than max (10)",
+    ),
+    "partition-end-before-start": (
+        {"source": {"kind": "csv", "path": "x.csv",
+                    "partitions": {"start_date": "2026-03-01", "end_date": "2026-01-31", "column": "day"}}},
+        "source.csv.partitions",
+        "end_date 2026-01-31 is before start_date 2026-03-01",
+    ),
+    "gate-min-over-one": (
+        {"evaluation": {"gate": {"metric": "roc_auc", "min": 1.5}}},
+        "<root>",
+        "evaluation.gate.min: 1.5 is outside the range of roc_auc [0, 1], so the gate could never pass",
+    ),
+    "gate-min-default-metric": (
+        {"evaluation": {"gate": {"min": -0.2}}},  # the gate's metric defaults to the selection metric, roc_auc
+        "<root>",
+        "evaluation.gate.min: -0.2 is outside the range of roc_auc [0, 1]",
+    ),
+    "gate-min-negative-error": (
+        {"task": "regression", "models": RIDGE, "evaluation": {"gate": {"metric": "rmse", "min": -1}}},
+        "<root>",
+        "evaluation.gate.min: -1.0 is outside the range of rmse [0, inf]",
+    ),
+    "gate-min-r2-over-one": (
+        {"task": "regression", "models": RIDGE, "evaluation": {"gate": {"metric": "r2", "min": 1.2}}},
+        "<root>",
+        "evaluation.gate.min: 1.2 is outside the range of r2 [-inf, 1]",
+    ),
+    "cpu-lots": (
+        {"resources": {"train": {"cpu": "lots"}}},
+        "resources.train.cpu",
+        "'lots' is not a Kubernetes quantity",
+    ),
+    "memory-gigabytes": (
+        {"resources": {"package": {"memory": "4GB"}}},
+        "resources.package.memory",
+        "'4GB' is not a Kubernetes quantity",
+    ),
+    "cpu-zero": ({"resources": {"train": {"cpu": "0"}}}, "resources.train.cpu", "'0' must be more than zero"),
+    "grid-over-limit": (
+        {"models": [{"name": "big", "estimator": LOGREG,
+                     "search": {"C": list(range(20)), "tol": list(range(20))}}]},
+        "models.0.sklearn.search",
+        "the grid has 400 points (20 C x 20 tol); at most 256 per model",
+    ),
+    "candidates-over-limit": (
+        {"models": [{"name": f"m{i}", "estimator": LOGREG, "search": {"C": list(range(100))}} for i in range(3)]},
+        "<root>",
+        "models: the search grids make 300 candidates; at most 256 over all models",
+    ),
+    "name-over-tag-limit": ({"name": LONG_NAME}, "name", "String should have at most 63 characters"),
+    "check-cron": (
+        {"monitoring": {**CSV_MONITORING, "check_cron": "every hour"}},
+        "monitoring.check_cron",
+        "'every hour' is not a cron expression: has 2 fields; cron needs 5",
+    ),
+    "retrain-cron": (
+        {"monitoring": {**CSV_MONITORING, "retrain": {"cron": "0 25 * * 1"}}},
+        "monitoring.retrain.cron",
+        "'0 25 * * 1' is not a cron expression: hour field '25': 25 is outside 0-23",
+    ),
+    "null-share-over-one": (
+        {"schema": {"max_null_share": 1.5}},
+        "schema.max_null_share",
+        "less than or equal to 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LOAD_TIME_ERRORS))
+def test_fault_that_used_to_pass_load_is_a_load_time_error_naming_its_field(case):
+    changes, path, words = LOAD_TIME_ERRORS[case]
+    message = spec_error(with_changes(**changes))
+    assert f"defs.yaml: {path}: " in message, message
+    assert words in message, message
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"name": "n" * 63},
+        {"features": {"numeric": [], "derived": [{"name": "ratio", "expr": "a / (b + 1)"}]}},
+        {"features": {"categorical": ["purpose"], "numeric": []}},
+        {"schema": {"row_count": {"min": 10, "max": 10}, "max_null_share": 0.2,
+                    "columns": {"income": {"max_null_share": 0.9}}}},
+        {"source": {"kind": "csv", "path": "x.csv",
+                    "partitions": {"start_date": "2026-01-01", "end_date": "2026-01-01", "column": "day"}}},
+        {"evaluation": {"gate": {"metric": "log_loss", "min": 0.4}}},
+        {"task": "regression", "models": RIDGE, "evaluation": {"gate": {"metric": "r2", "min": -3}}},
+        {"resources": {"train": {"cpu": 2, "memory": "4Gi"}, "features": {"cpu": "500m", "memory": "1e9"},
+                       "evaluate": {"cpu": 1.5, "memory": "512M"}}},
+        {"models": [{"name": "grid", "estimator": LOGREG, "search": {"C": list(range(16)), "tol": list(range(16))}}]},
+        {"monitoring": {**CSV_MONITORING, "check_cron": "*/15 * * * *",
+                        "retrain": {"cron": "0 3 * * mon-fri"}}},
+        {"monitoring": {**CSV_MONITORING, "check_cron": "@hourly", "retrain": {"cron": "0 0 L * ?"}}},
+    ],
+    ids=["name-63", "only-derived", "only-categorical", "row-count-equal", "one-day-partition", "gate-ceiling",
+         "negative-r2", "quantities", "grid-256", "cron", "cron-macro"],
+)
+def test_edges_of_the_new_rules_still_load(changes):
+    spec = PipelineSpec.model_validate(with_changes(**changes))
+    if "resources" in changes:
+        assert spec.resources["train"].cpu == "2"  # a YAML number is a Kubernetes quantity too
+
+
+@pytest.mark.parametrize(
+    ("change", "field_path", "words"),
+    [
+        (lambda a: a.update(features={"derived": [{"name": "r", "expr": "income / ("}]}),
+         "attributes.features.derived.0.expr", "is not valid"),
+        (lambda a: a.update(features={"numeric": [], "categorical": []}), "attributes.features",
+         "nothing is `derived`"),
+        (lambda a: a.update(schema={"row_count": {"min": 1000, "max": 10}}), "attributes.schema.row_count",
+         "min (1000) is greater than max (10)"),
+        (lambda a: a.update(source={"kind": "csv", "path": "x.csv", "partitions": {
+            "start_date": "2026-03-01", "end_date": "2026-01-31", "column": "day"}}),
+         "attributes.source.csv.partitions", "end_date 2026-01-31 is before start_date 2026-03-01"),
+        (lambda a: a.update(resources={"train": {"cpu": "lots"}}), "attributes.resources.train.cpu",
+         "'lots' is not a Kubernetes quantity"),
+        (lambda a: a.update(models=[{"name": "big", "estimator": LOGREG,
+                                     "search": {"C": list(range(20)), "tol": list(range(20))}}]),
+         "attributes.models.0.sklearn.search", "the grid has 400 points"),
+        (lambda a: a.update(name=LONG_NAME), "attributes.name", "at most 63 characters"),
+        (lambda a: a.update(monitoring={**CSV_MONITORING, "check_cron": "every hour"}),
+         "attributes.monitoring.check_cron", "'every hour' is not a cron expression"),
+        (lambda a: a.update(monitoring={**CSV_MONITORING, "retrain": {"cron": "0 25 * * 1"}}),
+         "attributes.monitoring.retrain.cron", "25 is outside 0-23"),
+    ],
+    ids=["expr", "empty-features", "row-count", "partitions", "cpu", "grid", "name", "check-cron", "retrain-cron"],
+)
+def test_new_load_time_errors_through_dagster_name_field_and_file(sandbox, change, field_path, words):
+    attributes = minimal()
+    change(attributes)
+    path = _write_defs(sandbox.defs_folder_path / "loans", attributes)
+    with pytest.raises(Exception) as info, sandbox.build_all_defs():
+        pass
+    text = _error_text(info.value)
+    assert f"{field_path} at {path}:" in text, text
+    assert words in text, text
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"evaluation": {"gate": {"metric": "roc_auc", "min": 1.5}}},
+         "evaluation.gate.min: 1.5 is outside the range of roc_auc [0, 1]"),
+        ({"models": [{"name": f"m{i}", "estimator": LOGREG, "search": {"C": list(range(100))}} for i in range(3)]},
+         "models: the search grids make 300 candidates"),
+    ],
+    ids=["gate-min", "candidates"],
+)
+def test_whole_spec_errors_through_dagster_name_the_field_in_the_message(sandbox, changes, words):
+    path = _write_defs(sandbox.defs_folder_path / "loans", with_changes(**changes))
+    with pytest.raises(Exception) as info, sandbox.build_all_defs():
+        pass
+    text = _error_text(info.value)
+    assert str(path) in text
+    assert words in text, text
+
+
+def test_spec_json_schema_carries_the_name_limit():
+    """`dg check yaml` validates against the JSON schema, so the name limit shows there too."""
+    assert PipelineSpec.model_json_schema()["properties"]["name"]["maxLength"] == 63

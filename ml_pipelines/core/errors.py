@@ -13,6 +13,10 @@ class InputError(ValueError):
     """Deterministic: the same input fails the same way; the message names the field, column or file."""
 
 
+class SpecFileError(InputError):
+    """A spec file's YAML is refused before it is parsed (alias bomb, duplicate key); the message names the file."""
+
+
 class SourceError(InputError):
     """The source could not be read; the message names the file or query."""
 

@@ -243,6 +243,9 @@ def build_feature_set(spec: PipelineSpec, frame: pd.DataFrame) -> FeatureSet:
     columns = resolve_feature_columns(spec, frame)
     if frame[spec.target].isna().any():
         raise FeatureError(f"target {spec.target!r} has {int(frame[spec.target].isna().sum())} null values")
+    if spec.task == "classification" and frame[spec.target].nunique() < 2:
+        classes = sorted(frame[spec.target].unique().tolist(), key=str)
+        raise FeatureError(f"target {spec.target!r} has {len(classes)} class(es) {classes}; classification needs two")
     keep = list(dict.fromkeys([*columns.inputs, *spec.evaluation.slices, spec.target]))
     if spec.features.split.by == "time":
         keep.append(spec.features.split.column)

@@ -1,10 +1,17 @@
 """Model selection: k-fold cross-validation over every candidate and grid point,
-latency and size limits, and a refit of the winner on the whole training split."""
+latency and size limits, and a refit of the winner on the whole training split.
+
+A ValueError from fitting or predicting (scikit-learn's "needs samples of at least 2
+classes", "Input X contains infinity", a bad parameter value) fails the same way on
+every attempt, so it becomes a ModelError naming the candidate (and the columns with
+infinite values, or the classes present) and is not retried; other errors (memory,
+a device) are left to the retry policy."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +20,7 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from ml_pipelines.core.errors import SelectionError
+from ml_pipelines.core.errors import InputError, ModelError, SelectionError
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.metrics import compute_metric
 from ml_pipelines.core.model_io import serialized_size_bytes
@@ -99,6 +106,31 @@ def _fit(model: Pipeline, x: pd.DataFrame, y: pd.Series, log: Callable[[str], No
     return model.fit(x, y)
 
 
+@contextmanager
+def deterministic_failures(candidate: Candidate, x: pd.DataFrame, y: pd.Series, task: str) -> Iterator[None]:
+    """Turn a ValueError raised while fitting or scoring `candidate` into a ModelError naming it."""
+    try:
+        yield
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise ModelError(
+            f"models.{candidate.model.name}: candidate {candidate.label} failed on this data: {exc}"
+            + _diagnosis(x, y, task)
+        ) from exc
+
+
+def _diagnosis(x: pd.DataFrame, y: pd.Series, task: str) -> str:
+    notes = []
+    numeric = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c]) and not pd.api.types.is_bool_dtype(x[c])]
+    infinite = [str(c) for c in numeric if np.isinf(x[c].to_numpy(dtype=float, na_value=np.nan)).any()]
+    if infinite:
+        notes.append(f"columns with infinite values: {', '.join(infinite)}")
+    if task == "classification" and y.nunique() < 2:
+        notes.append(f"the target {y.name!r} has {y.nunique()} class(es) here: {sorted(y.unique().tolist(), key=str)}")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
 def select_model(
     features: FeatureSet,
     candidates: list[Candidate],
@@ -121,10 +153,11 @@ def select_model(
         for fold, (train_idx, val_idx) in enumerate(folds):
             fold_model = clone(template)
             start = time.perf_counter()
-            _fit(fold_model, x.iloc[train_idx], y.iloc[train_idx], log)
-            fit_seconds += time.perf_counter() - start
             val_frame = x.iloc[val_idx]
-            predictions, proba = predict(fold_model, val_frame, features.task)
+            with deterministic_failures(candidate, x, y, features.task):
+                _fit(fold_model, x.iloc[train_idx], y.iloc[train_idx], log)
+                fit_seconds += time.perf_counter() - start
+                predictions, proba = predict(fold_model, val_frame, features.task)
             scores.append(compute_metric(metric, y_values[val_idx], predictions, proba, classes))
             if log:
                 log(f"cv {candidate.label} fold {fold + 1}/{len(folds)}: {metric}={scores[-1]:.4f}")
@@ -149,7 +182,8 @@ def select_model(
     best, best_candidate = max(eligible, key=lambda pair: sign * pair[0].mean)
     model = build_model(best_candidate, features.columns, features.task, seed)
     start = time.perf_counter()
-    _fit(model, x, y, log)
+    with deterministic_failures(best_candidate, x, y, features.task):
+        _fit(model, x, y, log)
     return SelectionResult(metric, cv_folds, results, best, model, time.perf_counter() - start)
 
 

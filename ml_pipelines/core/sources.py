@@ -1,4 +1,8 @@
-"""Load a spec's source into a DataFrame. Every failure names the file or source."""
+"""Load a spec's source into a DataFrame. Every failure names the file or source.
+
+Column names must be unique: a repeated header would otherwise become `age.1` (CSV)
+or an unreadable file (parquet), and a generator or query returning two columns of one
+name would make every later lookup ambiguous."""
 
 from __future__ import annotations
 
@@ -14,6 +18,16 @@ from ml_pipelines.connections import ConnectionUrlError, env_variable, parse_url
 from ml_pipelines.core.errors import SourceError
 from ml_pipelines.dotted import import_dotted
 from ml_pipelines.spec import FileSource, Partitions, SchemaSpec, SqlSource, SyntheticSource
+
+# pandas' read_csv renames a repeated header `age` to `age.1`, `age.2`, ...
+MANGLED_HEADER = re.compile(r"^(?P<name>.*)\.(?P<copy>[1-9][0-9]*)$")
+# read_csv options that decide how the header row is split, kept when re-reading it raw
+HEADER_READ_OPTIONS = frozenset({
+    "sep", "delimiter", "encoding", "encoding_errors", "compression", "quotechar", "quoting", "doublequote",
+    "escapechar", "skiprows", "comment", "skipinitialspace", "engine", "dialect", "lineterminator",
+    "storage_options",
+})
+PARQUET_DUPLICATE = re.compile(r"Multiple matches for FieldRef\.Name\((?P<name>[^)]*)\)")
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,7 @@ def load_source(
         loaded = _load_files(source, base_dir, env or {})
     else:
         loaded = _load_sql(source, env or {})
+    check_unique_columns(loaded.frame, loaded.description)
     if source.partitions is not None and partition_key is not None:
         frame = select_partition(loaded.frame, source.partitions, partition_key, loaded.description)
         loaded = LoadedSource(frame, f"{loaded.description} [partition {partition_key}]", loaded.files)
@@ -107,18 +122,56 @@ def _load_files(source: FileSource, base_dir: Path | None, env: Mapping[str, str
     return LoadedSource(frame, description, tuple(files))
 
 
+def check_unique_columns(frame: pd.DataFrame, where: str) -> None:
+    repeated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if repeated:
+        raise SourceError(
+            f"{where}: column {repeated[0]!r} appears more than once"
+            + (f" (so do {', '.join(map(repr, repeated[1:]))})" if len(repeated) > 1 else "")
+            + "; column names must be unique"
+        )
+
+
+def repeated_csv_headers(path: str, frame: pd.DataFrame, options: dict) -> list[str]:
+    """Header names the file repeats (pandas has renamed the copies `name.1`, ...). Only when
+    such a pair is present is the header row read again, raw, to tell a copy from a real `age.1`."""
+    columns = [str(c) for c in frame.columns]
+    renamed = [m.group("name") for c in columns if (m := MANGLED_HEADER.match(c)) and m.group("name") in columns]
+    if not renamed or "names" in options:
+        return []
+    if options.get("header", "infer") not in ("infer", 0):
+        return sorted(set(renamed))  # a header elsewhere: trust the renaming pattern
+    raw_options = {k: v for k, v in options.items() if k in HEADER_READ_OPTIONS}
+    header = [str(v) for v in pd.read_csv(path, header=None, nrows=1, dtype=str, **raw_options).iloc[0]]
+    return sorted({name for name in header if header.count(name) > 1})
+
+
 def read_file(kind: str, path: str, options: dict) -> pd.DataFrame:
     try:
         if kind == "csv":
             frame = pd.read_csv(path, **options)
+            repeated = repeated_csv_headers(path, frame, options)
         else:
             frame = pd.read_parquet(path, **options)
+            repeated = []
     except pd.errors.EmptyDataError as exc:
         raise SourceError(f"{path}: the file is empty") from exc
     except pd.errors.ParserError as exc:
         raise SourceError(f"{path}: malformed CSV: {exc}") from exc
     except (OSError, ValueError) as exc:
-        raise SourceError(f"{path}: cannot be read as {kind}: {exc}") from exc
+        duplicate = PARQUET_DUPLICATE.search(str(exc))
+        if duplicate:
+            repeated = [duplicate.group("name")]
+        else:
+            raise SourceError(f"{path}: cannot be read as {kind}: {exc}") from exc
+    if repeated:
+        raise SourceError(
+            f"{path}: the header repeats column {repeated[0]!r}"
+            + (f" (and {', '.join(map(repr, repeated[1:]))})" if len(repeated) > 1 else "")
+            + "; column names must be unique"
+            + (f" (pandas would have renamed the copy to '{repeated[0]}.1')" if kind == "csv" else "")
+        )
+    check_unique_columns(frame, path)
     if frame.empty:
         raise SourceError(f"{path}: the file has a header but no rows")
     return frame

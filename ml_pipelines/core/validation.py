@@ -1,6 +1,17 @@
 """Data validation: the spec's schema resolved into concrete rules, run as a
 Great Expectations 1.x suite, plus the same rules as vectorized pandas masks
 (used to keep the rows that pass, and as the benchmark baseline).
+
+Besides the spec's types, ranges, categories, nullability and row count, every
+resolved schema holds rules that no spec has to ask for:
+- numeric columns hold no infinite values (`min: 0` lets +inf through);
+- a nullable column holds at most `max_null_share` nulls. Left out of the spec, a
+  column that was mostly present in the reference (null share under
+  DEFAULT_MAX_NULL_SHARE, recorded as `reference_null_share`) may not be mostly
+  missing now (null share over it);
+- a classification target has at least two classes.
+The last two are table-level: they fail the suite and, with on_failure: block,
+keep_valid_rows, but no row is dropped for them with warn.
 """
 
 from __future__ import annotations
@@ -22,6 +33,9 @@ MAX_INFERRED_CATEGORIES = 50
 # (new production batches reach past the reference's extremes), narrow enough to catch a sentinel
 # value or a change of units
 RANGE_MARGIN = 0.5
+DEFAULT_MAX_NULL_SHARE = 0.5  # "mostly": under it in the reference, a column may not go over it now
+MIN_CLASSES = 2
+INFINITIES = [float("inf"), float("-inf")]
 
 _FLOAT_DTYPES = ["float64", "float32", "Float64", "Float32"]
 _INT_DTYPES = ["int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8", "Int64", "Int32"]
@@ -42,6 +56,14 @@ class ColumnRule:
     max: float | None = None
     values: tuple[Any, ...] | None = None
     nullable: bool = True
+    max_null_share: float | None = None  # a larger share of nulls fails (nullable columns)
+    reference_null_share: float | None = None  # the share in the reference data the default limit starts from
+    min_distinct: int | None = None  # fewer distinct non-null values fail (a classification target: 2)
+
+    @property
+    def must_be_finite(self) -> bool:
+        """Numeric columns (and columns of no declared type) may not hold +-inf."""
+        return self.type in (None, "float", "int")
 
 
 @dataclass(frozen=True)
@@ -111,8 +133,23 @@ class ValidationReport:
         return [
             f"{f.expectation} on {f.column or '<table>'}: "
             + (f"{f.unexpected_count} unexpected" if f.unexpected_count is not None else f.detail)
+            + (f" ({f.detail})" if f.unexpected_count is not None and f.detail else "")
             for f in self.failures
         ]
+
+
+def null_share_detail(nulls: int, rows: int, limit: float) -> str:
+    return f"{nulls / rows:.1%} null, over max_null_share {limit:g}" if rows else "no rows"
+
+
+def distinct_detail(distinct: int, minimum: int) -> str:
+    return (
+        f"{distinct} distinct value{'' if distinct == 1 else 's'}, fewer than {minimum}: "
+        "a classification target needs at least two classes"
+    )
+
+
+INFINITE_DETAIL = "infinite values"
 
 
 # ---------------------------------------------------------------- inference
@@ -127,6 +164,7 @@ def infer_column_type(series: pd.Series) -> ColumnType:
         return "int"
     if pd.api.types.is_float_dtype(series):
         non_null = series.dropna()
+        non_null = non_null[~non_null.isin(INFINITIES)]
         if len(non_null) and np.all(np.mod(non_null.to_numpy(), 1) == 0) and series.isna().any():
             return "int"  # an int column that holds nulls
         return "float"
@@ -139,8 +177,13 @@ def infer_column_type(series: pd.Series) -> ColumnType:
 def infer_column_rule(series: pd.Series, *, categorical_values: bool = False) -> ColumnRule:
     """Type, nullability, range (widened by RANGE_MARGIN) and categories of one column."""
     kind = infer_column_type(series)
-    rule = ColumnRule(column=str(series.name), type=kind, nullable=bool(series.isna().any()))
+    rule = ColumnRule(
+        column=str(series.name), type=kind, nullable=bool(series.isna().any()),
+        reference_null_share=_null_share(series),
+    )
     non_null = series.dropna()
+    if kind in ("float", "int"):
+        non_null = non_null[~non_null.isin(INFINITIES)]  # an infinite value fails; it widens no range
     if non_null.empty:
         return rule
     if kind in ("float", "int") and not categorical_values:
@@ -158,6 +201,10 @@ def infer_column_rule(series: pd.Series, *, categorical_values: bool = False) ->
     return rule
 
 
+def _null_share(series: pd.Series) -> float:
+    return float(series.isna().mean()) if len(series) else 0.0
+
+
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -170,11 +217,20 @@ def infer_schema(frame: pd.DataFrame, *, categorical_columns: tuple[str, ...] = 
 
 
 def spec_schema(spec: PipelineSpec, frame: pd.DataFrame, reference: ResolvedSchema | None) -> ResolvedSchema:
-    """The spec's schema resolved on this data; a classification target is categorical. The
-    row-origin column of a retrain window is bookkeeping, never validated."""
+    """The spec's schema resolved on this data; a classification target is categorical and
+    needs at least MIN_CLASSES classes. A partitioned source is validated one partition at a
+    time, and one day may rightly hold one class, so there the classes are counted where the
+    partitions are combined (core.features.build_feature_set). The row-origin column of a
+    retrain window is bookkeeping, never validated."""
     categorical = (spec.target,) if spec.task == "classification" else ()
     data = frame.drop(columns=[ORIGIN_COLUMN], errors="ignore")
-    return resolve_schema(spec.data_schema, data, reference=reference, categorical_columns=categorical)
+    schema = resolve_schema(spec.data_schema, data, reference=reference, categorical_columns=categorical)
+    if spec.task != "classification" or spec.source.partitions is not None:
+        return schema
+    if schema.rule(spec.target) is None:
+        return replace(schema, rules=(*schema.rules, ColumnRule(spec.target, min_distinct=MIN_CLASSES)))
+    rules = tuple(replace(r, min_distinct=MIN_CLASSES) if r.column == spec.target else r for r in schema.rules)
+    return replace(schema, rules=rules)
 
 
 def resolve_schema(
@@ -211,12 +267,39 @@ def resolve_schema(
             base = replace(base, nullable=column in spec.nullable)
         elif column not in inferred:
             base = replace(base, nullable=False)
-        rules.append(base)
+        rules.append(_with_null_share(base, spec, reference, data))
     row_count = spec.row_count
     return ResolvedSchema(
         tuple(rules),
         row_count.min if row_count else None,
         row_count.max if row_count else None,
+    )
+
+
+def _with_null_share(
+    rule: ColumnRule, spec: SchemaSpec, reference: ResolvedSchema | None, data: pd.DataFrame
+) -> ColumnRule:
+    """The rule with its reference null share (the reference's, else this data's) and its
+    limit: the column's, else the schema's, else DEFAULT_MAX_NULL_SHARE for a column whose
+    reference share is under it. Recomputed on every run (min_distinct too: spec_schema sets it)."""
+    ref_rule = reference.rule(rule.column) if reference is not None else None
+    if ref_rule is not None:
+        # a reference recorded before shares were: a non-nullable column held no nulls
+        baseline = ref_rule.reference_null_share
+        if baseline is None and not ref_rule.nullable:
+            baseline = 0.0
+    elif rule.column in data.columns:
+        baseline = _null_share(data[rule.column])
+    else:
+        baseline = None
+    explicit = spec.columns.get(rule.column)
+    limit = explicit.max_null_share if explicit is not None else None
+    if limit is None:
+        limit = spec.max_null_share
+    if limit is None and baseline is not None and baseline < DEFAULT_MAX_NULL_SHARE:
+        limit = DEFAULT_MAX_NULL_SHARE
+    return replace(
+        rule, reference_null_share=baseline, max_null_share=limit if rule.nullable else None, min_distinct=None
     )
 
 
@@ -238,6 +321,16 @@ def build_suite(schema: ResolvedSchema, name: str):
             )
         if not rule.nullable:
             suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=rule.column))
+        elif rule.max_null_share is not None and rule.max_null_share < 1:
+            suite.add_expectation(
+                gxe.ExpectColumnValuesToNotBeNull(column=rule.column, mostly=1 - rule.max_null_share)
+            )
+        if rule.must_be_finite:
+            suite.add_expectation(gxe.ExpectColumnValuesToNotBeInSet(column=rule.column, value_set=INFINITIES))
+        if rule.min_distinct is not None:
+            suite.add_expectation(
+                gxe.ExpectColumnUniqueValueCountToBeBetween(column=rule.column, min_value=rule.min_distinct)
+            )
         if rule.min is not None or rule.max is not None:
             suite.add_expectation(
                 gxe.ExpectColumnValuesToBeBetween(column=rule.column, min_value=rule.min, max_value=rule.max)
@@ -295,7 +388,7 @@ def run_suite(
             continue
         config = item.expectation_config
         exception = (item.exception_info or {}).get("exception_message")
-        detail = exception or _observed(item.result)
+        detail = exception or _failure_detail(config.type, config.kwargs, item.result)
         failures.append(
             ExpectationFailure(
                 expectation=config.type,
@@ -321,6 +414,17 @@ def _observed(result: dict[str, Any]) -> str:
     if "observed_value" in result:
         return f"observed {result['observed_value']!r}"
     return "failed"
+
+
+def _failure_detail(expectation: str, kwargs: dict[str, Any], result: dict[str, Any]) -> str:
+    """What a failure means, worded as check_with_pandas words it."""
+    if expectation == "expect_column_values_to_not_be_null" and kwargs.get("mostly", 1) < 1:
+        return null_share_detail(result["unexpected_count"], result["element_count"], 1 - kwargs["mostly"])
+    if expectation == "expect_column_values_to_not_be_in_set":
+        return INFINITE_DETAIL
+    if expectation == "expect_column_unique_value_count_to_be_between":
+        return distinct_detail(result["observed_value"], kwargs["min_value"])
+    return "" if result.get("unexpected_count") is not None else _observed(result)
 
 
 # ---------------------------------------------------------------- the same rules in pandas
@@ -350,6 +454,8 @@ def row_failures(frame: pd.DataFrame, schema: ResolvedSchema) -> tuple[pd.Series
         checks: list[tuple[str, pd.Series]] = []
         if not rule.nullable:
             checks.append(("expect_column_values_to_not_be_null", missing))
+        if rule.must_be_finite:
+            checks.append(("expect_column_values_to_not_be_in_set", series.isin(INFINITIES)))
         if (rule.min is not None or rule.max is not None) and pd.api.types.is_numeric_dtype(series):
             out = pd.Series(False, index=frame.index)
             if rule.min is not None:
@@ -367,16 +473,40 @@ def row_failures(frame: pd.DataFrame, schema: ResolvedSchema) -> tuple[pd.Series
     return bad, counts
 
 
+def table_failures(frame: pd.DataFrame, schema: ResolvedSchema) -> list[ExpectationFailure]:
+    """Column-level rules no single row breaks: the null share and the distinct count."""
+    failures = []
+    for rule in schema.rules:
+        if rule.column not in frame.columns:
+            continue
+        series = frame[rule.column]
+        if rule.nullable and rule.max_null_share is not None and rule.max_null_share < 1:
+            nulls = int(series.isna().sum())
+            if len(series) and (len(series) - nulls) / len(series) < 1 - rule.max_null_share:
+                detail = null_share_detail(nulls, len(series), rule.max_null_share)
+                failures.append(ExpectationFailure("expect_column_values_to_not_be_null", rule.column, nulls, detail))
+        if rule.min_distinct is not None:
+            distinct = int(series.nunique(dropna=True))
+            if distinct < rule.min_distinct:
+                detail = distinct_detail(distinct, rule.min_distinct)
+                failures.append(
+                    ExpectationFailure("expect_column_unique_value_count_to_be_between", rule.column, None, detail)
+                )
+    return failures
+
+
 def keep_valid_rows(
     frame: pd.DataFrame, schema: ResolvedSchema, *, block: bool, pipeline: str, partitions: tuple[str, ...] = ()
 ) -> tuple[ValidatedData, dict[tuple[str, str], int]]:
     """The rows that pass every row-level rule, and the rows dropped per (rule, column).
-    With block, any failing row is an error naming each rule and column instead."""
+    With block, any failing row or column-level rule is an error naming each rule and column instead."""
     bad, counts = row_failures(frame, schema)
-    if block and bad.any():
+    column_failures = table_failures(frame, schema) if block else []
+    if block and (bad.any() or column_failures):
+        problems = [f"{rule} on {column}: {n}" for (rule, column), n in counts.items()]
+        problems += [f"{f.expectation} on {f.column}: {f.detail}" for f in column_failures]
         raise SchemaViolation(
-            f"{pipeline}: {int(bad.sum())} rows break the schema and on_failure is block: "
-            + ", ".join(f"{rule} on {column}: {n}" for (rule, column), n in counts.items())
+            f"{pipeline}: {int(bad.sum())} rows break the schema and on_failure is block: " + ", ".join(problems)
         )
     kept = frame.loc[~bad].reset_index(drop=True)
     return ValidatedData(kept, schema, int(bad.sum()), partitions), counts
@@ -398,8 +528,14 @@ def check_with_pandas(frame: pd.DataFrame, schema: ResolvedSchema) -> Validation
                     ExpectationFailure("expect_column_type", rule.column, None, f"observed {frame[rule.column].dtype}")
                 )
         evaluated += (not rule.nullable) + (rule.min is not None or rule.max is not None) + (rule.values is not None)
+        evaluated += (rule.nullable and rule.max_null_share is not None and rule.max_null_share < 1)
+        evaluated += rule.must_be_finite + (rule.min_distinct is not None)
     _, counts = row_failures(frame, schema)
-    failures += [ExpectationFailure(name, column, count) for (name, column), count in counts.items()]
+    failures += [
+        ExpectationFailure(name, column, count, INFINITE_DETAIL if name == "expect_column_values_to_not_be_in_set" else "")
+        for (name, column), count in counts.items()
+    ]
+    failures += table_failures(frame, schema)
     if schema.row_count_min is not None or schema.row_count_max is not None:
         evaluated += 1
         too_few = schema.row_count_min is not None and len(frame) < schema.row_count_min

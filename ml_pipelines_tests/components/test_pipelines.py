@@ -198,6 +198,27 @@ def _csv(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False).encode()
 
 
+def _all_null(frame: pd.DataFrame) -> pd.DataFrame:
+    """income is nullable, and mostly present in the champion's data."""
+    return frame.assign(income=np.nan)
+
+
+def _infinite(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[frame.index[:5], "income"] = np.inf  # passes `min: 0`
+    return frame
+
+
+def _repeated_header(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([frame, frame[["age"]]], axis=1)  # written as two `age` columns
+
+
+def retries(m: Materialized) -> list[str]:
+    """Steps that were retried (each retry is STEP_UP_FOR_RETRY then STEP_RESTARTED)."""
+    kinds = {dg.DagsterEventType.STEP_UP_FOR_RETRY, dg.DagsterEventType.STEP_RESTARTED}
+    return [e.step_key for e in m.result.all_events if e.event_type in kinds]
+
+
 BAD_DATA = {
     # case: (bytes of data/loans.csv, failing check or None, text the error or check must contain)
     "missing-column": (
@@ -230,6 +251,30 @@ BAD_DATA = {
         lambda f: _csv(f) + b"1,2,3,4,5,6,7,8,9,10,11,12,13\n",
         None,
         "data/loans.csv: malformed CSV",
+    ),
+    # issue 11: faults that used to pass validation and become champion, or fail later unnamed
+    "all-null-nullable-feature": (
+        lambda f: _csv(_all_null(f)),
+        "matches_expectation_suite",
+        f"expect_column_values_to_not_be_null on income: {CSV_ROWS} unexpected (100.0% null, over max_null_share 0.5)",
+    ),
+    "infinite-values": (
+        lambda f: _csv(_infinite(f)),
+        "matches_expectation_suite",
+        "expect_column_values_to_not_be_in_set on income: 5 unexpected (infinite values)",
+    ),
+    "single-class-target": (
+        lambda f: _csv(f.assign(defaulted=0)),
+        "matches_expectation_suite",
+        (
+            "expect_column_unique_value_count_to_be_between on defaulted: 1 distinct value, fewer than 2: "
+            "a classification target needs at least two classes"
+        ),
+    ),
+    "repeated-header": (
+        lambda f: _csv(_repeated_header(f)),
+        None,
+        "data/loans.csv: the header repeats column 'age'; column names must be unique",
     ),
 }
 
@@ -266,6 +311,58 @@ def test_bad_data_stops_the_chain_and_leaves_champion_and_file_alone(case, packa
     assert registry.get_alias("loans", "champion") == champion
     assert [r.version for r in registry.list_versions("loans")] == versions
     assert registry.alias_history("loans") == history
+    assert sha256(data) == digest
+    assert retries(m) == []  # a deterministic failure is never retried
+
+
+def test_infinite_values_on_a_first_run_fail_validation_naming_the_column(platform_root, tmp_path):
+    """No champion yet: the ranges are inferred from this data, so +inf used to widen
+    income's range to infinity, pass `min: 0`, and fail training three times over."""
+    data = tmp_path / "data" / "loans.csv"
+    data.parent.mkdir()
+    data.write_bytes(_csv(_infinite(loans_frame())))
+    digest = sha256(data)
+
+    m = materialize(loans_spec(), platform_root, base_dir=tmp_path)
+
+    assert not m.success
+    evaluation = checks(m)["matches_expectation_suite"]
+    assert evaluation.passed is False
+    assert "expect_column_values_to_not_be_in_set on income: 5 unexpected (infinite values)" in evaluation.description
+    assert m.materialized() == {"raw_data"}
+    assert m.registry.list_versions("loans") == []
+    assert retries(m) == []
+    assert sha256(data) == digest
+
+
+def test_a_training_error_on_bad_data_names_candidate_and_column_and_is_not_retried(packaged, tmp_path):
+    """With inference off, an undeclared column has no rules, so an infinite value reaches
+    training: scikit-learn's ValueError fails the step once, naming the candidate and column."""
+    platform = tmp_path / "platform"
+    shutil.copytree(packaged["platform"], platform)
+    registry = registry_at(platform)
+    champion = registry.get_alias("loans", "champion")
+    versions = [r.version for r in registry.list_versions("loans")]
+    data = tmp_path / "data" / "loans.csv"
+    data.parent.mkdir()
+    frame = loans_frame()
+    frame.loc[frame.index[:3], "debt_ratio"] = np.inf
+    data.write_bytes(_csv(frame))
+    digest = sha256(data)
+    attributes = yaml.safe_load(loans_yaml())["attributes"]
+    attributes["schema"]["infer"] = False
+
+    m = materialize(PipelineSpec.model_validate(attributes), platform, base_dir=tmp_path)
+
+    assert not m.success
+    text = error_text(m)
+    assert "ModelError: models.logreg: candidate logreg failed on this data" in text, text
+    assert "(columns with infinite values: debt_ratio)" in text
+    assert [e.step_key for e in m.result.all_events if e.is_step_failure] == ["loans__trained_model"]
+    assert retries(m) == []
+    assert not m.materialized() & {"trained_model", "evaluation", "model_package"}
+    assert registry.get_alias("loans", "champion") == champion
+    assert [r.version for r in registry.list_versions("loans")] == versions
     assert sha256(data) == digest
 
 

@@ -137,6 +137,13 @@ def test_null_target_is_an_error(frame):
         build_feature_set(spec(), with_nulls)
 
 
+def test_a_single_class_target_is_an_error_naming_it(frame):
+    with pytest.raises(FeatureError, match=r"target 'defaulted' has 1 class\(es\) \[0\]; classification needs two"):
+        build_feature_set(spec(), frame.assign(defaulted=0))
+    regression = spec(task="regression", models=[{"name": "ridge", "estimator": "sklearn.linear_model.Ridge"}])
+    assert build_feature_set(regression, frame.assign(defaulted=0)).task == "regression"
+
+
 # ---------------------------------------------------------------- derived columns
 
 

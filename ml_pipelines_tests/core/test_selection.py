@@ -12,7 +12,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from ml_pipelines.core.features import build_feature_set
+from ml_pipelines.core.features import FeatureSet, build_feature_set
 from ml_pipelines.core.models import expand_candidates
 from ml_pipelines.core.selection import SelectionError, _folds, select_model
 from ml_pipelines.datasets.credit import generate
@@ -256,3 +256,50 @@ def test_selection_logs_folds_and_torch_epochs(credit_frame):
     assert sum(line.startswith("torch epoch ") for line in lines) == 6
     assert result.best.framework == "torch"
     assert isinstance(result.model, Pipeline) and result.model[-1].log_fn is None
+
+
+# ------------------------------------------------------------------ deterministic failures are not retried (issue 11)
+
+
+def _features_with_train(credit_frame: pd.DataFrame, **train_columns) -> FeatureSet:
+    """A feature set whose training split is changed after it was built (the checks before
+    training would refuse such data; selection must still name the problem)."""
+    from dataclasses import replace
+
+    features = build_feature_set(_spec([LOGREG]), credit_frame)
+    return replace(features, train=features.train.assign(**train_columns))
+
+
+def test_a_single_class_training_split_is_a_model_error_naming_the_candidate(credit_frame):
+    from ml_pipelines.core.errors import InputError, ModelError
+
+    features = _features_with_train(credit_frame, defaulted=0)
+    with pytest.raises(ModelError) as info:
+        select_model(features, expand_candidates(list(_spec([LOGREG]).models)), metric="roc_auc", cv_folds=2)
+    message = str(info.value)
+    assert message.startswith("models.logreg: candidate logreg failed on this data: ")
+    assert "the target 'defaulted' has 1 class(es) here: [0]" in message
+    assert isinstance(info.value, InputError)  # fail-fast: never retried
+
+
+def test_infinite_values_in_training_are_a_model_error_naming_the_column(credit_frame):
+    from ml_pipelines.core.errors import ModelError
+
+    features = _features_with_train(credit_frame, income=np.inf)
+    with pytest.raises(ModelError, match=r"models.logreg: candidate logreg failed on this data: .*infinity.*"
+                                         r"\(columns with infinite values: income\)"):
+        select_model(features, expand_candidates(list(_spec([LOGREG]).models)), metric="roc_auc", cv_folds=2)
+
+
+class FlakyClassifier(LogisticRegression):
+    """Fails as a transient error would (not a ValueError)."""
+
+    def fit(self, X, y):  # noqa: N803
+        raise MemoryError("the node ran out of memory")
+
+
+def test_other_errors_are_left_to_the_retry_policy(credit_frame):
+    spec = _spec([{"name": "flaky", "estimator": "ml_pipelines_tests.core.test_selection:FlakyClassifier"}])
+    features = build_feature_set(spec, credit_frame)
+    with pytest.raises(MemoryError):
+        select_model(features, expand_candidates(list(spec.models)), metric="roc_auc", cv_folds=2)

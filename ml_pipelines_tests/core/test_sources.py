@@ -304,3 +304,57 @@ def test_sql_database_that_cannot_be_opened_is_named(tmp_path):
     url = f"sqlite:///{tmp_path / 'no_such_dir' / 'loans.db'}"
     with pytest.raises(SourceError, match=r"^sql source on sqlite:///.*/no_such_dir/loans.db: query failed: "):
         load_source(SqlSource(kind="sql", query="select 1", connection=url))
+
+
+# ---------------------------------------------------------------- repeated column names (issue 11)
+
+
+def test_repeated_csv_header_names_the_column_and_file(tmp_path):
+    path = tmp_path / "loans.csv"
+    path.write_text("age,income,age,purpose,income\n30,1.0,31,car,2.0\n40,3.0,41,home,4.0\n")
+    with pytest.raises(SourceError) as info:
+        load_source(csv_source(str(path)))
+    assert str(info.value) == (
+        f"{path}: the header repeats column 'age' (and 'income'); column names must be unique "
+        "(pandas would have renamed the copy to 'age.1')"
+    )
+
+
+def test_repeated_header_is_found_with_the_spec_read_options(tmp_path):
+    path = tmp_path / "loans.csv"
+    path.write_text("# exported\nage;x;age\n1;2;3\n")
+    with pytest.raises(SourceError, match="the header repeats column 'age'"):
+        load_source(csv_source(str(path), read_options={"sep": ";", "comment": "#"}))
+
+
+def test_a_real_column_named_like_a_renamed_copy_is_kept(tmp_path):
+    path = tmp_path / "loans.csv"
+    path.write_text("age,age.1\n30,31\n")
+    assert list(load_source(csv_source(str(path))).frame.columns) == ["age", "age.1"]
+
+
+def test_repeated_parquet_column_names_the_column_and_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "loans.parquet"
+    pq.write_table(pa.table([pa.array([1, 2]), pa.array([3, 4])], names=["age", "age"]), path)
+    with pytest.raises(SourceError, match=f"^{path}: the header repeats column 'age'; column names must be unique$"):
+        load_source(FileSource(kind="parquet", path=str(path)))
+
+
+def frame_with_repeated_columns(**_):
+    return pd.DataFrame([[1, 2, 3]], columns=["age", "income", "age"])
+
+
+def test_generator_returning_repeated_columns_is_named():
+    source = SyntheticSource(kind="synthetic", generator=f"{__name__}:frame_with_repeated_columns")
+    with pytest.raises(SourceError, match=f"synthetic {__name__}:frame_with_repeated_columns: column 'age' appears "
+                                          "more than once; column names must be unique"):
+        load_source(source)
+
+
+def test_query_returning_repeated_columns_is_named(sqlite_url):
+    source = SqlSource(kind="sql", query="select age, income as age from loans", connection=sqlite_url)
+    with pytest.raises(SourceError, match="column 'age' appears more than once"):
+        load_source(source)

@@ -20,7 +20,7 @@ from ml_pipelines.core.validation import (
     row_failures,
     run_suite,
 )
-from ml_pipelines.spec import SchemaSpec
+from ml_pipelines.spec import FileSource, SchemaSpec
 
 ROWS = 400
 
@@ -135,11 +135,11 @@ def test_resolve_schema_without_infer_keeps_only_declared_columns(clean):
     spec = SchemaSpec.model_validate({"columns": {"age": {"min": 18}}, "infer": False})
     resolved = resolve_schema(spec, clean)
     assert [r.column for r in resolved.rules] == ["age"]
-    assert resolved.rule("age") == ColumnRule("age", None, 18, None, None, nullable=False)
+    assert resolved.rule("age") == ColumnRule("age", None, 18, None, None, nullable=False, reference_null_share=0.0)
 
 
 def test_resolve_schema_prefers_the_champion_reference(clean):
-    reference = ResolvedSchema((ColumnRule("age", "int", 20, 60, None, False),))
+    reference = ResolvedSchema((ColumnRule("age", "int", 20, 60, None, False, reference_null_share=0.0),))
     resolved = resolve_schema(SchemaSpec(), clean, reference=reference)
     assert resolved.rules == reference.rules
 
@@ -165,7 +165,9 @@ def test_suite_has_one_expectation_per_rule(schema):
     types = [e.expectation_type for e in suite.expectations]
     assert types.count("expect_column_to_exist") == len(schema.rules)
     assert types.count("expect_table_row_count_to_be_between") == 1
-    assert types.count("expect_column_values_to_not_be_null") == sum(not r.nullable for r in schema.rules)
+    # non-nullable columns, and nullable ones with a null-share limit (mostly < 1)
+    assert types.count("expect_column_values_to_not_be_null") == len(schema.rules)
+    assert types.count("expect_column_values_to_not_be_in_set") == sum(r.must_be_finite for r in schema.rules)
 
 
 def test_clean_data_passes_both_engines(clean, schema):
@@ -240,3 +242,144 @@ def test_validated_data_combines_partitions(clean, schema):
     assert combined.frame["age"].tolist() == clean["age"].tolist()
     with pytest.raises(ValueError, match="no validated partitions"):
         ValidatedData.combine({})
+
+
+# ---------------------------------------------------------------- data faults that used to pass (issue 11)
+
+
+def failures_by_rule(report) -> dict[tuple[str, str | None], tuple[int | None, str]]:
+    return {(f.expectation, f.column): (f.unexpected_count, f.detail) for f in report.failures}
+
+
+def both_engines(frame: pd.DataFrame, schema: ResolvedSchema, name: str):
+    gx_report = run_suite(frame, schema, suite_name=name)
+    pandas_report = check_with_pandas(frame, schema)
+    assert gx_report.evaluated == pandas_report.evaluated
+    assert failures_by_rule(gx_report) == failures_by_rule(pandas_report)
+    return gx_report, pandas_report
+
+
+def classification_spec(**schema):
+    from ml_pipelines_tests.specs import make_spec
+
+    return make_spec(
+        name="loans", task="classification", target="defaulted", source={"kind": "csv", "path": "x.csv"},
+        models=[{"name": "m", "estimator": "sklearn.linear_model.LogisticRegression"}], schema=schema,
+    )
+
+
+def test_reference_null_share_is_recorded_and_sets_the_default_limit(clean, schema):
+    income = schema.rule("income")
+    assert income.reference_null_share == pytest.approx(clean["income"].isna().mean())
+    assert 0 < income.reference_null_share < 0.5
+    assert income.max_null_share == 0.5  # mostly present in the reference, so it may not be mostly missing
+    assert schema.rule("age").max_null_share is None  # not nullable: any null fails already
+    assert ResolvedSchema.from_dict(schema.to_dict()) == schema
+
+
+def test_a_mostly_present_column_that_is_now_all_null_fails_both_engines(clean, schema):
+    frame = clean.assign(income=np.nan)
+    reference_based = resolve_schema(SchemaSpec(nullable=["income"]), frame, reference=schema)
+    assert reference_based.rule("income").reference_null_share == schema.rule("income").reference_null_share
+    gx_report, _ = both_engines(frame, reference_based, "all_null")
+    assert failures_by_rule(gx_report)[("expect_column_values_to_not_be_null", "income")] == (
+        ROWS, "100.0% null, over max_null_share 0.5"
+    )
+    assert "expect_column_values_to_not_be_null on income: 400 unexpected (100.0% null, over max_null_share 0.5)" in (
+        gx_report.summary_lines()
+    )
+
+
+def test_null_share_limits(clean, schema):
+    def share_failure(frame, spec, reference=schema):
+        resolved = resolve_schema(spec, frame, reference=reference)
+        gx_report, _ = both_engines(frame, resolved, "share")
+        return ("expect_column_values_to_not_be_null", "income") in failures_by_rule(gx_report)
+
+    def nulls(share):
+        return clean.assign(income=np.where(np.arange(ROWS) < share * ROWS, np.nan, 1.0))
+
+    nullable = {"nullable": ["income"]}
+    assert share_failure(nulls(0.6), SchemaSpec(**nullable))
+    assert not share_failure(nulls(0.4), SchemaSpec(**nullable))  # under half is still mostly present
+    assert not share_failure(nulls(0.5), SchemaSpec(**nullable))  # exactly the limit passes
+    assert share_failure(nulls(0.2), SchemaSpec(**nullable, max_null_share=0.1))
+    assert not share_failure(
+        nulls(0.2), SchemaSpec(**nullable, max_null_share=0.1, columns={"income": {"max_null_share": 0.3}})
+    )
+    mostly_missing = ResolvedSchema((ColumnRule("income", "float", nullable=True, reference_null_share=0.7),))
+    assert not share_failure(nulls(1.0), SchemaSpec(**nullable), reference=mostly_missing)
+
+
+def test_a_reference_recorded_before_null_shares_keeps_working(clean):
+    old = {"rules": [{"column": "age", "type": "int", "min": 0, "max": 120, "values": None, "nullable": False},
+                     {"column": "income", "type": "float", "min": None, "max": None, "values": None,
+                      "nullable": True}]}
+    reference = ResolvedSchema.from_dict(old)
+    resolved = resolve_schema(SchemaSpec(), clean, reference=reference)
+    assert resolved.rule("age").reference_null_share == 0.0
+    assert resolved.rule("income").reference_null_share is None and resolved.rule("income").max_null_share is None
+
+
+def test_infinite_values_fail_both_engines_naming_the_column(clean, schema):
+    frame = clean.copy()
+    frame.loc[0:2, "income"] = np.inf  # passes `min: 0`
+    frame.loc[5, "debt_ratio"] = -np.inf
+    gx_report, _ = both_engines(frame, schema, "infinite")
+    found = failures_by_rule(gx_report)
+    assert found[("expect_column_values_to_not_be_in_set", "income")] == (3, "infinite values")
+    assert found[("expect_column_values_to_not_be_in_set", "debt_ratio")] == (1, "infinite values")
+    assert "expect_column_values_to_not_be_in_set on income: 3 unexpected (infinite values)" in (
+        gx_report.summary_lines()
+    )
+    bad, _ = row_failures(frame, schema)
+    assert set(frame.index[bad]) >= {0, 1, 2, 5}
+
+
+def test_infinite_values_fail_without_a_range_and_widen_no_inferred_range(clean):
+    frame = clean.assign(debt_ratio=clean["debt_ratio"].where(clean.index != 3, np.inf))
+    unranged = resolve_schema(SchemaSpec(columns={"debt_ratio": {"type": "float"}}, infer=False), frame)
+    assert (unranged.rule("debt_ratio").min, unranged.rule("debt_ratio").max) == (None, None)
+    gx_report, _ = both_engines(frame, unranged, "unranged")
+    assert failures_by_rule(gx_report) == {("expect_column_values_to_not_be_in_set", "debt_ratio"): (1, "infinite values")}
+    inferred = infer_column_rule(frame["debt_ratio"])
+    assert np.isfinite(inferred.max) and inferred.max < 2
+
+
+def test_a_single_class_target_fails_both_engines_naming_it(clean):
+    from ml_pipelines.core.validation import spec_schema
+
+    frame = clean.assign(defaulted=0)
+    schema = spec_schema(classification_spec(columns={"defaulted": {"type": "int", "values": [0, 1]}}), frame, None)
+    assert schema.rule("defaulted").min_distinct == 2
+    gx_report, _ = both_engines(frame, schema, "one_class")
+    expected = "1 distinct value, fewer than 2: a classification target needs at least two classes"
+    assert failures_by_rule(gx_report) == {("expect_column_unique_value_count_to_be_between", "defaulted"): (None, expected)}
+    assert gx_report.summary_lines() == [f"expect_column_unique_value_count_to_be_between on defaulted: {expected}"]
+    assert run_suite(clean, spec_schema(classification_spec(), clean, None), suite_name="two").success
+
+
+def test_the_class_rule_is_added_even_without_inference_and_only_for_classification(clean):
+    from ml_pipelines.core.validation import spec_schema
+
+    schema = spec_schema(classification_spec(infer=False, columns={"age": {"min": 0}}), clean, None)
+    assert schema.rule("defaulted").min_distinct == 2
+    regression = classification_spec().model_copy(update={"task": "regression"})
+    assert spec_schema(regression, clean, None).rule("defaulted").min_distinct is None
+    partitioned = classification_spec().model_copy(update={"source": FileSource(
+        kind="csv", path="x.csv", partitions={"start_date": "2026-01-01", "column": "day"})})
+    assert spec_schema(partitioned, clean, None).rule("defaulted").min_distinct is None  # counted in features
+    # a reference's class rule does not stick to a column that is no longer the target
+    assert resolve_schema(SchemaSpec(), clean, reference=schema).rule("defaulted").min_distinct is None
+
+
+def test_block_refuses_column_level_failures_and_warn_drops_no_row_for_them(clean, schema):
+    from ml_pipelines.core.errors import SchemaViolation
+    from ml_pipelines.core.validation import keep_valid_rows
+
+    frame = clean.assign(income=np.nan)
+    resolved = resolve_schema(SchemaSpec(nullable=["income"]), frame, reference=schema)
+    with pytest.raises(SchemaViolation, match=r"expect_column_values_to_not_be_null on income: 100\.0% null"):
+        keep_valid_rows(frame, resolved, block=True, pipeline="loans")
+    kept, counts = keep_valid_rows(frame, resolved, block=False, pipeline="loans")
+    assert len(kept.frame) == ROWS and counts == {}
