@@ -584,6 +584,9 @@ class PipelineSpec(StrictModel):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"models: candidate name {duplicated[0]!r} is used twice")
+        if self.monitoring.retrain.window is not None and self.source.partitions is not None:
+            raise ValueError("monitoring.retrain.window: not supported with a partitioned source, which already "
+                             "trains on every validated partition; land production batches as partitions instead")
         feature_names = self.features.numeric or []
         feature_names = [*feature_names, *(self.features.categorical or [])]
         feature_names += [d.name for d in self.features.derived]

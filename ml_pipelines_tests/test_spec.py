@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from ml_pipelines.components import MLPipeline
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec, format_validation_error
-from ml_pipelines_tests.specs import PIPELINES_DIR
+from ml_pipelines_tests.specs import PIPELINES_DIR, small_credit_attributes
 
 COMPONENT_TYPE = "ml_pipelines.components.MLPipeline"
 STAGES = {"raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package"}
@@ -538,3 +538,21 @@ def test_whole_spec_errors_through_dagster_name_the_field_in_the_message(sandbox
 def test_spec_json_schema_carries_the_name_limit():
     """`dg check yaml` validates against the JSON schema, so the name limit shows there too."""
     assert PipelineSpec.model_json_schema()["properties"]["name"]["maxLength"] == 63
+
+
+def test_a_retrain_window_needs_labels_and_an_unpartitioned_source():
+    attributes = small_credit_attributes()
+    without_labels = {**attributes, "monitoring": {**attributes["monitoring"], "labels": None}}
+    with pytest.raises(ValidationError, match="retrain.window: only labelled production batches"):
+        PipelineSpec.model_validate(without_labels)
+    partitioned = {**attributes, "source": {**attributes["source"],
+                                            "partitions": {"start_date": "2026-01-01", "column": "applied_on"}}}
+    with pytest.raises(ValidationError, match="not supported with a partitioned source"):
+        PipelineSpec.model_validate(partitioned)
+    no_id = {**attributes, "monitoring": {**attributes["monitoring"], "production_data": {
+        "kind": "csv", "path": "landing/*.csv"}}}
+    with pytest.raises(ValidationError, match="production_data.id_column: labels join production rows by id"):
+        PipelineSpec.model_validate(no_id)
+    feedback_on_files = {**attributes, "monitoring": {**attributes["monitoring"], "labels": {"kind": "feedback"}}}
+    with pytest.raises(ValidationError, match="kind feedback labels the served predictions"):
+        PipelineSpec.model_validate(feedback_on_files)
