@@ -22,3 +22,15 @@ def exit_with(code: int) -> None:
     """End the command with a non-zero status; 0 just returns."""
     if code:
         raise typer.Exit(code)
+
+
+def load_pipeline_spec(name: str):
+    """The spec of a pipeline in the project (ml_pipelines/defs/pipelines/<name>/defs.yaml)."""
+    import yaml
+
+    from ml_pipelines.spec import PipelineSpec
+
+    path = PIPELINES_DIR / name / "defs.yaml"
+    if not path.exists():
+        raise ValueError(f"no pipeline {name!r} at {path}")
+    return PipelineSpec.model_validate(yaml.safe_load(path.read_text())["attributes"])

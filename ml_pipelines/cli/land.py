@@ -7,19 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ml_pipelines.cli._common import PIPELINES_DIR, PROJECT_ROOT, fail
+from ml_pipelines.cli._common import PROJECT_ROOT, fail, load_pipeline_spec
 from ml_pipelines.settings import Settings
-
-
-def load_pipeline_spec(name: str):
-    """The spec of a shipped pipeline (ml_pipelines/defs/pipelines/<name>/defs.yaml)."""
-    from ml_pipelines.core.spec_files import load_spec_document
-    from ml_pipelines.spec import PipelineSpec
-
-    path = PIPELINES_DIR / name / "defs.yaml"
-    if not path.exists():
-        raise ValueError(f"no pipeline {name!r} at {path}")
-    return PipelineSpec.model_validate(load_spec_document(path)["attributes"])
 
 
 def land(

@@ -112,13 +112,25 @@ def show(pipeline: Annotated[str, PIPELINE], version: Annotated[str, VERSION]) -
 
 def promote(
     pipeline: Annotated[str, PIPELINE],
-    version: Annotated[str, VERSION],
+    version: Annotated[str | None, typer.Argument(help="version, as `registry list` prints it (not with "
+                                                        "--from-shadow)", show_default=False)] = None,
     reason: Annotated[
         str | None, typer.Option(help="why, for the alias history (default: manual promotion to ALIAS)",
                                  show_default=False)
     ] = None,
     alias: Annotated[Alias, typer.Option(help="the alias to move")] = Alias.champion,
+    from_shadow: Annotated[bool, typer.Option(
+        "--from-shadow", help="promote the challenger only if it beats the champion by the gate's rule on "
+        "labelled production rows neither learned from")] = False,
 ) -> None:
+    if from_shadow:
+        if version is not None or alias is not Alias.champion:
+            fail("--from-shadow promotes the challenger to champion: give no VERSION and no --alias")
+        _run(lambda registry: promote_from_shadow(registry, pipeline))
+        return
+    if version is None:
+        fail("give the VERSION to promote, or --from-shadow")
+
     def verb(registry: ModelRegistry) -> int:
         move = registry.set_alias(pipeline, alias.value, version, actor=f"cli:{getpass.getuser()}",
                                   reason=reason or f"manual promotion to {alias.value}")
@@ -126,6 +138,26 @@ def promote(
         return 0
 
     _run(verb)
+
+
+def promote_from_shadow(registry: ModelRegistry, pipeline: str) -> int:
+    """Judge the challenger on fresh production rows; promote it only when it wins (exit 1 when it does not)."""
+    from ml_pipelines.cli._common import load_pipeline_spec
+    from ml_pipelines.core.shadow import judge_challenger
+
+    try:
+        spec = load_pipeline_spec(pipeline)
+    except ValueError as exc:
+        fail(str(exc), stderr=False)
+    verdict = judge_challenger(registry, spec)
+    print(verdict.explain())
+    if not verdict.passed:
+        print(f"{pipeline}: champion stays {verdict.champion}")
+        return 1
+    move = registry.set_alias(pipeline, "champion", verdict.challenger, actor=f"cli:{getpass.getuser()}",
+                              reason=f"promoted from shadow: {verdict.explain()}")
+    print(f"{pipeline}: champion {move.previous or '-'} -> {move.version} (from shadow)")
+    return 0
 
 
 def rollback(pipeline: Annotated[str, PIPELINE]) -> None:

@@ -6,6 +6,9 @@ no version."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ from ml_pipelines.definitions import apply_policies
 from ml_pipelines.resources import local_resources
 from ml_pipelines.settings import Settings
 from ml_pipelines.spec import PipelineSpec
+from ml_pipelines_tests import REPO_ROOT
 from ml_pipelines_tests.helpers import Materialized, materialize, registry_at
 from ml_pipelines_tests.specs import NAME, make_spec, small_credit_attributes
 
@@ -176,3 +180,40 @@ def test_the_labels_sensor_labels_new_batches_and_skips_complete_ones(loop: Loop
     after_labels = _tick(loop, "labels_sensor", before_labels.cursor)  # the label files changed
     assert [r.partition_key for r in after_labels.run_requests] == [batch.path.name]
     assert after_labels.run_requests[0].run_key != before_labels.run_requests[0].run_key
+
+
+# ------------------------------------------------------------------ promote --from-shadow (last: it moves aliases)
+
+
+def test_promote_from_shadow_follows_the_gate_on_fresh_production_rows(loop: Loop, monkeypatch):
+    monkeypatch.setenv("ML_PIPELINES_HOME", str(loop.root))
+    variables = Settings.from_env().variables
+    batch = land_labelled_batch(loop.spec, drift=1.0, rows=1500, seed=404, variables=variables)
+    write_labels(loop.spec, batch, variables=variables)
+    loop.instance.add_dynamic_partitions(BATCHES, [batch.path.name])
+    assert loop.run("monitor_job", batch.path.name).success
+    assert loop.run("labels_job", batch.path.name).success
+    registry = registry_at(loop.root)
+    learned = registry.get_alias(NAME, CHAMPION)
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ml_pipelines.cli", "registry", *argv], capture_output=True,
+                              text=True, env={**os.environ}, cwd=REPO_ROOT, timeout=300)
+
+    # the old champion as challenger: worse on the shifted world, so it stays a challenger
+    registry.set_alias(NAME, "challenger", loop.first, actor="test", reason="shadow test")
+    refused = cli("promote", NAME, "--from-shadow")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"challenger {loop.first} does not win against champion {learned}" in refused.stdout
+    assert "1 labelled batch(es) neither learned from" in refused.stdout
+    assert registry.get_alias(NAME, CHAMPION) == learned
+    # roles swapped: the retrained model as challenger wins and becomes champion
+    registry.set_alias(NAME, CHAMPION, loop.first, actor="test", reason="shadow test")
+    registry.set_alias(NAME, "challenger", learned, actor="test", reason="shadow test")
+    promoted = cli("promote", NAME, "--from-shadow")
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert f"champion {loop.first} -> {learned} (from shadow)" in promoted.stdout
+    assert registry.get_alias(NAME, CHAMPION) == learned
+    assert registry.alias_history(NAME, CHAMPION)[-1].reason.startswith("promoted from shadow: challenger")
+    wrong = cli("promote", NAME, "v1", "--from-shadow")
+    assert wrong.returncode == 2 and "give no VERSION" in wrong.stderr
