@@ -26,7 +26,7 @@ class BodySizeLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send, f"is {declared} bytes")
+            await self._refuse(send, f"request body is {declared} bytes; at most {self.max_bytes}")
             return
         # read the whole body (at most max_bytes of it) before the app sees any
         chunks: list[bytes] = []
@@ -38,15 +38,15 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(send, f"exceeds {self.max_bytes} bytes")
+                await self._refuse(send, f"request body is over {self.max_bytes} bytes")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         await self.app(scope, _replay(b"".join(chunks), receive), send)
 
-    async def _refuse(self, send: Send, size: str) -> None:
-        body = json.dumps({"error": f"request body {size}; at most {self.max_bytes} (serving.max_body_bytes)"})
+    async def _refuse(self, send: Send, message: str) -> None:
+        body = json.dumps({"error": f"{message} (serving.max_body_bytes)"})
         await send({
             "type": "http.response.start",
             "status": 413,

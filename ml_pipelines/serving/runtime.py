@@ -189,7 +189,9 @@ class ModelHolder:
         self.config = config
         self.current = config.load(version or config.initial_version())
         self._champion: str | None = self.current.version
-        if config.pinned_version:
+        if config.from_bento:  # a bento serves its own version; no registry to compare with
+            self._champion = None
+        elif config.pinned_version:
             self._champion = config.registry().get_alias(config.pipeline, "champion")
         self._failed: tuple[str, str] | None = None  # (champion, why it did not load)
         self._stop = threading.Event()
@@ -207,6 +209,8 @@ class ModelHolder:
         """Switch to the champion if it moved; True when it switched. The old model answers until the
         new one is ready. A champion that fails to load is logged once, recorded for state(), and
         tried again on the next call (it may be repaired in place)."""
+        if self.config.from_bento:
+            return False
         champion = self.config.registry().get_alias(self.config.pipeline, "champion")
         self._champion = champion
         if self.config.pinned_version or champion is None or champion == self.current.version:

@@ -105,7 +105,8 @@ class Predictor:
 
 
 def _publish(state: ServingState) -> None:
-    IS_CHAMPION.labels(pipeline=CONFIG.pipeline).set(1 if state.is_champion else 0)
+    if not CONFIG.from_bento:  # a bento knows no registry champion
+        IS_CHAMPION.labels(pipeline=CONFIG.pipeline).set(1 if state.is_champion else 0)
 
 
 @bentoml.service(name=f"{CONFIG.pipeline}_service", traffic={"timeout": 30})
