@@ -101,12 +101,11 @@ class ServingConfig:
             record = self.record(version)
             directory = self.model_dir(version)
             verify_artifacts(directory, record)
-        except (ServingError, InputError, OSError) as exc:
-            raise ServingError(f"cannot serve {self.pipeline} {version}: {exc}") from exc
-        try:
             model = load_model(directory, record.trusted_roots)
-        except Exception as exc:  # a corrupt file, a library that cannot read it, ...
-            raise ServingError(f"cannot serve {self.pipeline} {version}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # a missing or corrupt file, a library that cannot read it, ...
+            # our errors name the file and the problem; others need their type to make sense
+            reason = str(exc) if isinstance(exc, (ServingError, InputError, OSError)) else f"{type(exc).__name__}: {exc}"
+            raise ServingError(f"cannot serve {self.pipeline} {version}: {reason}") from exc
         return LoadedModel(version, record, model, _encoder_categories(model, record))
 
 
@@ -188,11 +187,8 @@ class ModelHolder:
     def __init__(self, config: ServingConfig, version: str | None = None):
         self.config = config
         self.current = config.load(version or config.initial_version())
-        self._champion: str | None = self.current.version
-        if config.from_bento:  # a bento serves its own version; no registry to compare with
-            self._champion = None
-        elif config.pinned_version:
-            self._champion = config.registry().get_alias(config.pipeline, "champion")
+        # what the registry says, as of the last poll (a bento has no registry to compare with)
+        self._champion = None if config.from_bento or config.pinned_version else self.current.version
         self._failed: tuple[str, str] | None = None  # (champion, why it did not load)
         self._stop = threading.Event()
 
