@@ -53,6 +53,8 @@ class ServeSettings:
     api_keys: str = field(default="", repr=False)  # ML_PIPELINES_API_KEYS: `id:sha256hex,...`
     watch_seconds: float = 2.0  # ML_PIPELINES_WATCH_SECONDS: how often the champion alias is polled
     overrides: Mapping[str, Any] = field(default_factory=dict)  # ML_PIPELINES_SERVING: JSON over the spec's serving
+    # ML_PIPELINES_SERVE_PARENT: the pid of `bentoml serve`, set by `ml-pipelines serve`; its workers stop with it
+    parent_pid: int | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ServeSettings:
@@ -64,6 +66,7 @@ class ServeSettings:
             api_keys=environ.get("ML_PIPELINES_API_KEYS", ""),
             watch_seconds=_number(environ, "ML_PIPELINES_WATCH_SECONDS", 2.0),
             overrides=_json_object(environ, "ML_PIPELINES_SERVING"),
+            parent_pid=_pid(environ, "ML_PIPELINES_SERVE_PARENT"),
         )
 
 
@@ -131,6 +134,15 @@ def _module_names(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
         if not MODULE_NAME.match(module):
             raise SettingsError(f"{name}: {module!r} is not a module name like 'my_pkg' or 'my_pkg.features'")
     return tuple(dict.fromkeys(names))
+
+
+def _pid(environ: Mapping[str, str], name: str) -> int | None:
+    raw = environ.get(name)
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name}={raw!r} is not a process id")
+    return int(raw)
 
 
 def _json_object(environ: Mapping[str, str], name: str) -> dict[str, Any]:

@@ -437,6 +437,14 @@ class ServingSpec(StrictModel):
         description="BentoML's batching deadline: a row that would wait longer for its batch is shed with a 503.",
     )
     max_records: int = Field(default=1000, ge=1, description="Most records one request may carry.")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024,
+        description="Largest request body in bytes; a larger one is refused with a 413 before it is parsed.",
+    )
+    max_string_length: int = Field(
+        default=1000, ge=1,
+        description="Longest string one field may hold; a longer one is refused with a 400 naming the field.",
+    )
 
 
 # ---------------------------------------------------------------- monitoring

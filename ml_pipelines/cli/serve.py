@@ -22,12 +22,14 @@ def bentoml_command(host: str, port: int, keep_alive: int) -> list[str]:
 
 
 def serve_env(settings: Settings, pipeline: str, version: str | None) -> dict[str, str]:
-    """The service's environment: ours, the pipeline (and pinned version), BentoML's store under the home."""
+    """The service's environment: ours, the pipeline (and pinned version), BentoML's store under the
+    home, and the pid that `bentoml serve` will have (we exec it), so that its workers stop with it."""
     from ml_pipelines.core.layout import LocalLayout
 
     overrides = {
         "ML_PIPELINES_SERVE_PIPELINE": pipeline,
         "BENTOML_HOME": settings.environ.get("BENTOML_HOME", str(LocalLayout(settings.home).bentoml)),
+        "ML_PIPELINES_SERVE_PARENT": str(os.getpid()),
     }
     if version:
         overrides["ML_PIPELINES_SERVE_VERSION"] = version

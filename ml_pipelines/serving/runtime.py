@@ -1,12 +1,14 @@
 """The model a service answers with: loaded from the BentoML store, verified
-against the registry record, and swapped atomically when the champion moves."""
+against the registry record, and swapped atomically when the champion moves.
+A champion that fails to load is never served: the old model answers on, and
+`ModelHolder.state()` says that the served version is not the champion and why."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ml_pipelines.core.errors import ChecksumError
+from ml_pipelines.core.errors import ChecksumError, InputError
 from ml_pipelines.core.layout import LocalLayout
 from ml_pipelines.core.model_io import load_model
 from ml_pipelines.core.models import predict
@@ -28,6 +30,10 @@ from ml_pipelines.settings import Settings
 log = logging.getLogger("ml_pipelines.serving")
 
 
+class ServingError(RuntimeError):
+    """A version cannot be served; the message names the pipeline, the version and the reason."""
+
+
 @dataclass(frozen=True)
 class ServingConfig:
     pipeline: str
@@ -38,6 +44,7 @@ class ServingConfig:
     watch_seconds: float = 2.0
     from_bento: bool = False  # inside a built bento: the pinned version's record ships with the model
     overrides: Mapping[str, Any] = field(default_factory=dict)  # over the packaged serving settings
+    parent_pid: int | None = None  # `bentoml serve` under `ml-pipelines serve`: workers stop with it
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServingConfig:
@@ -53,6 +60,7 @@ class ServingConfig:
             watch_seconds=serve.watch_seconds,
             from_bento=serve.from_bento,
             overrides=dict(serve.overrides),
+            parent_pid=serve.parent_pid,
         )
 
     @property
@@ -63,11 +71,17 @@ class ServingConfig:
         return ModelRegistry(LocalObjectStore(self.layout.registry))
 
     def model_dir(self, version: str) -> Path:
-        if self.from_bento:
-            import bentoml
+        import bentoml
+        from bentoml.exceptions import NotFound
 
-            return Path(bentoml.models.get(f"{self.pipeline}:{version}").path)
-        return Path(model_store(self.layout.bentoml).get(f"{self.pipeline}:{version}").path)
+        tag = f"{self.pipeline}:{version}"
+        try:
+            if self.from_bento:
+                return Path(bentoml.models.get(tag).path)
+            return Path(model_store(self.layout.bentoml).get(tag).path)
+        except NotFound:
+            where = "this bento" if self.from_bento else f"the BentoML store {self.layout.bentoml / 'models'}"
+            raise ServingError(f"model {tag} is not in {where}") from None
 
     def record(self, version: str) -> VersionRecord:
         if self.from_bento:
@@ -77,8 +91,22 @@ class ServingConfig:
     def initial_version(self) -> str:
         version = self.pinned_version or self.registry().get_alias(self.pipeline, "champion")
         if version is None:
-            raise RuntimeError(f"{self.pipeline} has no champion to serve; materialize the pipeline first")
+            raise ServingError(f"{self.pipeline} has no champion to serve; materialize the pipeline first")
         return version
+
+    def load(self, version: str) -> LoadedModel:
+        """The version's model, once it is in the store, every artifact matches the record's sha256
+        and the model loads; otherwise a ServingError with the reason."""
+        try:
+            record = self.record(version)
+            directory = self.model_dir(version)
+            verify_artifacts(directory, record)
+            model = load_model(directory, record.trusted_roots)
+        except Exception as exc:  # a missing or corrupt file, a library that cannot read it, ...
+            # our errors name the file and the problem; others need their type to make sense
+            reason = str(exc) if isinstance(exc, (ServingError, InputError, OSError)) else f"{type(exc).__name__}: {exc}"
+            raise ServingError(f"cannot serve {self.pipeline} {version}: {reason}") from exc
+        return LoadedModel(version, record, model, _encoder_categories(model, record))
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
@@ -113,6 +141,40 @@ def _encoder_categories(model: Pipeline, record: VersionRecord) -> dict[str, set
     return {c: {str(v) for v in cats} for c, cats in zip(columns, encoder.categories_)}
 
 
+def verify_artifacts(directory: Path, record: VersionRecord) -> None:
+    for name, expected in record.artifacts.items():
+        path = directory / name
+        if not path.is_file():
+            raise ChecksumError(f"{path}: missing; the registry record lists it")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            raise ChecksumError(f"{path}: checksum mismatch with registry record; refusing to serve")
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What a service answers with, against what the registry says it should."""
+
+    served: str
+    champion: str | None  # as last read from the registry
+    pinned: bool
+    reload_error: str | None = None  # why the champion could not be loaded; None once it is served
+
+    @property
+    def is_champion(self) -> bool:
+        return self.served == self.champion
+
+    @property
+    def problem(self) -> str | None:
+        """Why the service is not ready, or None. A pinned version is served on purpose; a champion
+        that is still loading is no problem yet."""
+        if self.pinned or self.is_champion or self.reload_error is None:
+            return None
+        return (
+            f"serving {self.served}, but the registry's champion is {self.champion}, which failed to load:"
+            f" {self.reload_error}"
+        )
+
+
 def records_to_frame(rows: list[dict[str, Any]], features: ModelInputs) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(rows, columns=features.inputs)
     for column, kind in features.types.items():
@@ -122,39 +184,57 @@ def records_to_frame(rows: list[dict[str, Any]], features: ModelInputs) -> pd.Da
 
 
 class ModelHolder:
-    def __init__(self, config: ServingConfig):
+    def __init__(self, config: ServingConfig, version: str | None = None):
         self.config = config
-        self.current = self.load(config.initial_version())
+        self.current = config.load(version or config.initial_version())
+        # what the registry says, as of the last poll (a bento has no registry to compare with)
+        self._champion = None if config.from_bento or config.pinned_version else self.current.version
+        self._failed: tuple[str, str] | None = None  # (champion, why it did not load)
         self._stop = threading.Event()
 
-    def load(self, version: str) -> LoadedModel:
-        record = self.config.record(version)
-        directory = self.config.model_dir(version)
-        for name, expected in record.artifacts.items():
-            actual = hashlib.sha256((directory / name).read_bytes()).hexdigest()
-            if actual != expected:
-                raise ChecksumError(f"{directory / name}: checksum mismatch with registry record; refusing to serve")
-        model = load_model(directory, record.trusted_roots)
-        return LoadedModel(version, record, model, _encoder_categories(model, record))
+    def state(self) -> ServingState:
+        failed = self._failed
+        return ServingState(
+            served=self.current.version,
+            champion=self._champion,
+            pinned=bool(self.config.pinned_version),
+            reload_error=failed[1] if failed is not None and failed[0] == self._champion else None,
+        )
 
     def refresh(self) -> bool:
-        """Switch to the champion if it moved. The old model answers until the new one is ready."""
-        if self.config.pinned_version:
+        """Switch to the champion if it moved; True when it switched. The old model answers until the
+        new one is ready. A champion that fails to load is logged once, recorded for state(), and
+        tried again on the next call (it may be repaired in place)."""
+        if self.config.from_bento:
             return False
         champion = self.config.registry().get_alias(self.config.pipeline, "champion")
-        if champion is None or champion == self.current.version:
+        self._champion = champion
+        if self.config.pinned_version or champion is None or champion == self.current.version:
             return False
-        self.current = self.load(champion)  # one reference swap: atomic for readers
+        try:
+            loaded = self.config.load(champion)
+        except ServingError as exc:
+            reason = str(exc)
+            if self._failed != (champion, reason):
+                log.error("champion %s failed to load; still serving %s: %s", champion, self.current.version, reason)
+            self._failed = (champion, reason)
+            return False
+        self.current = loaded  # one reference swap: atomic for readers
+        self._failed = None
         log.info("now serving %s %s", self.config.pipeline, champion)
         return True
 
-    def watch(self) -> None:
+    def watch(self, on_poll: Callable[[ServingState], None] | None = None) -> None:
+        """Poll the champion alias every watch_seconds in a daemon thread; on_poll gets the state after each poll."""
+
         def loop() -> None:
             while not self._stop.wait(self.config.watch_seconds):
                 try:
                     self.refresh()
-                except Exception:  # noqa: BLE001 - keep serving the current model
-                    log.exception("champion reload failed; still serving %s", self.current.version)
+                except Exception:  # the registry could not be read; keep serving
+                    log.exception("reading the champion alias failed; still serving %s", self.current.version)
+                if on_poll is not None:
+                    on_poll(self.state())
 
         threading.Thread(target=loop, name="champion-watcher", daemon=True).start()
 

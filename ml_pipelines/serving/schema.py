@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ml_pipelines.core.records import ModelInputs
+from ml_pipelines.core.validation import ColumnRule, ResolvedSchema
 
 PYTHON_TYPES: dict[str, Any] = {"float": float, "int": int, "bool": bool, "category": str, "str": str, "datetime": str}
 
@@ -20,21 +21,43 @@ class RequestError(ValueError):
 
 
 # ints become float64 before the model sees them; beyond this they would turn into inf
-INT = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+INT_BOUNDS = (-(2**63), 2**63 - 1)
+STRING_TYPES = ("category", "str", "datetime")
+SHOWN_CHARS = 40  # of a bad value, in an error message
 
 
-def record_model(features: ModelInputs) -> type[BaseModel]:
+def record_model(
+    features: ModelInputs, schema: ResolvedSchema | None = None, max_string_length: int | None = None
+) -> type[BaseModel]:
     """One record: every model input, strictly typed; nullable inputs may be null but not absent.
     Numbers must be finite: NaN or 1e400 (inf) would otherwise slip past `null is not allowed` or
-    fail inside the model with a 500."""
+    fail inside the model with a 500. Numbers must lie in the schema's [min, max] (the rules the
+    training data met); strings are at most max_string_length long. Categories outside the known
+    values are accepted (the encoder ignores them and the service counts them)."""
     fields: dict[str, Any] = {}
     for column in features.inputs:
-        python_type = PYTHON_TYPES[features.type_of(column)]
-        python_type = INT if python_type is int else python_type
-        fields[column] = (Optional[python_type] if features.is_nullable(column) else python_type, ...)  # noqa: UP045
+        kind = features.type_of(column)
+        rule = schema.rule(column) if schema is not None else None
+        field_type = Annotated[PYTHON_TYPES[kind], _constraints(kind, rule, max_string_length)]
+        fields[column] = (Optional[field_type] if features.is_nullable(column) else field_type, ...)  # noqa: UP045
     return create_model(
         "Record", __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False), **fields
     )
+
+
+def _constraints(kind: str, rule: ColumnRule | None, max_string_length: int | None) -> Any:
+    if kind in STRING_TYPES:
+        known = rule.values if rule is not None and kind == "category" else None
+        description = f"known values: {', '.join(map(str, known))}; others are served and counted" if known else None
+        return Field(max_length=max_string_length, description=description)
+    if kind not in ("float", "int"):
+        return Field()
+    low = rule.min if rule is not None else None
+    high = rule.max if rule is not None else None
+    if kind == "int":
+        low = INT_BOUNDS[0] if low is None else max(low, INT_BOUNDS[0])
+        high = INT_BOUNDS[1] if high is None else min(high, INT_BOUNDS[1])
+    return Field(ge=low, le=high)
 
 
 def validate_records(records: Any, model: type[BaseModel], max_records: int) -> list[dict[str, Any]]:
@@ -63,7 +86,28 @@ def validate_records(records: Any, model: type[BaseModel], max_records: int) -> 
                 elif error.get("input") is None and kind.endswith("_type"):
                     message = "null is not allowed"
                 else:
-                    message = f"{error['msg']} (got {error.get('input')!r})"
+                    message = _describe(error)
                 problems.append(f"records[{index}].{field}: {message}")
             raise RequestError("; ".join(problems)) from None
     return validated
+
+
+def _describe(error: Any) -> str:
+    """One pydantic error as `must be >= 18 (got -5)`; a long bad value is shortened, never echoed whole."""
+    kind, context, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "greater_than_equal":
+        return f"must be >= {_number(context['ge'])} (got {_shown(value)})"
+    if kind == "less_than_equal":
+        return f"must be <= {_number(context['le'])} (got {_shown(value)})"
+    if kind == "string_too_long":
+        return f"must be at most {context['max_length']} characters (got {len(value)})"
+    return f"{error['msg']} (got {_shown(value)})"
+
+
+def _number(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"

@@ -3,15 +3,21 @@
 - `Predictor` holds the champion model and answers batchable `predict_rows`
   calls; BentoML's adaptive batching groups rows from concurrent requests.
 - `ModelService` is the HTTP front: POST /predict validates the request against
-  a schema generated from the model's features, checks the API key, calls the
-  Predictor and appends an audit record before answering.
+  a schema generated from the model's features and schema (types, nullability,
+  ranges, string lengths; a body over serving.max_body_bytes never gets that
+  far), checks the API key, calls the Predictor and appends an audit record
+  before answering. Its /readyz fails while the registry's champion cannot be
+  loaded, and /metrics says whether the served version is the champion.
 
 BentoML declares services at import time, so this module reads its
-configuration (Settings.from_env() and the champion's registry record) on import.
+configuration (Settings.from_env() and the champion's registry record) on import,
+and verifies the champion there: `bentoml serve` imports it before it starts any
+worker, so a version that cannot be served stops the server with the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hmac
 import uuid
@@ -20,22 +26,38 @@ from typing import Any
 
 import bentoml
 from bentoml.exceptions import BentoMLException
+from starlette.exceptions import HTTPException
 
 from ml_pipelines.serving.audit import AuditWriter, utc_timestamp
-from ml_pipelines.serving.runtime import ModelHolder, ServingConfig, hash_key
+from ml_pipelines.serving.lifecycle import stop_server, stop_with_parent
+from ml_pipelines.serving.limits import BodySizeLimit
+from ml_pipelines.serving.runtime import ModelHolder, ServingConfig, ServingError, ServingState, hash_key
 from ml_pipelines.serving.schema import RequestError, record_model, validate_records
 from ml_pipelines.settings import Settings
+from ml_pipelines.spec import ServingSpec
 
 CONFIG = ServingConfig.from_settings(Settings.from_env())
-_VERSION = CONFIG.initial_version()
-_RECORD = CONFIG.record(_VERSION)
+try:
+    _VERSION = CONFIG.initial_version()
+    _RECORD = CONFIG.load(_VERSION).record  # the whole check, once per process; the model is not kept
+except ServingError as exc:
+    stop_server(CONFIG.parent_pid, str(exc))  # in a worker: rather than being respawned forever
+    raise
 # operators (and the benchmark) may override the packaged settings, e.g. {"batchable": false}
-SERVING = {**_RECORD.serving.model_dump(), **CONFIG.overrides}
+SERVING = ServingSpec.model_validate({**_RECORD.serving.model_dump(), **CONFIG.overrides})
+READY_TIMEOUT_S = 5.0
 
 UNSEEN = bentoml.metrics.Counter(
     name="ml_pipelines_unseen_categories",
     documentation="Served values of categorical inputs that the model's encoder never saw",
     labelnames=["pipeline", "column"],
+)
+IS_CHAMPION = bentoml.metrics.Gauge(
+    name="ml_pipelines_served_version_is_champion",
+    documentation="1 while the served model version is the registry's champion; 0 while it differs"
+    " (a pinned version, a champion still loading, or one that failed to load: /readyz says which)",
+    labelnames=["pipeline"],
+    multiprocess_mode="livemin",  # every predictor worker must serve the champion
 )
 
 
@@ -57,17 +79,34 @@ class Predictor:
     bento_model = bentoml.models.BentoModel(f"{CONFIG.pipeline}:{_VERSION}") if CONFIG.from_bento else None
 
     def __init__(self) -> None:
-        self.holder = ModelHolder(CONFIG)
-        self.holder.watch()
+        stop_with_parent(CONFIG.parent_pid)
+        try:
+            self.holder = ModelHolder(CONFIG, _VERSION)
+        except ServingError as exc:  # it loaded at import: the files changed since
+            stop_server(CONFIG.parent_pid, str(exc))
+            raise
+        _publish(self.holder.state())
+        self.holder.watch(on_poll=_publish)
         gc.freeze()  # see ModelService.__init__
 
     @bentoml.api(
-        batchable=SERVING["batchable"],
-        max_batch_size=SERVING["max_batch_size"],
-        max_latency_ms=SERVING["max_latency_ms"],
+        batchable=SERVING.batchable,
+        max_batch_size=SERVING.max_batch_size,
+        max_latency_ms=SERVING.max_latency_ms,
     )
     def predict_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return self.holder.predict_rows(rows)
+
+    @bentoml.api
+    def serving_state(self) -> dict[str, Any]:
+        """The served version against the registry's champion, and what is wrong, if anything."""
+        state = self.holder.state()
+        return {"served": state.served, "champion": state.champion, "problem": state.problem}
+
+
+def _publish(state: ServingState) -> None:
+    if not CONFIG.from_bento:  # a bento knows no registry champion
+        IS_CHAMPION.labels(pipeline=CONFIG.pipeline).set(1 if state.is_champion else 0)
 
 
 @bentoml.service(name=f"{CONFIG.pipeline}_service", traffic={"timeout": 30})
@@ -75,11 +114,23 @@ class ModelService:
     predictor = bentoml.depends(Predictor)
 
     def __init__(self) -> None:
-        self.record_model = record_model(_RECORD.features)
+        stop_with_parent(CONFIG.parent_pid)
+        self.record_model = record_model(_RECORD.features, _RECORD.schema, SERVING.max_string_length)
         self.audit = AuditWriter(CONFIG.layout.audit, CONFIG.pipeline) if CONFIG.audit else None
         # everything loaded so far (bentoml, pandas, sklearn, the model) lives as long as the process:
         # keep it out of the cyclic GC, whose full passes over it stall the event loop under load
         gc.freeze()
+
+    async def __is_ready__(self) -> bool:
+        """BentoML's /readyz: 503, with the reason, while the predictor does not answer or serves a
+        version other than the champion because the champion failed to load."""
+        try:
+            state = await asyncio.wait_for(self.predictor.to_async.serving_state(), READY_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer means not ready
+            raise HTTPException(503, f"the predictor does not answer: {type(exc).__name__}: {exc}") from None
+        if state["problem"]:
+            raise HTTPException(503, state["problem"])
+        return True
 
     def _caller(self, ctx: bentoml.Context) -> str | None:
         if not CONFIG.api_keys:
@@ -97,7 +148,7 @@ class ModelService:
     async def predict(self, ctx: bentoml.Context, records: list[Any]) -> dict[str, Any]:
         caller = self._caller(ctx)
         try:
-            rows = validate_records(records, self.record_model, SERVING["max_records"])
+            rows = validate_records(records, self.record_model, SERVING.max_records)
         except RequestError as exc:
             raise HTTPError(str(exc), exc.status) from None
         results = await self.predictor.to_async.predict_rows(rows)
@@ -121,3 +172,7 @@ class ModelService:
                 for i, (row, r) in enumerate(zip(rows, results))
             ])
         return response
+
+
+# bodies over the limit are refused before BentoML reads them (public API: Service.add_asgi_middleware)
+ModelService.add_asgi_middleware(BodySizeLimit, max_bytes=SERVING.max_body_bytes)

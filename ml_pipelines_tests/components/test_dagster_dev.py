@@ -3,10 +3,13 @@ through its GraphQL API the way the UI reads it."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dagster
@@ -86,6 +89,8 @@ REPOSITORY_QUERY = """
 class DagsterDev:
     url: str
     server: servers.ServerProcess
+    env: dict[str, str]  # DAGSTER_HOME and the platform home it runs with
+    root: Path
 
     def graphql(self, query: str) -> dict[str, Any]:
         response = httpx.post(f"{self.url}/graphql", json={"query": query}, timeout=30, trust_env=False)
@@ -103,19 +108,20 @@ def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
     shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     port = servers.free_port()
     url = f"http://127.0.0.1:{port}"
+    env = {
+        "DAGSTER_HOME": str(dagster_home),
+        "ML_PIPELINES_HOME": str(root / "ml_pipelines_home"),
+        "ML_PIPELINES_ENV": "local",
+    }
     with servers.running(
         "dagster dev",
         [servers.venv_executable("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
         log_path=root / "dagster_dev.log",
-        env={
-            "DAGSTER_HOME": str(dagster_home),
-            "ML_PIPELINES_HOME": str(root / "ml_pipelines_home"),
-            "ML_PIPELINES_ENV": "local",
-        },
+        env=env,
         ready=f"{url}/server_info",
         ready_timeout=READY_TIMEOUT_S,
     ) as server:
-        dev = DagsterDev(url, server)
+        dev = DagsterDev(url, server, env, root)
         servers.wait_for_code_locations(dev.graphql, dev.server, time.monotonic() + READY_TIMEOUT_S)
         yield dev
 
@@ -179,3 +185,62 @@ def test_retrain_jobs_cover_the_chain(repository):
         assert job in jobs, f"{job} missing; jobs: {sorted(jobs)}"
         for stage in UPSTREAM:
             assert job in assets[(pipeline, stage)]["jobNames"], f"{pipeline}/{stage} is not in {job}"
+
+
+RUNS_QUERY = """
+{
+  runsOrError {
+    ... on Runs { results { runId status jobName } }
+  }
+}
+"""
+RUN_EVENTS_QUERY = """
+query ($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection { events { __typename ... on MessageEvent { message } } }
+  }
+}
+"""
+KILLED_RUN_FAILED_WITHIN_S = 60  # run_monitoring.poll_interval_seconds is 10 in dagster.yaml
+
+
+def _runs(dev: DagsterDev) -> dict[str, dict[str, Any]]:
+    return {r["runId"]: r for r in dev.graphql(RUNS_QUERY)["runsOrError"]["results"]}
+
+
+def test_a_run_whose_worker_is_killed_is_failed_by_run_monitoring(dagster_dev: DagsterDev):
+    """The issue's fault: a materialization killed with SIGKILL (`timeout -s KILL`) left its run
+    STARTED forever. The daemon of `dagster dev` must fail it (dagster.yaml: run monitoring with
+    the local launcher's health check)."""
+    before = set(_runs(dagster_dev))
+    job = "credit_default_retrain_job"
+    with servers.running(
+        "dagster job execute",
+        [servers.venv_executable("dagster"), "job", "execute", "-m", "ml_pipelines.definitions", "-j", job],
+        log_path=dagster_dev.root / "job_execute.log", env=dagster_dev.env, ready=None, stop_signal=signal.SIGKILL,
+    ) as worker:
+        run = servers.wait_until(
+            "the run to start",
+            lambda: next((r for i, r in _runs(dagster_dev).items() if i not in before and r["status"] == "STARTED"), None),
+            READY_TIMEOUT_S, server=worker,
+        )
+        os.killpg(worker.pgid, signal.SIGKILL)
+        assert worker.popen.wait(timeout=30) == -signal.SIGKILL
+    run_id = run["runId"]
+    assert run["jobName"] == job
+    status = servers.wait_until(
+        "run monitoring to fail the killed run",
+        lambda: (s := _runs(dagster_dev)[run_id]["status"]) != "STARTED" and s,
+        KILLED_RUN_FAILED_WITHIN_S, server=dagster_dev.server,
+    )
+    assert status == "FAILURE"
+    messages = _run_messages(dagster_dev, run_id)
+    assert any("run worker process" in m and "is gone" in m for m in messages), messages[-5:]
+
+
+def _run_messages(dev: DagsterDev, run_id: str) -> list[str]:
+    response = httpx.post(f"{dev.url}/graphql", json={"query": RUN_EVENTS_QUERY, "variables": {"runId": run_id}},
+                          timeout=30, trust_env=False)
+    body = response.json()
+    assert not body.get("errors"), body["errors"]
+    return [e.get("message") or "" for e in body["data"]["logsForRun"]["events"]]

@@ -378,6 +378,13 @@ BAD_REQUESTS = {
     "no_records_key": ({"rows": [VALID]}, 400, ["records", "missing"]),
     "not_json": (b"income=1&age=2", 400, ["json"]),
     "truncated_json": (b'{"records": [{"income": 1.0,', 400, ["json"]),
+    # the version's schema: the spec's ranges (age 18..100, income >= 0) and inferred ones
+    "below_min": ({"records": [{**VALID, "age": -5}]}, 400, ["records[0].age", "must be >= 18", "-5"]),
+    "above_max": ({"records": [VALID, VALID, {**VALID, "age": 101}]}, 400, ["records[2].age", "must be <= 100"]),
+    "negative_float": ({"records": [{**VALID, "income": -0.01}]}, 400, ["records[0].income", "must be >= 0"]),
+    "inferred_max": ({"records": [{**VALID, "credit_lines": 10_000}]}, 400, ["records[0].credit_lines", "must be <="]),
+    "long_string": ({"records": [VALID, {**VALID, "purpose": "car" * 400}]}, 400,
+                    ["records[1].purpose", "at most 1000 characters", "got 1200"]),
 }
 
 
@@ -419,6 +426,61 @@ def test_unseen_category_is_served_and_counted(client):
     after = client.get("/metrics").text
     assert unseen_count(after, "purpose") - unseen_count(before, "purpose") == 3
     assert unseen_count(after, "home_ownership") - unseen_count(before, "home_ownership") == 1
+
+
+def test_values_at_the_schema_bounds_are_answered(client):
+    records = [record(0, age=18, income=0.0), record(1, age=100, purpose="c" * 1000)]
+    response = client.post("/predict", json={"records": records})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 2
+
+
+def test_a_long_string_is_not_echoed_in_the_error(client):
+    response = client.post("/predict", json={"records": [record(0, home_ownership="q" * 5000)]})
+    assert response.status_code == 400
+    message = error_text(response)
+    assert "records[0].home_ownership" in message and "5000" in message
+    assert "q" * 50 not in message and len(message) < 300, message[:400]
+
+
+MARKER = "bodylimit-marker-"
+DEFAULT_MAX_BODY = 1_048_576  # serving.max_body_bytes
+
+
+def _huge_body(size: int) -> bytes:
+    """A well-formed request whose one string field makes the body `size` bytes or more."""
+    return json.dumps({"records": [record(0, purpose=MARKER + "x" * size)]}).encode()
+
+
+def test_a_body_over_max_body_bytes_is_refused_before_it_is_parsed(client, platform):
+    huge = _huge_body(10 * 1024 * 1024)  # the fault: a 10 MB string
+    declared = client.post("/predict", content=huge, headers={"content-type": "application/json"})
+    assert declared.status_code == 413, declared.text[:300]
+    assert "max_body_bytes" in error_text(declared) and str(DEFAULT_MAX_BODY) in error_text(declared)
+
+    def chunks():  # no Content-Length: the size is counted as the body streams in
+        for start in range(0, len(huge), 64 * 1024):
+            yield huge[start:start + 64 * 1024]
+
+    streamed = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in streamed.request.headers
+    assert streamed.status_code == 413, streamed.text[:300]
+    assert "max_body_bytes" in error_text(streamed)
+    just_over = _huge_body(DEFAULT_MAX_BODY)
+    assert client.post("/predict", content=just_over, headers={"content-type": "application/json"}).status_code == 413
+    # under the body limit but over the string limit: a 400 naming the field
+    long_string = client.post("/predict", json={"records": [record(0, purpose=MARKER + "x" * 5000)]})
+    assert long_string.status_code == 400 and "records[0].purpose" in error_text(long_string)
+    # nothing over a limit was predicted or audited, and the service answers on
+    assert client.post("/predict", json={"records": [record(2)]}).status_code == 200
+    assert client.get("/readyz").status_code == 200
+    logged = [line for line in audit_lines(platform) if "request_id" in line]
+    assert logged and not [line for line in logged if MARKER in json.dumps(line["input"])]
+
+
+def test_metrics_say_the_served_version_is_the_champion(client):
+    metrics = client.get("/metrics").text
+    assert f'ml_pipelines_served_version_is_champion{{pipeline="{PIPELINE}"}} 1.0' in metrics, metrics[-2000:]
 
 
 def _raw_post(sock: socket.socket, port: int, body: bytes) -> int:
