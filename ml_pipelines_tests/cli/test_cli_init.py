@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from ml_pipelines.cli import main
+from ml_pipelines.core.validation import RANGE_MARGIN
 from ml_pipelines.spec import PipelineSpec
 from ml_pipelines_tests.helpers import materialize
 
@@ -92,10 +93,12 @@ def test_init_infers_the_schema_from_the_csv(project, capsys):
     }
     for column in ("age", "income", "dependents", "debt_ratio"):
         low, high = csv[column].min(), csv[column].max()
-        margin = (high - low) * 0.1
+        margin = (high - low) * RANGE_MARGIN
         assert low - margin - 1 <= columns[column]["min"] <= low, column
         assert high <= columns[column]["max"] <= high + margin + 1, column
-    assert columns["age"]["min"] == math.floor(csv["age"].min() - 0.1 * (csv["age"].max() - csv["age"].min()))
+    span = csv["age"].max() - csv["age"].min()
+    # widened by RANGE_MARGIN of the span, but never below 0 for data that never is
+    assert columns["age"]["min"] == max(0, math.floor(csv["age"].min() - RANGE_MARGIN * span))
     assert columns["purpose"]["values"] == ["car", "education", "home"]
     assert columns["owns_home"]["values"] == [False, True]
     assert columns["defaulted"] == {"type": "int", "values": [0, 1]}  # the class labels, not a range
@@ -118,7 +121,7 @@ def test_init_spec_materializes_end_to_end(project, platform_root):
     assert m.success, errors
     assert m.materialized() == STAGES
     evaluations = m.result.get_asset_check_evaluations()
-    assert {e.check_name for e in evaluations} == {"matches_expectation_suite", "beats_champion"}
+    assert {e.check_name for e in evaluations} == {"matches_expectation_suite", "meets_floor", "beats_champion"}
     assert all(e.passed for e in evaluations), [e.description for e in evaluations]
     [record] = m.registry.list_versions("loans")
     assert m.registry.get_alias("loans", "champion") == record.version

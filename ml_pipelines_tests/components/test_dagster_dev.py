@@ -34,11 +34,14 @@ UPSTREAM = {
     "model_package": {"trained_model", "evaluation", "features"},
 }
 MONITORING_UPSTREAM = {"production_data": set(), "drift_report": {"production_data"}}
+# with monitoring.labels: ground truth joins the batches; a retrain window reads the labelled ones
+LABELS_UPSTREAM = {"labels": {"production_data"}, "production_performance": {"labels"}}
 # asset -> {check: blocking}
 CHECKS = {
     "raw_data": {"matches_expectation_suite": True},
-    "evaluation": {"beats_champion": True},
+    "evaluation": {"meets_floor": True, "beats_champion": False},
     "drift_report": {"no_drift": False},
+    "production_performance": {"performance_holds": False},
 }
 
 
@@ -48,8 +51,13 @@ SPECS = {attributes["name"]: attributes for attributes in map(shipped_attributes
 
 def _expected_upstream(attributes: dict[str, Any]) -> dict[str, set[str]]:
     expected = dict(UPSTREAM)
-    if (attributes.get("monitoring") or {}).get("production_data"):
+    monitoring = attributes.get("monitoring") or {}
+    if monitoring.get("production_data"):
         expected.update(MONITORING_UPSTREAM)
+    if monitoring.get("labels"):
+        expected.update(LABELS_UPSTREAM)
+    if (monitoring.get("retrain") or {}).get("window"):
+        expected["raw_data"] = {"labels"}
     return expected
 
 

@@ -307,7 +307,7 @@ def test_prediction_log_days_are_measured(world: World):
     assert any("no predictions were logged on 2026-06-05" in error for error in errors), errors
 
     # the schedule asks for today's partition (no landing sensor for a prediction log)
-    assert {s.name for s in defs.sensors} == {f"{NAME}_drift_sensor"}
+    assert {s.name for s in defs.sensors} == {f"{NAME}_{s}_sensor" for s in ("drift", "labels", "performance")}
     schedule = defs.resolve_schedule_def(f"{NAME}_drift_check_schedule")
     assert schedule.cron_schedule == "15 * * * *"
     when = datetime(2026, 6, 4, 13, 15, tzinfo=UTC)

@@ -60,8 +60,8 @@ def test_a_demo_pipeline_run_lives_in_postgresql(pg_instance_factory, tmp_path):
             assert (run_start, run_success) == ("PIPELINE_START", "PIPELINE_SUCCESS")
             assert counts[run_start] == 1 and counts[run_success] == 1
             assert counts["ASSET_MATERIALIZATION"] == len(STAGES)
-            assert counts["ASSET_CHECK_EVALUATION"] == 2
-            assert counts["STEP_SUCCESS"] == len(STAGES) + 2  # six assets and two checks
+            assert counts["ASSET_CHECK_EVALUATION"] == 3  # the suite, the floor and the champion
+            assert counts["STEP_SUCCESS"] == len(STAGES) + 3  # six assets and three checks
             assert "STEP_FAILURE" not in counts
 
             materialized = {
@@ -86,6 +86,7 @@ def test_a_demo_pipeline_run_lives_in_postgresql(pg_instance_factory, tmp_path):
             assert [tuple(row) for row in checks] == [
                 ("beats_champion", "SUCCEEDED"),
                 ("matches_expectation_suite", "SUCCEEDED"),
+                ("meets_floor", "SUCCEEDED"),
             ]
     finally:
         engine.dispose()

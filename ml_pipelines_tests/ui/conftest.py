@@ -25,7 +25,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from ml_pipelines.core.landing import land_batch
+from ml_pipelines.core.landing import land_labelled_batch, write_labels
 from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.settings import Settings
 from ml_pipelines.spec import PipelineSpec
@@ -88,19 +88,22 @@ class AnalystWorld:
 
 
 def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, specs: dict[str, PipelineSpec]) -> str:
-    """Every pipeline's retrain job, then one landed credit_default batch through the monitor job."""
+    """Every pipeline's retrain job, then one landed credit_default batch, and its labels, through
+    the monitor and labels jobs."""
     for name in specs:
         result = defs.resolve_job_def(f"{name}_retrain_job").execute_in_process(instance=instance, raise_on_error=False)
         errors = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
         assert result.success, f"{name}_retrain_job failed: {errors}"
-    credit = specs["credit_default"]
-    batch = land_batch(credit, drift=0.0, rows=1000, seed=21, variables=Settings.from_env().variables)
-    instance.add_dynamic_partitions("credit_default_production_batches", [batch.name])  # what the sensor asks for
-    result = defs.resolve_job_def("credit_default_monitor_job").execute_in_process(
-        instance=instance, partition_key=batch.name, raise_on_error=False
-    )
-    assert result.success, [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
-    return batch.name
+    credit, variables = specs["credit_default"], Settings.from_env().variables
+    batch = land_labelled_batch(credit, drift=0.0, rows=1000, seed=21, variables=variables)
+    write_labels(credit, batch, variables=variables)
+    instance.add_dynamic_partitions("credit_default_production_batches", [batch.path.name])  # as the sensor does
+    for job in ("credit_default_monitor_job", "credit_default_labels_job"):
+        result = defs.resolve_job_def(job).execute_in_process(
+            instance=instance, partition_key=batch.path.name, raise_on_error=False
+        )
+        assert result.success, [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
+    return batch.path.name
 
 
 def _create_storage(instance: dg.DagsterInstance) -> None:

@@ -26,6 +26,8 @@ STAGE_TAG = {
     "model_package": "packaging",
     "production_data": "monitoring",
     "drift_report": "monitoring",
+    "labels": "monitoring",
+    "production_performance": "monitoring",
 }
 # both pipelines here train sklearn models only (a torch candidate adds "pytorch" to trained_model)
 KINDS = {
@@ -37,6 +39,8 @@ KINDS = {
     "model_package": {"bentoml"},
     "production_data": {"pandas"},
     "drift_report": {"pandas"},
+    "labels": {"pandas"},
+    "production_performance": {"pandas"},
 }
 # DESIGN section 4, "what it is": words each description must carry
 DESIGN_WORDS = {
@@ -48,13 +52,16 @@ DESIGN_WORDS = {
     "model_package": ["registry version", "bentoml", "champion"],
     "production_data": ["production"],
     "drift_report": ["drift", "reference profile"],
+    "labels": ["ground truth", "joined", "retrain"],
+    "production_performance": ["labelled rows", "95%", "label delay", "challenger"],
 }
 COLUMN_SCHEMA_STAGES = ("raw_data", "validated_data", "features")
 # asset -> {check name: blocking}
 CHECKS = {
     "raw_data": {"matches_expectation_suite": True},
-    "evaluation": {"beats_champion": True},
+    "evaluation": {"meets_floor": True, "beats_champion": False},
     "drift_report": {"no_drift": False},
+    "production_performance": {"performance_holds": False},
 }
 
 METADATA_FIELDS = """
@@ -160,8 +167,9 @@ def _tags(items: list[dict[str, str]]) -> dict[str, str]:
 
 def test_every_asset_of_every_pipeline_is_listed(analyst_world: AnalystWorld, nodes):
     expected = _expected_keys(analyst_world)
-    # credit_default: the six stages plus production_data and drift_report; diabetes: the six stages
-    assert len([k for k in expected if k[0] == "credit_default"]) == 8
+    # credit_default: the six stages plus production_data, drift_report, labels and production_performance;
+    # diabetes: the six stages
+    assert len([k for k in expected if k[0] == "credit_default"]) == 10
     assert len([k for k in expected if k[0] == "diabetes_progression"]) == 6
     assert set(nodes) == expected
     for key, node in nodes.items():
@@ -226,7 +234,7 @@ def test_every_materialized_asset_has_a_fresh_data_version(analyst_world: Analys
         assert data_version, f"{'/'.join(key)} has no data version"
         assert tags.get("dagster/data_version") == data_version, f"{'/'.join(key)} tags {tags}"
         assert node["staleStatus"] == "FRESH", f"{'/'.join(key)} is {node['staleStatus']} right after materializing"
-        if key[1] == "production_data" or key[1] == "drift_report":
+        if key[1] in ("production_data", "drift_report", "labels", "production_performance"):
             assert materialization["partition"] == analyst_world.landed_batch
 
 
@@ -330,4 +338,7 @@ def test_gating_checks_exist_with_descriptions(analyst_world: AnalystWorld, node
     assert "Great Expectations" in descriptions[("raw_data", "matches_expectation_suite")]
     assert f"on failure: {credit.data_schema.on_failure}" in descriptions[("raw_data", "matches_expectation_suite")]
     assert "champion" in descriptions[("evaluation", "beats_champion")]
+    assert "floor" in descriptions[("evaluation", "meets_floor")]
+    assert f"within {credit.monitoring.performance.max_drop}" in descriptions[("production_performance",
+                                                                               "performance_holds")]
     assert f"{credit.monitoring.drift.share:.0%}" in descriptions[("drift_report", "no_drift")]
