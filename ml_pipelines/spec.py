@@ -445,6 +445,11 @@ class ServingSpec(StrictModel):
         default=1000, ge=1,
         description="Longest string one field may hold; a longer one is refused with a 400 naming the field.",
     )
+    shadow: bool = Field(
+        default=False,
+        description="Also score the challenger on every request: its prediction is kept in the audit trail with "
+        "the same request id, never returned to the caller.",
+    )
 
 
 # ---------------------------------------------------------------- monitoring

@@ -59,6 +59,11 @@ class ColumnRule:
     max_null_share: float | None = None  # a larger share of nulls fails (nullable columns)
     reference_null_share: float | None = None  # the share in the reference data the default limit starts from
     min_distinct: int | None = None  # fewer distinct non-null values fail (a classification target: 2)
+    declared: tuple[str, ...] = ()  # which of min, max, values the spec states (the rest was inferred)
+
+    def declared_bound(self, bound: str) -> float | None:
+        """min or max when the spec states it; an inferred bound guards training data only."""
+        return getattr(self, bound) if bound in self.declared else None
 
     @property
     def must_be_finite(self) -> bool:
@@ -85,7 +90,8 @@ class ResolvedSchema:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResolvedSchema:
         rules = tuple(
-            ColumnRule(**{**r, "values": tuple(r["values"]) if r.get("values") is not None else None})
+            ColumnRule(**{**r, "values": tuple(r["values"]) if r.get("values") is not None else None,
+                          "declared": tuple(r.get("declared") or ())})
             for r in data["rules"]
         )
         return cls(rules, data.get("row_count_min"), data.get("row_count_max"))
@@ -250,10 +256,11 @@ def resolve_schema(
     columns = list(dict.fromkeys([*spec.columns, *inferred]))
     rules = []
     for column in columns:
-        base = inferred.get(column, ColumnRule(column=column))
+        base = replace(inferred.get(column, ColumnRule(column=column)), declared=())
         explicit = spec.columns.get(column)
         if explicit is not None:
             overrides = explicit.model_dump(exclude_none=True)
+            declared = tuple(bound for bound in ("min", "max", "values") if bound in overrides)
             if "values" in overrides:
                 overrides["values"] = tuple(overrides["values"])
                 overrides.setdefault("min", None)
@@ -262,7 +269,7 @@ def resolve_schema(
                 overrides.setdefault("values", None)
                 overrides.setdefault("min", None)
                 overrides.setdefault("max", None)
-            base = replace(base, **overrides)
+            base = replace(base, **overrides, declared=declared)
         if spec.nullable is not None:
             base = replace(base, nullable=column in spec.nullable)
         elif column not in inferred:

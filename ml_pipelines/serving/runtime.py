@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,16 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from ml_pipelines.core.errors import ChecksumError, InputError
+from ml_pipelines.core.feedback import FeedbackBook
 from ml_pipelines.core.layout import LocalLayout
 from ml_pipelines.core.model_io import load_model
 from ml_pipelines.core.models import predict
 from ml_pipelines.core.packaging import RECORD_FILE, model_store
+from ml_pipelines.core.prediction_log import iter_audit
 from ml_pipelines.core.records import ModelInputs, VersionRecord
 from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.core.storage import LocalObjectStore
+from ml_pipelines.serving.schema import record_model
 from ml_pipelines.settings import Settings
 
 log = logging.getLogger("ml_pipelines.serving")
@@ -184,13 +188,18 @@ def records_to_frame(rows: list[dict[str, Any]], features: ModelInputs) -> pd.Da
 
 
 class ModelHolder:
-    def __init__(self, config: ServingConfig, version: str | None = None):
+    def __init__(self, config: ServingConfig, version: str | None = None, *, shadow: bool = False):
         self.config = config
         self.current = config.load(version or config.initial_version())
         # what the registry says, as of the last poll (a bento has no registry to compare with)
         self._champion = None if config.from_bento or config.pinned_version else self.current.version
         self._failed: tuple[str, str] | None = None  # (champion, why it did not load)
         self._stop = threading.Event()
+        # serving.shadow: the challenger scores every row too; never returned, kept in the audit trail
+        self.shadowing = shadow and not config.from_bento
+        self.shadow: LoadedModel | None = None
+        if self.shadowing:
+            self.refresh_shadow()
 
     def state(self) -> ServingState:
         failed = self._failed
@@ -224,6 +233,21 @@ class ModelHolder:
         log.info("now serving %s %s", self.config.pipeline, champion)
         return True
 
+    def refresh_shadow(self) -> None:
+        """Follow the challenger alias; a challenger that fails to load is not shadowed (logged)."""
+        challenger = self.config.registry().get_alias(self.config.pipeline, "challenger")
+        if challenger is None or challenger == self.current.version:
+            self.shadow = None
+            return
+        if self.shadow is not None and self.shadow.version == challenger:
+            return
+        try:
+            self.shadow = self.config.load(challenger)
+            log.info("shadow-scoring challenger %s %s", self.config.pipeline, challenger)
+        except ServingError as exc:
+            self.shadow = None
+            log.error("challenger %s failed to load; not shadowing: %s", challenger, exc)
+
     def watch(self, on_poll: Callable[[ServingState], None] | None = None) -> None:
         """Poll the champion alias every watch_seconds in a daemon thread; on_poll gets the state after each poll."""
 
@@ -231,6 +255,8 @@ class ModelHolder:
             while not self._stop.wait(self.config.watch_seconds):
                 try:
                     self.refresh()
+                    if self.shadowing:
+                        self.refresh_shadow()
                 except Exception:  # the registry could not be read; keep serving
                     log.exception("reading the champion alias failed; still serving %s", self.current.version)
                 if on_poll is not None:
@@ -239,23 +265,85 @@ class ModelHolder:
         threading.Thread(target=loop, name="champion-watcher", daemon=True).start()
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        loaded = self.current  # one model for the whole batch
-        record = loaded.record
-        frame = records_to_frame(rows, record.features)
-        predictions, proba = predict(loaded.model, frame, record.task)
-        classes = [_plain(c) for c in loaded.model.classes_] if proba is not None else None
-        results = []
-        for i, row in enumerate(rows):
-            result: dict[str, Any] = {"prediction": _plain(predictions[i]), "model_version": loaded.version}
-            if classes is not None:
-                result["probabilities"] = {str(c): float(p) for c, p in zip(classes, proba[i])}
+        loaded, shadow = self.current, self.shadow  # one model (and one challenger) for the whole batch
+        results = _score(loaded, rows)
+        for row, result in zip(rows, results):
             unseen = [c for c, known in loaded.categories.items() if row.get(c) is not None and str(row[c]) not in known]
             if unseen:
                 result["unseen_categories"] = unseen
-            results.append(result)
+        if shadow is not None:
+            for result, shadowed in zip(results, _score(shadow, rows)):
+                result["shadow"] = shadowed
         return results
+
+
+def _score(loaded: LoadedModel, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The prediction (and class probabilities) of one loaded version for each row."""
+    record = loaded.record
+    predictions, proba = predict(loaded.model, records_to_frame(rows, record.features), record.task)
+    classes = [_plain(c) for c in loaded.model.classes_] if proba is not None else None
+    results = []
+    for i in range(len(rows)):
+        result: dict[str, Any] = {"prediction": _plain(predictions[i]), "model_version": loaded.version}
+        if classes is not None:
+            result["probabilities"] = {str(c): float(p) for c, p in zip(classes, proba[i])}
+        results.append(result)
+    return results
 
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
+
+
+class RequestContract:
+    """What the gateway checks requests and feedback against: the record of the version it
+    serves, following the champion alias the way ModelHolder does, so that after a hot swap
+    a request is validated by the new version's schema, not the one the service started with."""
+
+    def __init__(self, config: ServingConfig, record: VersionRecord, max_string_length: int):
+        self.config = config
+        self.max_string_length = max_string_length
+        self._use(record)
+
+    def _use(self, record: VersionRecord) -> None:
+        # one tuple, swapped at once: a request sees one version's record and model together
+        self._current = (record, record_model(record.features, record.schema, self.max_string_length))
+
+    @property
+    def record(self) -> VersionRecord:
+        return self._current[0]
+
+    @property
+    def model(self) -> type:
+        return self._current[1]
+
+    def refresh(self) -> None:
+        if self.config.from_bento or self.config.pinned_version:
+            return
+        champion = self.config.registry().get_alias(self.config.pipeline, "champion")
+        if champion is not None and champion != self.record.version:
+            self._use(self.config.record(champion))
+
+    def watch(self) -> None:
+        def loop() -> None:
+            while not threading.Event().wait(self.config.watch_seconds):
+                try:
+                    self.refresh()
+                except Exception:  # noqa: BLE001 - keep the schema we have; the predictor logs load failures
+                    log.debug("request schema not refreshed", exc_info=True)
+
+        threading.Thread(target=loop, name="request-contract-watcher", daemon=True).start()
+
+
+FEEDBACK_HORIZON_DAYS = 30  # feedback is taken for predictions this recent (kept in memory to check it)
+
+
+def feedback_book(config: ServingConfig) -> FeedbackBook:
+    """The predictions of the last FEEDBACK_HORIZON_DAYS days and every label already received,
+    read from the audit trail and the feedback log when the service starts."""
+    since = (datetime.now(UTC) - timedelta(days=FEEDBACK_HORIZON_DAYS)).date().isoformat()
+    book = FeedbackBook()
+    book.load_served(iter_audit(config.layout.audit, config.pipeline, since))
+    book.load_labels(iter_audit(config.layout.feedback, config.pipeline))
+    return book

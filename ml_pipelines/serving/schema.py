@@ -31,9 +31,10 @@ def record_model(
 ) -> type[BaseModel]:
     """One record: every model input, strictly typed; nullable inputs may be null but not absent.
     Numbers must be finite: NaN or 1e400 (inf) would otherwise slip past `null is not allowed` or
-    fail inside the model with a 500. Numbers must lie in the schema's [min, max] (the rules the
-    training data met); strings are at most max_string_length long. Categories outside the known
-    values are accepted (the encoder ignores them and the service counts them)."""
+    fail inside the model with a 500. Numbers must lie in the range the spec declares; a range
+    inferred from the training data guards training only (a shifted world's legitimate values
+    are served and show up as drift). Strings are at most max_string_length long. Categories
+    outside the known values are accepted (the encoder ignores them and the service counts them)."""
     fields: dict[str, Any] = {}
     for column in features.inputs:
         kind = features.type_of(column)
@@ -52,8 +53,8 @@ def _constraints(kind: str, rule: ColumnRule | None, max_string_length: int | No
         return Field(max_length=max_string_length, description=description)
     if kind not in ("float", "int"):
         return Field()
-    low = rule.min if rule is not None else None
-    high = rule.max if rule is not None else None
+    low = rule.declared_bound("min") if rule is not None else None
+    high = rule.declared_bound("max") if rule is not None else None
     if kind == "int":
         low = INT_BOUNDS[0] if low is None else max(low, INT_BOUNDS[0])
         high = INT_BOUNDS[1] if high is None else min(high, INT_BOUNDS[1])

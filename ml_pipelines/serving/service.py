@@ -3,11 +3,14 @@
 - `Predictor` holds the champion model and answers batchable `predict_rows`
   calls; BentoML's adaptive batching groups rows from concurrent requests.
 - `ModelService` is the HTTP front: POST /predict validates the request against
-  a schema generated from the model's features and schema (types, nullability,
-  ranges, string lengths; a body over serving.max_body_bytes never gets that
-  far), checks the API key, calls the Predictor and appends an audit record
-  before answering. Its /readyz fails while the registry's champion cannot be
-  loaded, and /metrics says whether the served version is the champion.
+  a schema generated from the served version's features and schema (types,
+  nullability, declared ranges, string lengths; a body over
+  serving.max_body_bytes never gets that far), checks the API key, calls the
+  Predictor and appends an audit record before answering. With serving.shadow
+  the challenger's prediction is in the audit record too, never in the answer.
+  POST /feedback takes ground truth by request id, checked (core.feedback) and
+  fsynced before the answer. Its /readyz fails while the registry's champion
+  cannot be loaded, and /metrics says whether the served version is the champion.
 
 BentoML declares services at import time, so this module reads its
 configuration (Settings.from_env() and the champion's registry record) on import,
@@ -28,11 +31,20 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 from starlette.exceptions import HTTPException
 
+from ml_pipelines.core.feedback import FeedbackError, parse_feedback
 from ml_pipelines.serving.audit import AuditWriter, utc_timestamp
 from ml_pipelines.serving.lifecycle import stop_server, stop_with_parent
 from ml_pipelines.serving.limits import BodySizeLimit
-from ml_pipelines.serving.runtime import ModelHolder, ServingConfig, ServingError, ServingState, hash_key
-from ml_pipelines.serving.schema import RequestError, record_model, validate_records
+from ml_pipelines.serving.runtime import (
+    ModelHolder,
+    RequestContract,
+    ServingConfig,
+    ServingError,
+    ServingState,
+    feedback_book,
+    hash_key,
+)
+from ml_pipelines.serving.schema import RequestError, validate_records
 from ml_pipelines.settings import Settings
 from ml_pipelines.spec import ServingSpec
 
@@ -81,7 +93,7 @@ class Predictor:
     def __init__(self) -> None:
         stop_with_parent(CONFIG.parent_pid)
         try:
-            self.holder = ModelHolder(CONFIG, _VERSION)
+            self.holder = ModelHolder(CONFIG, _VERSION, shadow=SERVING.shadow)
         except ServingError as exc:  # it loaded at import: the files changed since
             stop_server(CONFIG.parent_pid, str(exc))
             raise
@@ -115,8 +127,12 @@ class ModelService:
 
     def __init__(self) -> None:
         stop_with_parent(CONFIG.parent_pid)
-        self.record_model = record_model(_RECORD.features, _RECORD.schema, SERVING.max_string_length)
+        self.contract = RequestContract(CONFIG, _RECORD, SERVING.max_string_length)
+        self.contract.watch()
         self.audit = AuditWriter(CONFIG.layout.audit, CONFIG.pipeline) if CONFIG.audit else None
+        self.feedback_log = AuditWriter(CONFIG.layout.feedback, CONFIG.pipeline) if CONFIG.audit else None
+        self.book = feedback_book(CONFIG) if CONFIG.audit else None
+        self.feedback_lock = asyncio.Lock()  # a check and its write are one step: no two conflicting labels
         # everything loaded so far (bentoml, pandas, sklearn, the model) lives as long as the process:
         # keep it out of the cyclic GC, whose full passes over it stall the event loop under load
         gc.freeze()
@@ -148,7 +164,7 @@ class ModelService:
     async def predict(self, ctx: bentoml.Context, records: list[Any]) -> dict[str, Any]:
         caller = self._caller(ctx)
         try:
-            rows = validate_records(records, self.record_model, SERVING.max_records)
+            rows = validate_records(records, self.contract.model, SERVING.max_records)
         except RequestError as exc:
             raise HTTPError(str(exc), exc.status) from None
         results = await self.predictor.to_async.predict_rows(rows)
@@ -171,7 +187,31 @@ class ModelService:
                  "timestamp": now, "input": row, "output": {k: v for k, v in r.items() if k != "model_version"}}
                 for i, (row, r) in enumerate(zip(rows, results))
             ])
+            self.book.record_served(request_id, len(rows))
         return response
+
+    @bentoml.api(route="/feedback")
+    async def feedback(self, ctx: bentoml.Context, records: list[Any]) -> dict[str, Any]:
+        """Ground truth for served predictions: {"records": [{"request_id", "index" (default 0), "label"}]}."""
+        caller = self._caller(ctx)
+        if self.book is None:
+            raise HTTPError("feedback needs the audit trail, and ML_PIPELINES_AUDIT is off", 409)
+        record = self.contract.record
+        try:
+            items = parse_feedback(records, task=record.task, classes=record.classes,
+                                   max_records=SERVING.max_records)
+            async with self.feedback_lock:
+                new, repeats = self.book.accept(items)
+                now = utc_timestamp()
+                if new:  # durable, like the audit trail, before the answer
+                    await self.feedback_log.write([
+                        {"request_id": f.request_id, "index": f.index, "label": f.label, "caller": caller,
+                         "timestamp": now} for f in new
+                    ])
+                self.book.kept(new)
+        except FeedbackError as exc:
+            raise HTTPError(str(exc), exc.status) from None
+        return {"accepted": len(new), "repeats": repeats}
 
 
 # bodies over the limit are refused before BentoML reads them (public API: Service.add_asgi_middleware)

@@ -135,7 +135,20 @@ def test_resolve_schema_without_infer_keeps_only_declared_columns(clean):
     spec = SchemaSpec.model_validate({"columns": {"age": {"min": 18}}, "infer": False})
     resolved = resolve_schema(spec, clean)
     assert [r.column for r in resolved.rules] == ["age"]
-    assert resolved.rule("age") == ColumnRule("age", None, 18, None, None, nullable=False, reference_null_share=0.0)
+    assert resolved.rule("age") == ColumnRule("age", None, 18, None, None, nullable=False, reference_null_share=0.0,
+                                              declared=("min",))
+    assert resolved.rule("age").declared_bound("min") == 18 and resolved.rule("age").declared_bound("max") is None
+
+
+def test_only_the_bounds_the_spec_states_are_declared(clean):
+    spec = SchemaSpec.model_validate({"columns": {"age": {"max": 100}}})
+    rule = resolve_schema(spec, clean).rule("age")
+    assert rule.min is not None and rule.max == 100  # min inferred, max stated
+    assert rule.declared == ("max",) and rule.declared_bound("min") is None
+    assert ResolvedSchema.from_dict(resolve_schema(spec, clean).to_dict()).rule("age").declared == ("max",)
+    # a reference's rule carries no claim about what the current spec states
+    inherited = resolve_schema(SchemaSpec(), clean, reference=ResolvedSchema((rule,))).rule("age")
+    assert inherited.max == 100 and inherited.declared == ()
 
 
 def test_resolve_schema_prefers_the_champion_reference(clean):
