@@ -7,10 +7,13 @@ loopback, for
 - batched:         `ml-pipelines serve` as shipped (adaptive batching, audit on)
 - batched_no_audit: the same with ML_PIPELINES_AUDIT=off
 - unbatched:       ML_PIPELINES_SERVING='{"batchable": false}', audit on
+- shadow:          batched with audit, and serving.shadow on: the challenger (an older
+                   version) scores every request too, into the audit trail
 
 Everything is reported against the baseline measured in the same run. Targets: at
 concurrency 64 the batched service (audit on) reaches >= 0.7x the baseline's
-throughput, and the audit trail costs <= 10% of the batched service's throughput.
+throughput, the audit trail costs <= 10% of the batched service's throughput, and
+shadow scoring costs <= 10% of its throughput and p50 latency.
 
 One small credit-default classifier (LogisticRegression, a categorical and a
 nullable column) is trained into a temporary platform root first. All servers
@@ -50,17 +53,20 @@ TRAIN_ROWS = 3000
 HOST = "127.0.0.1"
 TARGET_THROUGHPUT_RATIO = 0.7  # batched (audit on) / baseline at the highest concurrency
 TARGET_AUDIT_COST = 0.10  # 1 - audit on / audit off
+TARGET_SHADOW_COST = 0.10  # 1 - shadow / batched, throughput; shadow / batched - 1, p50
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 VARIANTS = {
     # name: extra environment for `ml-pipelines serve`
     "batched": {"ML_PIPELINES_AUDIT": "on", "ML_PIPELINES_SERVING": ""},
     "batched_no_audit": {"ML_PIPELINES_AUDIT": "off", "ML_PIPELINES_SERVING": ""},
     "unbatched": {"ML_PIPELINES_AUDIT": "on", "ML_PIPELINES_SERVING": json.dumps({"batchable": False})},
+    "shadow": {"ML_PIPELINES_AUDIT": "on", "ML_PIPELINES_SERVING": json.dumps({"shadow": True})},
 }
 INPUTS = ["income", "age", "employment_years", "debt_ratio", "credit_lines", "purpose", "home_ownership"]
 
 
-def spec():
+def spec(c: float = 1.0):
+    """The served classifier; `c` (LogisticRegression's C) tells two versions apart."""
     from ml_pipelines_tests.specs import make_spec
 
     return make_spec(
@@ -82,9 +88,10 @@ def spec():
         features={"numeric": ["income", "age", "employment_years", "debt_ratio", "credit_lines"],
                   "categorical": ["purpose", "home_ownership"], "split": {"test_size": 0.25, "seed": 7}},
         models=[{"name": "logreg", "estimator": "sklearn.linear_model.LogisticRegression",
-                 "params": {"max_iter": 300}}],
+                 "params": {"max_iter": 300, "C": c}}],
         selection={"cv_folds": 2},
-        evaluation={"metrics": ["roc_auc"], "bootstrap_samples": 10, "gate": {"min": 0.55}},
+        # the second version always becomes champion (the first is the shadow variant's challenger)
+        evaluation={"metrics": ["roc_auc"], "bootstrap_samples": 10, "gate": {"min": 0.55, "max_regression": 1.0}},
     )
 
 
@@ -284,7 +291,7 @@ def stop_targets(targets: dict[str, Target]) -> None:
 def round_order(names: list[str], round_index: int) -> list[str]:
     """The servers' order in one round: rotating, with audit on and off always side by side
     (alternating which goes first), so their per-round ratio compares like with like."""
-    pair = ["batched", "batched_no_audit"]
+    pair = ["batched", "batched_no_audit", "shadow"]
     if round_index % 2:
         pair.reverse()
     groups = [[name] for name in names if name not in pair]
@@ -367,6 +374,7 @@ def summarize(cells: dict[tuple[str, int], list[Cell]], levels: list[int]) -> di
     cpu = {key: row["cpu_ms_per_request_total"] for key, row in rows.items()}
     audit_cpu_cost = {c: 1 - cpu[f"batched_no_audit@{c}"] / cpu[f"batched@{c}"] for c in levels}
     ratio = rows[f"batched@{top}"]["throughput_vs_baseline_paired"]
+    shadow = shadow_cost(cells, top)
     return {
         "rows": rows,
         "audit_cost": {str(c): v for c, v in audit_cost.items()},
@@ -379,9 +387,25 @@ def summarize(cells: dict[tuple[str, int], list[Cell]], levels: list[int]) -> di
                 "value": audit_cost[top], "target": f"<= {TARGET_AUDIT_COST}",
                 "met": audit_cost[top] <= TARGET_AUDIT_COST,
             },
+            f"shadow_throughput_cost_at_c{top}": {
+                "value": shadow["throughput"], "target": f"<= {TARGET_SHADOW_COST}",
+                "met": shadow["throughput"] <= TARGET_SHADOW_COST,
+            },
+            f"shadow_p50_cost_at_c{top}": {
+                "value": shadow["p50"], "target": f"<= {TARGET_SHADOW_COST}", "met": shadow["p50"] <= TARGET_SHADOW_COST,
+            },
             "zero_errors": {"value": sum(r["errors"] for r in rows.values()), "target": "0",
                             "met": all(r["errors"] == 0 for r in rows.values())},
         },
+    }
+
+
+def shadow_cost(cells: dict[tuple[str, int], list[Cell]], concurrency: int) -> dict[str, float]:
+    """What shadow scoring costs the batched service: medians of back-to-back pairs per round."""
+    pairs = list(zip(cells[("shadow", concurrency)], cells[("batched", concurrency)]))
+    return {
+        "throughput": median([1 - s.throughput / b.throughput for s, b in pairs if b.throughput]),
+        "p50": median([s.percentile(0.5) / b.percentile(0.5) - 1 for s, b in pairs if b.percentile(0.5)]),
     }
 
 
@@ -403,10 +427,13 @@ def main(argv: list[str] | None = None) -> int:
     targets: dict[str, Target] = {}
     try:
         started = time.perf_counter()
+        older = materialize(spec(0.02), root / "platform")  # becomes the challenger, for the shadow variant
         result = materialize(spec(), root / "platform")
-        if not result.success:
-            raise SystemExit(f"training failed: {result.step_errors()}")
+        if not (older.success and result.success):
+            raise SystemExit(f"training failed: {older.step_errors() + result.step_errors()}")
         version = result.registry.get_alias(PIPELINE, "champion")
+        challenger = older.registry.list_versions(PIPELINE)[0].version
+        result.registry.set_alias(PIPELINE, "challenger", challenger, actor="bench", reason="shadow variant")
         print(f"trained {PIPELINE} {version} in {time.perf_counter() - started:.0f}s; starting servers")
         started = time.perf_counter()
         targets = start_targets(root / "platform", ["baseline", *VARIANTS], root / "logs")
@@ -445,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"c={c}: {v:+.1%}" for c, v in summary["audit_cost"].items()))
     print("audit cost, batched (share of server CPU per request spent on the audit): "
           + ", ".join(f"c={c}: {v:+.1%}" for c, v in summary["audit_cpu_cost"].items()))
+    top = max(args.concurrency)
+    print(f"shadow cost at c={top} (median of back-to-back pairs with batched): "
+          f"throughput {summary['targets'][f'shadow_throughput_cost_at_c{top}']['value']:+.1%}, "
+          f"p50 latency {summary['targets'][f'shadow_p50_cost_at_c{top}']['value']:+.1%}")
     for name, target in summary["targets"].items():
         value = target["value"]
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -20,137 +20,45 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import httpx
 import pytest
-from dagster._core.scheduler.instigation import InstigatorType, TickStatus
-from dagster._core.storage.tags import SENSOR_NAME_TAG
 from sklearn.metrics import roc_auc_score
 
 from ml_pipelines.core.champion import CHAMPION
-from ml_pipelines.core.landing import land_labelled_batch, write_labels
 from ml_pipelines.core.models import predict
-from ml_pipelines.core.retrain_policy import RetrainCursor
 from ml_pipelines.datasets.credit import generate
 from ml_pipelines.settings import Settings
 from ml_pipelines_tests import REPO_ROOT, servers
 from ml_pipelines_tests.helpers import materialize, registry_at
-from ml_pipelines_tests.specs import INPUTS, NAME, make_spec, small_credit_attributes
+from ml_pipelines_tests.learning_world import (
+    BATCH_ROWS,
+    DEFINITIONS,
+    SENSORS,
+    Traffic,
+    land,
+    latest,
+    loop_attributes,
+    quiet,
+    retrain_runs,
+    skipped_past,
+)
+from ml_pipelines_tests.specs import INPUTS, NAME, make_spec
 
 pytestmark = pytest.mark.timeout(900)  # every wait below has its own, shorter limit
 
-SENSORS = {s: f"{NAME}_{s}_sensor" for s in ("drift", "performance", "labels")}
 READY_TIMEOUT_S = 150
 STEP_TIMEOUT_S = 240  # a sensor tick (15 s), a queued run and the run itself
 MARGIN = 0.05  # the new champion beats the old one on a fresh shifted sample by at least this
-SHIFTED_ROWS = 2000
-
-DEFINITIONS = '''\
-"""credit_default, small, for the learning loop test (written by test_learning_loop_e2e.py)."""
-
-import json
-import os
-
-import dagster as dg
-
-from ml_pipelines.components import build_pipeline_defs
-from ml_pipelines.definitions import apply_policies
-from ml_pipelines.resources import local_resources
-from ml_pipelines.spec import PipelineSpec
-
-ATTRIBUTES = json.loads({attributes!r})
-
-
-@dg.definitions
-def defs() -> dg.Definitions:
-    spec = PipelineSpec.model_validate(ATTRIBUTES)
-    platform = dg.Definitions(
-        resources=local_resources(os.environ["ML_PIPELINES_HOME"]), executor=dg.in_process_executor
-    )
-    return dg.Definitions.merge(apply_policies(build_pipeline_defs(spec)), platform)
-'''
-
-
-@dataclass
-class Traffic:
-    """A client that keeps asking the service while the loop runs."""
-
-    url: str
-    rows: list[dict[str, Any]]
-    answers: list[tuple[int, str | None, str | None]] = field(default_factory=list)  # status, version, request id
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        with httpx.Client(timeout=30, trust_env=False) as client:
-            i = 0
-            while not self.stop.is_set():
-                body = {"records": [self.rows[i % len(self.rows)]]}
-                try:
-                    response = client.post(f"{self.url}/predict", json=body)
-                    answer = response.json() if response.status_code == 200 else {}
-                    self.answers.append((response.status_code, answer.get("model_version"), answer.get("request_id")))
-                except httpx.HTTPError as exc:
-                    self.answers.append((0, None, str(exc)))
-                i += 1
-                time.sleep(0.1)
-
-    def failures(self) -> list[tuple]:
-        return [a for a in self.answers if a[0] != 200]
-
-    def served_by(self, version: str) -> str | None:
-        return next((rid for status, v, rid in reversed(self.answers) if status == 200 and v == version), None)
-
-
-def _spec_attributes() -> dict[str, Any]:
-    return small_credit_attributes(
-        performance={"metric": "roc_auc", "max_drop": 0.05, "min_rows": 200},
-        retrain={"on_drift": True, "on_performance": True, "cooldown_hours": 0, "window": {"batches": 2}},
-    )
-
-
-def _ticks(instance: dg.DagsterInstance, sensor: str):
-    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
-        if state.instigator_name == sensor:
-            return instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=100)
-    return []
-
-
-def _skipped_past(instance: dg.DagsterInstance, sensor: str, storage_id: int):
-    """The sensor's first skipped tick whose cursor consumed the report `storage_id`."""
-    ticks = [t for t in _ticks(instance, sensor) if t.status == TickStatus.SKIPPED and t.cursor
-             and RetrainCursor.from_json(t.cursor).last_storage_id >= storage_id]
-    return min(ticks, key=lambda t: t.timestamp) if ticks else None
-
-
-def _latest(instance: dg.DagsterInstance, asset: str, partition: str):
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey([NAME, asset]), asset_partitions=[partition]), limit=1
-    ).records
-    return records[0] if records else None
-
-
-def _retrain_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
-    return [r for r in instance.get_runs(filters=dg.RunsFilter(job_name=f"{NAME}_retrain_job"))
-            if r.tags.get(SENSOR_NAME_TAG)]
-
-
-def _quiet(instance: dg.DagsterInstance) -> bool:
-    busy = instance.get_runs(filters=dg.RunsFilter(statuses=[
-        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED]))
-    return not busy
-
 
 def test_the_loop_learns_the_shifted_world_unattended(tmp_path: Path, monkeypatch):
     dagster_home, ml_home = tmp_path / "dagster_home", tmp_path / "ml_pipelines_home"
     dagster_home.mkdir()
     ml_home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    attributes = _spec_attributes()
+    attributes = loop_attributes()
     spec = make_spec(**attributes)
     assert spec.monitoring.sensors_enabled  # every sensor starts RUNNING, no human turns them on
     definitions = tmp_path / "learning_loop_defs.py"
@@ -210,31 +118,24 @@ def _wait(what: str, probe: Callable[[], Any], server, timeout: float = STEP_TIM
     return servers.wait_until(what, probe, timeout, server=server, interval=2.0)
 
 
-def _land(spec, variables, drift: float, seed: int):
-    batch = land_labelled_batch(spec, drift=drift, rows=SHIFTED_ROWS, seed=seed, variables=variables)
-    time.sleep(1.0)  # the ground truth arrives a moment after the batch
-    write_labels(spec, batch, variables=variables)
-    return batch.path.name
-
-
 def _stable_world_requests_no_retrain(spec, instance, server, variables, phase) -> None:
-    stable = _land(spec, variables, drift=0.0, seed=401)
-    report = _wait(f"drift report for {stable}", lambda: _latest(instance, "drift_report", stable), server)
+    stable = land(spec, variables, drift=0.0, seed=401)
+    report = _wait(f"drift report for {stable}", lambda: latest(instance, "drift_report", stable), server)
     assert report.asset_materialization.metadata["dataset_drifted"].value is False
     performance = _wait(f"production performance for {stable}",
-                        lambda: _latest(instance, "production_performance", stable), server)
+                        lambda: latest(instance, "production_performance", stable), server)
     metadata = performance.asset_materialization.metadata
-    assert metadata["labelled_rows"].value == SHIFTED_ROWS and metadata["performance_holds"].value is True
+    assert metadata["labelled_rows"].value == BATCH_ROWS and metadata["performance_holds"].value is True
     _wait("the drift sensor to skip the stable report",
-          lambda: _skipped_past(instance, SENSORS["drift"], report.storage_id), server, 90)
+          lambda: skipped_past(instance, SENSORS["drift"], report.storage_id), server, 90)
     _wait("the performance sensor to skip the stable report",
-          lambda: _skipped_past(instance, SENSORS["performance"], performance.storage_id), server, 90)
-    assert _retrain_runs(instance) == []
+          lambda: skipped_past(instance, SENSORS["performance"], performance.storage_id), server, 90)
+    assert retrain_runs(instance) == []
     phase("stable world: reports, labels, no retrain")
 
 
 def _shifted_world_is_learned(spec, instance, server, registry, first, variables, phase) -> str:
-    shifted = [_land(spec, variables, drift=1.0, seed=seed) for seed in (402, 403)]
+    shifted = [land(spec, variables, drift=1.0, seed=seed) for seed in (402, 403)]
     phase(f"shifted batches landed: {shifted}")
 
     def learned() -> str | None:
@@ -242,11 +143,11 @@ def _shifted_world_is_learned(spec, instance, server, registry, first, variables
         if champion == first:
             return None
         batches = [b.batch for b in registry.get_version(NAME, champion).provenance.batches]
-        return champion if set(shifted) <= set(batches) and _quiet(instance) else None
+        return champion if set(shifted) <= set(batches) and quiet(instance) else None
 
     final = _wait("a champion that learned from both shifted batches, and every run done", learned, server, 600)
     phase(f"new champion {final}")
-    runs = _retrain_runs(instance)
+    runs = retrain_runs(instance)
     assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [(r.run_id, r.status) for r in runs]
     assert {r.tags["ml_pipelines/retrain_reason"] for r in runs} <= {"drift", "performance"}
     record = registry.get_version(NAME, final)
