@@ -75,7 +75,13 @@ def build_model(candidate: Candidate, columns: FeatureColumns, task: str, seed: 
 
 
 def predict(model: Pipeline, frame: pd.DataFrame, task: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predictions and, for classifiers, class probabilities (columns in model.classes_ order)."""
-    predictions = model.predict(frame)
-    proba = model.predict_proba(frame) if task == "classification" and hasattr(model, "predict_proba") else None
-    return np.asarray(predictions), proba
+    """Predictions and, for classifiers, class probabilities (columns in model.classes_ order).
+    The preprocessing steps run once, and the final estimator gives both answers from their output
+    (its own predict, so an estimator whose predict is not the most probable class keeps its rule)."""
+    if not (task == "classification" and hasattr(model, "predict_proba")):
+        return np.asarray(model.predict(frame)), None
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        features, estimator = model[:-1].transform(frame), model.steps[-1][1]
+    else:
+        features, estimator = frame, model
+    return np.asarray(estimator.predict(features)), estimator.predict_proba(features)

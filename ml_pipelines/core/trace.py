@@ -10,12 +10,12 @@ from ml_pipelines.core.registry import ModelRegistry
 
 
 def find_prediction(audit_root: Path, request_id: str) -> list[dict]:
-    """Every audit record of the request (one per record it carried), newest day first."""
+    """Every audit record of the request (one per record it carried, and any shadow scores), newest day first."""
     if not audit_root.is_dir():
         return []
     for pipeline_dir in sorted(p for p in audit_root.iterdir() if p.is_dir()):
         for day_dir in sorted((d for d in pipeline_dir.iterdir() if d.is_dir()), reverse=True):
-            found = [r for r in read_records(audit_root, pipeline_dir.name, day_dir.name)
+            found = [r for r in read_records(audit_root, pipeline_dir.name, day_dir.name, shadow=True)
                      if r.get("request_id") == request_id]
             if found:
                 return [{**r, "pipeline": pipeline_dir.name} for r in found]
@@ -23,9 +23,11 @@ def find_prediction(audit_root: Path, request_id: str) -> list[dict]:
 
 
 def trace_lines(request_id: str, audit_root: Path, registry: ModelRegistry) -> list[str]:
-    records = find_prediction(audit_root, request_id)
+    found = find_prediction(audit_root, request_id)
+    records = sorted((r for r in found if not r.get("shadow")), key=lambda r: r.get("index", 0))
     if not records:
         raise LookupError(f"no prediction with request id {request_id} in {audit_root}")
+    shadows = {r.get("index", 0): r for r in found if r.get("shadow")}
     first = records[0]
     pipeline, version = first["pipeline"], first["model_version"]
     record = registry.get_version(pipeline, version)
@@ -34,6 +36,8 @@ def trace_lines(request_id: str, audit_root: Path, registry: ModelRegistry) -> l
     for r in records:
         lines.append(f"  input  {json.dumps(r['input'], sort_keys=True)}")
         lines.append(f"  output {json.dumps(r['output'], sort_keys=True)}")
+        if (shadowed := shadows.get(r.get("index", 0))) is not None:
+            lines.append(f"  shadow {shadowed['model_version']} {json.dumps(shadowed['output'], sort_keys=True)}")
     lines += [
         f"model        {pipeline} version {version}: {record.model_name} ({record.framework}) params={json.dumps(record.params)}",
         (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import queue
 import socket
@@ -17,6 +18,8 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("ml_pipelines.serving")
 
 
 class AuditWriter:
@@ -59,6 +62,10 @@ class AuditWriter:
             # one wake-up per event loop for the whole batch, not one per request
             waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
             for _, loop, future in batch:
+                if future is None:  # write_nowait: nobody waits
+                    if error is not None:
+                        log.error("audit records not written: %s", error)
+                    continue
                 waiting.setdefault(loop, []).append(future)
             for loop, futures in waiting.items():
                 loop.call_soon_threadsafe(_settle_all, futures, error)
@@ -69,6 +76,10 @@ class AuditWriter:
         future = loop.create_future()
         self._queue.put((records, loop, future))
         await future
+
+    def write_nowait(self, records: list[dict[str, Any]]) -> None:
+        """Queue records for the next group commit without waiting for it (shadow scores: off the reply path)."""
+        self._queue.put((records, None, None))
 
 
 _dumps = json.JSONEncoder(default=str).encode

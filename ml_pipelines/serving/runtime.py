@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -187,8 +188,65 @@ def records_to_frame(rows: list[dict[str, Any]], features: ModelInputs) -> pd.Da
     return frame
 
 
+class ShadowScorer:
+    """serving.shadow, off the reply path: the predictor hands over the rows it answered, and this
+    thread scores them with the challenger in large batches (one model call per SHADOW_BATCH_SECONDS,
+    not one per request batch) and appends them to the audit trail as `"shadow": true` records
+    with the same request id and index. Best effort by design: with more than MAX_PENDING_ROWS
+    waiting (the challenger cannot keep up), further rows are dropped and counted."""
+
+    SHADOW_BATCH_SECONDS = 0.5
+    MAX_PENDING_ROWS = 100_000
+
+    def __init__(self, write: Callable[[list[dict[str, Any]]], None], on_drop: Callable[[int], None] | None = None):
+        self._write = write
+        self._on_drop = on_drop
+        self._pending: list[tuple[LoadedModel, list[dict[str, Any]], list[tuple[str, int]], str]] = []
+        self._rows = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        threading.Thread(target=self._run, name="shadow-scorer", daemon=True).start()
+
+    def submit(self, model: LoadedModel, rows: list[dict[str, Any]], refs: list[tuple[str, int]]) -> None:
+        with self._lock:
+            if self._rows + len(rows) > self.MAX_PENDING_ROWS:
+                if self._on_drop is not None:
+                    self._on_drop(len(rows))
+                return
+            self._pending.append((model, rows, refs, datetime.now(UTC).isoformat()))
+            self._rows += len(rows)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.SHADOW_BATCH_SECONDS)  # let rows gather: one model call for many requests
+            with self._lock:
+                pending, self._pending, self._rows = self._pending, [], 0
+                self._wake.clear()
+            try:
+                self._score(pending)
+            except Exception:  # noqa: BLE001 - shadow scoring never stops the service
+                log.exception("shadow scoring failed for %d request batch(es)", len(pending))
+
+    def _score(self, pending) -> None:
+        by_version: dict[str, list] = {}
+        for item in pending:
+            by_version.setdefault(item[0].version, []).append(item)
+        for items in by_version.values():
+            rows = [row for _, batch, _, _ in items for row in batch]
+            stamped = [(ref, at) for _, _, refs, at in items for ref in refs]
+            scores = _score(items[0][0], rows)
+            self._write([
+                {"request_id": request_id, "index": index, "shadow": True, "model_version": score.pop("model_version"),
+                 "timestamp": at, "output": score}
+                for ((request_id, index), at), score in zip(stamped, scores)
+            ])
+
+
 class ModelHolder:
-    def __init__(self, config: ServingConfig, version: str | None = None, *, shadow: bool = False):
+    def __init__(self, config: ServingConfig, version: str | None = None, *,
+                 shadow_scorer: ShadowScorer | None = None):
         self.config = config
         self.current = config.load(version or config.initial_version())
         # what the registry says, as of the last poll (a bento has no registry to compare with)
@@ -196,7 +254,8 @@ class ModelHolder:
         self._failed: tuple[str, str] | None = None  # (champion, why it did not load)
         self._stop = threading.Event()
         # serving.shadow: the challenger scores every row too; never returned, kept in the audit trail
-        self.shadowing = shadow and not config.from_bento
+        self.shadow_scorer = None if config.from_bento else shadow_scorer
+        self.shadowing = self.shadow_scorer is not None
         self.shadow: LoadedModel | None = None
         if self.shadowing:
             self.refresh_shadow()
@@ -264,16 +323,17 @@ class ModelHolder:
 
         threading.Thread(target=loop, name="champion-watcher", daemon=True).start()
 
-    def predict_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def predict_rows(self, rows: list[dict[str, Any]], refs: list[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
+        """The served version's answers; when shadowing a challenger, the rows (with their request
+        id and index in `refs`) go on to it after the answers are made."""
         loaded, shadow = self.current, self.shadow  # one model (and one challenger) for the whole batch
         results = _score(loaded, rows)
         for row, result in zip(rows, results):
             unseen = [c for c, known in loaded.categories.items() if row.get(c) is not None and str(row[c]) not in known]
             if unseen:
                 result["unseen_categories"] = unseen
-        if shadow is not None:
-            for result, shadowed in zip(results, _score(shadow, rows)):
-                result["shadow"] = shadowed
+        if shadow is not None and self.shadow_scorer is not None and refs is not None:
+            self.shadow_scorer.submit(shadow, rows, refs)
         return results
 
 

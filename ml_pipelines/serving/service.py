@@ -7,7 +7,9 @@
   nullability, declared ranges, string lengths; a body over
   serving.max_body_bytes never gets that far), checks the API key, calls the
   Predictor and appends an audit record before answering. With serving.shadow
-  the challenger's prediction is in the audit record too, never in the answer.
+  the Predictor also hands each answered row to a ShadowScorer, which scores the
+  challenger in large batches after the answers and appends its predictions to the
+  audit trail under the same request id (never in the answer).
   POST /feedback takes ground truth by request id, checked (core.feedback) and
   fsynced before the answer. Its /readyz fails while the registry's champion
   cannot be loaded, and /metrics says whether the served version is the champion.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hmac
+import logging
 import uuid
 from http import HTTPStatus
 from typing import Any
@@ -41,6 +44,7 @@ from ml_pipelines.serving.runtime import (
     ServingConfig,
     ServingError,
     ServingState,
+    ShadowScorer,
     feedback_book,
     hash_key,
 )
@@ -58,6 +62,7 @@ except ServingError as exc:
 # operators (and the benchmark) may override the packaged settings, e.g. {"batchable": false}
 SERVING = ServingSpec.model_validate({**_RECORD.serving.model_dump(), **CONFIG.overrides})
 READY_TIMEOUT_S = 5.0
+log = logging.getLogger("ml_pipelines.serving")
 
 UNSEEN = bentoml.metrics.Counter(
     name="ml_pipelines_unseen_categories",
@@ -70,6 +75,11 @@ IS_CHAMPION = bentoml.metrics.Gauge(
     " (a pinned version, a champion still loading, or one that failed to load: /readyz says which)",
     labelnames=["pipeline"],
     multiprocess_mode="livemin",  # every predictor worker must serve the champion
+)
+SHADOW_DROPPED = bentoml.metrics.Counter(
+    name="ml_pipelines_shadow_dropped_rows",
+    documentation="Rows the challenger did not shadow-score because too many were waiting (best effort)",
+    labelnames=["pipeline"],
 )
 
 
@@ -93,7 +103,7 @@ class Predictor:
     def __init__(self) -> None:
         stop_with_parent(CONFIG.parent_pid)
         try:
-            self.holder = ModelHolder(CONFIG, _VERSION, shadow=SERVING.shadow)
+            self.holder = ModelHolder(CONFIG, _VERSION, shadow_scorer=_shadow_scorer())
         except ServingError as exc:  # it loaded at import: the files changed since
             stop_server(CONFIG.parent_pid, str(exc))
             raise
@@ -106,14 +116,27 @@ class Predictor:
         max_batch_size=SERVING.max_batch_size,
         max_latency_ms=SERVING.max_latency_ms,
     )
-    def predict_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self.holder.predict_rows(rows)
+    def predict_rows(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """items: {"row": the validated record, "ref": [request id, index]}, so shadow scores can be logged."""
+        return self.holder.predict_rows([item["row"] for item in items], [tuple(item["ref"]) for item in items])
 
     @bentoml.api
     def serving_state(self) -> dict[str, Any]:
         """The served version against the registry's champion, and what is wrong, if anything."""
         state = self.holder.state()
         return {"served": state.served, "champion": state.champion, "problem": state.problem}
+
+
+def _shadow_scorer() -> ShadowScorer | None:
+    """serving.shadow needs the audit trail, where the challenger's scores go."""
+    if not SERVING.shadow:
+        return None
+    if not CONFIG.audit:
+        log.warning("serving.shadow is on but the audit trail is off (ML_PIPELINES_AUDIT): not shadowing")
+        return None
+    writer = AuditWriter(CONFIG.layout.audit, CONFIG.pipeline)
+    return ShadowScorer(writer.write_nowait,
+                        on_drop=lambda rows: SHADOW_DROPPED.labels(pipeline=CONFIG.pipeline).inc(rows))
 
 
 def _publish(state: ServingState) -> None:
@@ -167,8 +190,9 @@ class ModelService:
             rows = validate_records(records, self.contract.model, SERVING.max_records)
         except RequestError as exc:
             raise HTTPError(str(exc), exc.status) from None
-        results = await self.predictor.to_async.predict_rows(rows)
         request_id = uuid.uuid4().hex
+        results = await self.predictor.to_async.predict_rows(
+            [{"row": row, "ref": [request_id, i]} for i, row in enumerate(rows)])
         versions = {r["model_version"] for r in results}
         response: dict[str, Any] = {
             "request_id": request_id,

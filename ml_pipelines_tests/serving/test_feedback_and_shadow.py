@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,21 +69,37 @@ def _feedback(url: str, records: Any) -> httpx.Response:
     return httpx.post(f"{url}/feedback", json={"records": records}, timeout=60, trust_env=False)
 
 
-def _audit(platform: Platform, request_id: str) -> list[dict[str, Any]]:
-    return [r for r in iter_audit(platform.root / "audit", PIPELINE) if r["request_id"] == request_id]
+def _audit(platform: Platform, request_id: str, *, shadow: bool = False) -> list[dict[str, Any]]:
+    return [r for r in iter_audit(platform.root / "audit", PIPELINE, shadow=shadow) if r["request_id"] == request_id]
+
+
+def _shadow_records(platform: Platform, request_id: str, count: int) -> list[dict[str, Any]]:
+    """The challenger's scores, written after the answer: wait for them (a few seconds at most)."""
+    deadline = time.monotonic() + 15
+    while True:
+        found = [r for r in _audit(platform, request_id, shadow=True) if r.get("shadow")]
+        if len(found) >= count or time.monotonic() > deadline:
+            return sorted(found, key=lambda r: r["index"])
+        time.sleep(0.2)
 
 
 def test_the_challenger_is_shadow_scored_and_never_answered(shadowed, platform):
     body = _predict(shadowed, [record(0), record(1)])
     assert body["model_version"] == platform.second
     assert "shadow" not in json.dumps(body)
-    (first, second) = sorted(_audit(platform, body["request_id"]), key=lambda r: r["index"])
-    for logged in (first, second):
+    served = sorted(_audit(platform, body["request_id"]), key=lambda r: r["index"])
+    assert [r["index"] for r in served] == [0, 1] and not any(r.get("shadow") for r in served)
+    shadows = _shadow_records(platform, body["request_id"], 2)
+    assert [r["index"] for r in shadows] == [0, 1]
+    for logged, shadow in zip(served, shadows):
         assert logged["model_version"] == platform.second
-        shadow = logged["output"]["shadow"]
         assert shadow["model_version"] == platform.first
-        assert set(shadow["probabilities"]) == set(logged["output"]["probabilities"])
-    assert first["output"]["prediction"] in (0, 1) and first["output"]["shadow"]["prediction"] in (0, 1)
+        assert shadow["output"]["prediction"] in (0, 1)
+        assert set(shadow["output"]["probabilities"]) == set(logged["output"]["probabilities"])
+        assert "input" not in shadow  # the served record holds the input once
+    trace = subprocess.run([venv_executable("ml-pipelines"), "trace", body["request_id"]], capture_output=True,
+                           text=True, env={**os.environ, **platform.env()}, check=True).stdout
+    assert trace.count(f"shadow {platform.first}") == 2, trace
 
 
 def test_feedback_is_kept_and_a_repeat_counts_once(shadowed, platform):
