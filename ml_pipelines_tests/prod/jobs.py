@@ -48,13 +48,18 @@ class SlowLogisticRegression(LogisticRegression):
         return super().fit(X, y, sample_weight=sample_weight)
 
 
+# not __name__: run as `python -m`, this module is __main__, and Dagster re-imports it from its file
+# as `jobs`, a name outside the trusted modules that a spec's dotted paths must stay within
+MODULE = "ml_pipelines_tests.prod.jobs"
+
+
 def _job(estimator: str) -> dg.JobDefinition:
     defs = prod_pipeline_defs(credit_spec(estimator=estimator), executor=dg.in_process_executor)
     return defs.resolve_job_def(JOB)
 
 
 def slow_retrain_job() -> dg.JobDefinition:
-    return _job(f"{__name__}.SlowLogisticRegression")
+    return _job(f"{MODULE}.SlowLogisticRegression")
 
 
 def retrain_job() -> dg.JobDefinition:
@@ -62,7 +67,7 @@ def retrain_job() -> dg.JobDefinition:
 
 
 def varied_retrain_job() -> dg.JobDefinition:
-    source = {"kind": "synthetic", "generator": f"{__name__}:varied_credit", "params": {"rows": ROWS}}
+    source = {"kind": "synthetic", "generator": f"{MODULE}:varied_credit", "params": {"rows": ROWS}}
     defs = prod_pipeline_defs(credit_spec(source=source), executor=dg.in_process_executor)
     return defs.resolve_job_def(JOB)
 
