@@ -12,8 +12,9 @@ runs in progress.
 
 Pass criteria (exit code 1 otherwise): every run succeeds; PostgreSQL holds RUNS
 runs in SUCCESS and RUNS RUN_SUCCESS events; the registry holds RUNS whole versions
-(every artifact verifies against its checksum), RUNS champion moves, a champion
-that is one of them, and RUNS bento exports; never more than WORKERS runs at once.
+(every artifact verifies against its checksum), each moved to champion (it beat the
+champion by the gate's rule) or to challenger (it met the floor only) exactly once, a
+champion that is one of them, and RUNS bento exports; never more than WORKERS runs at once.
 
     python -m bench.prod_stress [--runs 20] [--workers 4]
 
@@ -191,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             registry.fetch_artifacts(PIPELINE, version, work / "verify" / version)  # checksums
         champion = registry.get_alias(PIPELINE, "champion")
         champion_moves = len(registry.alias_history(PIPELINE, "champion"))
+        # every version either beat the champion (a champion move) or met the floor only (challenger)
+        gated = [m.version for alias in ("champion", "challenger") for m in registry.alias_history(PIPELINE, alias)]
         bentos = S3ObjectStore(bucket, f"{prefix}/bentos", client=s3_client(moto.endpoint)).list(f"{PIPELINE}/")
 
         checks = {
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             "RUN_SUCCESS events in PostgreSQL": run_success_events == args.runs,
             "asset materializations in PostgreSQL": materializations == 6 * args.runs,
             "whole registry versions": len(versions) == args.runs == len(set(versions)),
-            "champion moves": champion_moves == args.runs,
+            "each version moved champion or challenger once": sorted(gated) == sorted(versions) and champion_moves > 0,
             "champion is a listed version": champion in versions,
             "bento exports": len(bentos) == args.runs,
             "at most WORKERS runs at once": poller.peak_running <= args.workers,
@@ -227,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             "pg_stat_activity_samples": poller.samples,
             "postgres": {"runs": run_statuses, "run_success_events": run_success_events,
                          "asset_materializations": materializations, "event_log_rows": events},
-            "registry": {"versions": len(versions), "champion_moves": champion_moves, "bento_exports": len(bentos)},
+            "registry": {"versions": len(versions), "champion_moves": champion_moves,
+                         "challenger_moves": len(gated) - champion_moves, "bento_exports": len(bentos)},
             "machine": {
                 "python": platform.python_version(),
                 "cpus": os.cpu_count(),
