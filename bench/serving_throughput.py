@@ -400,6 +400,26 @@ def summarize(cells: dict[tuple[str, int], list[Cell]], levels: list[int]) -> di
     }
 
 
+def shadow_coverage(target: Target, audit_root: Path) -> dict[str, int]:
+    """Records the shadow server answered and audited against challenger scores its predictor logged
+    (files are per process: <host>-<pid>.jsonl), so a cheap shadow is also shown to be a working one."""
+    from ml_pipelines.serving.runtime import ShadowScorer
+
+    time.sleep(2 * ShadowScorer.SHADOW_BATCH_SECONDS + 1)  # the last gathered rows are scored and written
+    pids = {role: {p.pid for p in target.server.processes() if role in " ".join(p.cmdline())}
+            for role in (f"{PIPELINE}_service", f"{PIPELINE}_predictor")}
+    counts = {"served": 0, "shadowed": 0}
+    for path in audit_root.glob(f"{PIPELINE}/*/*.jsonl"):
+        pid = int(path.stem.rsplit("-", 1)[1])
+        with path.open() as handle:
+            lines = [json.loads(line) for line in handle if line.endswith("\n")]
+        if pid in pids[f"{PIPELINE}_service"]:
+            counts["served"] += sum(1 for r in lines if not r.get("shadow"))
+        elif pid in pids[f"{PIPELINE}_predictor"]:
+            counts["shadowed"] += sum(1 for r in lines if r.get("shadow"))
+    return counts
+
+
 def shadow_cost(cells: dict[tuple[str, int], list[Cell]], concurrency: int) -> dict[str, float]:
     """What shadow scoring costs the batched service: medians of back-to-back pairs per round."""
     pairs = list(zip(cells[("shadow", concurrency)], cells[("batched", concurrency)]))
@@ -440,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"servers ready in {time.perf_counter() - started:.0f}s")
         cells = measure(targets, request_bodies(), args.concurrency, args.seconds, args.rounds, args.max_requests,
                         args.warmup)
+        coverage = shadow_coverage(targets["shadow"], root / "platform" / "audit")
     finally:
         stop_targets(targets)
         if args.keep:
@@ -448,6 +469,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     summary = summarize(cells, args.concurrency)
+    summary["shadow_coverage"] = coverage
+    summary["targets"]["every_shadow_request_scored"] = {
+        "value": coverage, "target": "shadowed == served > 0",
+        "met": coverage["served"] > 0 and coverage["shadowed"] == coverage["served"],
+    }
     rows = summary["rows"]
     order = ["baseline", *VARIANTS]
     table = []

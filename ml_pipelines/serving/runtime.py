@@ -226,7 +226,7 @@ class ShadowScorer:
                 self._wake.clear()
             try:
                 self._score(pending)
-            except Exception:  # noqa: BLE001 - shadow scoring never stops the service
+            except Exception:
                 log.exception("shadow scoring failed for %d request batch(es)", len(pending))
 
     def _score(self, pending) -> None:
@@ -390,7 +390,7 @@ class RequestContract:
             while not threading.Event().wait(self.config.watch_seconds):
                 try:
                     self.refresh()
-                except Exception:  # noqa: BLE001 - keep the schema we have; the predictor logs load failures
+                except Exception:
                     log.debug("request schema not refreshed", exc_info=True)
 
         threading.Thread(target=loop, name="request-contract-watcher", daemon=True).start()

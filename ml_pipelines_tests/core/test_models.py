@@ -16,7 +16,7 @@ from ml_pipelines.core.models import predict
 class CountingTransformer(FunctionTransformer):
     calls = 0
 
-    def transform(self, X):  # noqa: N803
+    def transform(self, X):
         CountingTransformer.calls += 1
         return super().transform(X)
 

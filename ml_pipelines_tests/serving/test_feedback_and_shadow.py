@@ -23,6 +23,7 @@ import pytest
 from ml_pipelines.core.labels import read_feedback
 from ml_pipelines.core.prediction_log import iter_audit
 from ml_pipelines_tests.helpers import registry_at
+from ml_pipelines_tests.servers import free_port, running, venv_executable
 from ml_pipelines_tests.serving.test_serving import (
     PIPELINE,
     READY_TIMEOUT_S,
@@ -31,7 +32,6 @@ from ml_pipelines_tests.serving.test_serving import (
     record,
 )
 from ml_pipelines_tests.serving.test_serving import platform as platform  # noqa: F401 - the trained registry
-from ml_pipelines_tests.servers import free_port, running, venv_executable
 
 pytestmark = pytest.mark.timeout(600)
 
