@@ -247,25 +247,11 @@ def _verdict(drifted: bool) -> str:
     return "DRIFT" if drifted else "ok"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=4, help="extra agreement scenarios with random drift")
-    parser.add_argument("--round-rows", type=int, default=200_000)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of ours (median)")
-    parser.add_argument("--role", choices=["main", "ours", "evidently"], default="main")
-    parser.add_argument("--folder")
-    parser.add_argument("--out")
-    args = parser.parse_args()
-    if args.role != "main":
-        folder = Path(args.folder)
-        result = worker_ours(folder, args.repeats) if args.role == "ours" else worker_evidently(folder)
-        Path(args.out).write_text(json.dumps(result))
-        return 0
-
+def _run_scenarios(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The main scenario and --rounds random-drift ones, each run by ours and by Evidently (own venv)."""
     import numpy as np
 
-    from bench._common import machine, median, print_table, write_results
+    from bench._common import median
 
     python = evidently_python()
     scratch = Path(tempfile.mkdtemp(prefix="drift-vs-evidently-"))
@@ -286,7 +272,62 @@ def main() -> int:
             del scenario["folder"]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    return scenarios
 
+
+def _print_summary(rows: int, scenarios: list[dict[str, Any]], path) -> None:
+    from bench._common import machine, print_table
+
+    main_run = scenarios[0]
+    agree = sum(s["agreement"]["agree"] for s in scenarios)
+    total = sum(s["agreement"]["total"] for s in scenarios)
+    print_table(
+        f"per-column verdicts, main scenario ({rows:,} rows; threshold {THRESHOLD})",
+        ["column", "statistic", "ours", "evidently", "ours drift", "evidently drift", "agree"],
+        [[r["column"], r["ours_method"], r["ours"], r["evidently"], _verdict(r["ours_drifted"]),
+          _verdict(r["evidently_drifted"]), "yes" if r["agree"] else "NO"] for r in main_run["agreement"]["columns"]],
+    )
+    print_table(
+        "drift check: ours vs Evidently DataDriftPreset",
+        ["scenario", "rows", "ours all stats s", "ours deciding s", "evidently s", "speedup", "agree",
+         "ours peak MB", "evidently peak MB"],
+        [[s["name"], s["rows"], s["ours"]["median_s"]["all_statistics"], s["ours"]["median_s"]["deciding_statistic"],
+          s["evidently"]["run_s"], f"{s['speedup']['all_statistics']:.0f}x / {s['speedup']['deciding_statistic']:.0f}x",
+          f"{s['agreement']['agree']}/{s['agreement']['total']}", s["ours"]["peak_rss_mb"],
+          s["evidently"]["peak_rss_mb"]] for s in scenarios],
+    )
+    speed = main_run["speedup"]
+    print(
+        f"\n{rows:,} rows: ours {main_run['ours']['median_s']['all_statistics']:.2f}s (every statistic, as the "
+        f"drift_report asset runs) / {main_run['ours']['median_s']['deciding_statistic']:.2f}s (deciding statistic "
+        f"only) vs Evidently {main_run['evidently']['run_s']:.1f}s: {speed['all_statistics']:.0f}x / "
+        f"{speed['deciding_statistic']:.0f}x faster (target >= {TARGET_SPEEDUP:.0f}x)\n"
+        f"peak RSS: ours {main_run['ours']['peak_rss_mb']:.0f} MB (current batch + profile), Evidently "
+        f"{main_run['evidently']['peak_rss_mb']:.0f} MB (reference + current)\n"
+        f"verdicts agree on {agree}/{total} columns ({agree / total:.1%}; target >= {TARGET_AGREEMENT:.0%})\n"
+        f"load average {machine()['load_average']}\nwrote {path}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=4, help="extra agreement scenarios with random drift")
+    parser.add_argument("--round-rows", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of ours (median)")
+    parser.add_argument("--role", choices=["main", "ours", "evidently"], default="main")
+    parser.add_argument("--folder")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.role != "main":
+        folder = Path(args.folder)
+        result = worker_ours(folder, args.repeats) if args.role == "ours" else worker_evidently(folder)
+        Path(args.out).write_text(json.dumps(result))
+        return 0
+
+    from bench._common import write_results
+
+    scenarios = _run_scenarios(args)
     main_run = scenarios[0]
     agree = sum(s["agreement"]["agree"] for s in scenarios)
     total = sum(s["agreement"]["total"] for s in scenarios)
@@ -309,32 +350,7 @@ def main() -> int:
     }
     path = write_results("drift_vs_evidently", payload)
 
-    print_table(
-        f"per-column verdicts, main scenario ({args.rows:,} rows; threshold {THRESHOLD})",
-        ["column", "statistic", "ours", "evidently", "ours drift", "evidently drift", "agree"],
-        [[r["column"], r["ours_method"], r["ours"], r["evidently"], _verdict(r["ours_drifted"]),
-          _verdict(r["evidently_drifted"]), "yes" if r["agree"] else "NO"] for r in main_run["agreement"]["columns"]],
-    )
-    print_table(
-        "drift check: ours vs Evidently DataDriftPreset",
-        ["scenario", "rows", "ours all stats s", "ours deciding s", "evidently s", "speedup", "agree",
-         "ours peak MB", "evidently peak MB"],
-        [[s["name"], s["rows"], s["ours"]["median_s"]["all_statistics"], s["ours"]["median_s"]["deciding_statistic"],
-          s["evidently"]["run_s"], f"{s['speedup']['all_statistics']:.0f}x / {s['speedup']['deciding_statistic']:.0f}x",
-          f"{s['agreement']['agree']}/{s['agreement']['total']}", s["ours"]["peak_rss_mb"],
-          s["evidently"]["peak_rss_mb"]] for s in scenarios],
-    )
-    speed = main_run["speedup"]
-    print(
-        f"\n{args.rows:,} rows: ours {main_run['ours']['median_s']['all_statistics']:.2f}s (every statistic, as the "
-        f"drift_report asset runs) / {main_run['ours']['median_s']['deciding_statistic']:.2f}s (deciding statistic "
-        f"only) vs Evidently {main_run['evidently']['run_s']:.1f}s: {speed['all_statistics']:.0f}x / "
-        f"{speed['deciding_statistic']:.0f}x faster (target >= {TARGET_SPEEDUP:.0f}x)\n"
-        f"peak RSS: ours {main_run['ours']['peak_rss_mb']:.0f} MB (current batch + profile), Evidently "
-        f"{main_run['evidently']['peak_rss_mb']:.0f} MB (reference + current)\n"
-        f"verdicts agree on {agree}/{total} columns ({agree / total:.1%}; target >= {TARGET_AGREEMENT:.0%})\n"
-        f"load average {machine()['load_average']}\nwrote {path}"
-    )
+    _print_summary(args.rows, scenarios, path)
     return 0
 
 

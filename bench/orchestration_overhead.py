@@ -64,6 +64,19 @@ def run_plain(spec, root: Path) -> dict[str, Any]:
     return {**outcome, "wall_s": wall, "cpu_s": cpu}
 
 
+class Stopwatch:
+    """Seconds per stage: each lap ends one stage and starts the next."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = now - self._clock
+        self._clock = now
+
+
 def plain_chain(spec, root: Path) -> dict[str, Any]:
     """The credit_default chain as a plain script over ml_pipelines.core."""
     from ml_pipelines.core.evaluation import evaluate_for_spec
@@ -80,15 +93,8 @@ def plain_chain(spec, root: Path) -> dict[str, Any]:
     from ml_pipelines.core.validation import keep_valid_rows, run_suite, spec_schema
     from ml_pipelines.settings import Settings
 
-    stages: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        stages[stage] = now - clock
-        clock = now
-
+    stopwatch = Stopwatch()
+    lap, stages = stopwatch.lap, stopwatch.stages
     name = spec.name
     settings = Settings.from_env()
     registry = ModelRegistry(LocalObjectStore(root / "registry"))
@@ -259,14 +265,11 @@ def thread_limit(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _measure(args: argparse.Namespace) -> dict[str, Any]:
-    spec = load_spec(args.rows)
-    load_before = round(os.getloadavg()[0], 2)
-    warm_up()
-    # ABBA order: D P P D D P ...
-    order = [("dagster", "plain")[(i + (i // 2)) % 2] for i in range(2 * args.repeats)]
+def _run_sides(spec, rows: int, repeats: int) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
+    """Each side `repeats` times in ABBA order (D P P D D P ...), so adjacent runs share the load."""
+    order = [("dagster", "plain")[(i + (i // 2)) % 2] for i in range(2 * repeats)]
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    print(f"orchestration overhead: credit_default, {args.rows:,} rows, {args.repeats} runs per side ({' '.join(order)})")
+    print(f"orchestration overhead: credit_default, {rows:,} rows, {repeats} runs per side ({' '.join(order)})")
     for side in order:
         root = Path(tempfile.mkdtemp(prefix=f"bench-{side}-"))
         try:
@@ -277,8 +280,11 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         runs[side].append(outcome)
         outcome["load_average"] = round(os.getloadavg()[0], 2)
         print(f"  {side:7s} wall {wall:7.2f}s  cpu {cpu:7.2f}s  selected {outcome['selected']}  load {outcome['load_average']}")
+    return order, runs
 
-    # both sides did the same work: same data, same winner, same metrics
+
+def _require_same_work(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Both sides did the same work: same data, same winner, same metrics; the plain reference."""
     reference = runs["plain"][0]
     for side, outcomes in runs.items():
         for outcome in outcomes:
@@ -287,7 +293,11 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
                     raise AssertionError(f"{side} {field} {outcome[field]} != plain {reference[field]}")
             if not reference["selected"].startswith(outcome["selected"]):
                 raise AssertionError(f"{side} selected {outcome['selected']}, plain {reference['selected']}")
+    return reference
 
+
+def _payload(spec, args: argparse.Namespace, order: list[str], runs: dict[str, list[dict[str, Any]]],
+             reference: dict[str, Any], load_before: float) -> dict[str, Any]:
     summary = {side: {k: median([o[k] for o in runs[side]]) for k in ("wall_s", "cpu_s")} for side in runs}
     # adjacent runs (D P | P D | D P ...) share the machine's load of the moment
     paired = [
@@ -304,7 +314,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         for stage in stage_names
     }
     step_total = median([sum(o["stages"].values()) for o in runs["dagster"]])
-    payload = {
+    return {
         "pipeline": spec.name,
         "rows": args.rows,
         "repeats": args.repeats,
@@ -338,8 +348,12 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         "within_target": wall_ratio <= TARGET_RATIO,
         "stages": stages,
     }
-    path = write_results("orchestration_overhead", payload)
 
+
+def _print_summary(payload: dict[str, Any], path) -> None:
+    summary = {side: {k: payload[side][k] for k in ("wall_s", "cpu_s")} for side in ("plain", "dagster")}
+    stages, wall_ratio, cpu_ratio = payload["stages"], payload["ratio_wall"], payload["ratio_cpu"]
+    paired, load_before = payload["ratio_wall_paired"]["pairs"], payload["load_average_before"]
     print_table(
         "per stage (median seconds; a Dagster step includes loading its inputs and storing its output)",
         ["stage", "plain", "dagster step", "difference"],
@@ -363,6 +377,17 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         f"\nwall ratio {wall_ratio:.3f}x ({verdict} the {TARGET_RATIO}x target), CPU ratio {cpu_ratio:.3f}x;"
         f" load average {load_before} before the runs; results: {path}"
     )
+
+
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
+    spec = load_spec(args.rows)
+    load_before = round(os.getloadavg()[0], 2)
+    warm_up()
+    order, runs = _run_sides(spec, args.rows, args.repeats)
+    reference = _require_same_work(runs)
+    payload = _payload(spec, args, order, runs, reference, load_before)
+    path = write_results("orchestration_overhead", payload)
+    _print_summary(payload, path)
     return payload
 
 

@@ -429,6 +429,41 @@ def shadow_cost(cells: dict[tuple[str, int], list[Cell]], concurrency: int) -> d
     }
 
 
+def print_summary(summary: dict[str, Any], levels: list[int]) -> None:
+    rows = summary["rows"]
+    order = ["baseline", *VARIANTS]
+    table = []
+    for concurrency in levels:
+        for name in order:
+            row = rows[f"{name}@{concurrency}"]
+            cpu = row["cpu_ms_per_request"]
+            table.append([
+                concurrency, name, row["throughput_rps"], row["throughput_vs_baseline_paired"], row["p50_ms"],
+                row["p50_vs_baseline"], row["p99_ms"], row["p99_vs_baseline"], row["errors"],
+                row["cpu_per_request_vs_baseline"],
+                " ".join(f"{k}={v:.1f}" for k, v in cpu.items() if v >= 0.05),
+            ])
+    print_table(
+        "POST /predict, one record per request (figures: medians over rounds; x base: / baseline at the same"
+        " concurrency, req/s as the median of per-round ratios)",
+        ["c", "server", "req/s", "x base", "p50 ms", "x base", "p99 ms", "x base", "errors", "CPU x base",
+         "server CPU ms/request"],
+        table,
+    )
+    print("\naudit cost, batched (1 - throughput audit on / audit off, median of back-to-back pairs): "
+          + ", ".join(f"c={c}: {v:+.1%}" for c, v in summary["audit_cost"].items()))
+    print("audit cost, batched (share of server CPU per request spent on the audit): "
+          + ", ".join(f"c={c}: {v:+.1%}" for c, v in summary["audit_cpu_cost"].items()))
+    top = max(levels)
+    print(f"shadow cost at c={top} (median of back-to-back pairs with batched): "
+          f"throughput {summary['targets'][f'shadow_throughput_cost_at_c{top}']['value']:+.1%}, "
+          f"p50 latency {summary['targets'][f'shadow_p50_cost_at_c{top}']['value']:+.1%}")
+    for name, target in summary["targets"].items():
+        value = target["value"]
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        print(f"target {name}: {shown} ({target['target']}) {'met' if target['met'] else 'MISSED'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per cell and round")
@@ -474,38 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         "value": coverage, "target": "shadowed == served > 0",
         "met": coverage["served"] > 0 and coverage["shadowed"] == coverage["served"],
     }
-    rows = summary["rows"]
-    order = ["baseline", *VARIANTS]
-    table = []
-    for concurrency in args.concurrency:
-        for name in order:
-            row = rows[f"{name}@{concurrency}"]
-            cpu = row["cpu_ms_per_request"]
-            table.append([
-                concurrency, name, row["throughput_rps"], row["throughput_vs_baseline_paired"], row["p50_ms"],
-                row["p50_vs_baseline"], row["p99_ms"], row["p99_vs_baseline"], row["errors"],
-                row["cpu_per_request_vs_baseline"],
-                " ".join(f"{k}={v:.1f}" for k, v in cpu.items() if v >= 0.05),
-            ])
-    print_table(
-        "POST /predict, one record per request (figures: medians over rounds; x base: / baseline at the same"
-        " concurrency, req/s as the median of per-round ratios)",
-        ["c", "server", "req/s", "x base", "p50 ms", "x base", "p99 ms", "x base", "errors", "CPU x base",
-         "server CPU ms/request"],
-        table,
-    )
-    print("\naudit cost, batched (1 - throughput audit on / audit off, median of back-to-back pairs): "
-          + ", ".join(f"c={c}: {v:+.1%}" for c, v in summary["audit_cost"].items()))
-    print("audit cost, batched (share of server CPU per request spent on the audit): "
-          + ", ".join(f"c={c}: {v:+.1%}" for c, v in summary["audit_cpu_cost"].items()))
-    top = max(args.concurrency)
-    print(f"shadow cost at c={top} (median of back-to-back pairs with batched): "
-          f"throughput {summary['targets'][f'shadow_throughput_cost_at_c{top}']['value']:+.1%}, "
-          f"p50 latency {summary['targets'][f'shadow_p50_cost_at_c{top}']['value']:+.1%}")
-    for name, target in summary["targets"].items():
-        value = target["value"]
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        print(f"target {name}: {shown} ({target['target']}) {'met' if target['met'] else 'MISSED'}")
+    print_summary(summary, args.concurrency)
     path = write_results("serving_throughput", {
         "settings": {"seconds": args.seconds, "warmup": args.warmup, "rounds": args.rounds,
                      "max_requests": args.max_requests, "concurrency": args.concurrency,

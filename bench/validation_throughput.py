@@ -64,6 +64,54 @@ def failures(report) -> dict[tuple[str, str], int | None]:
     return {(f.expectation, f.column): f.unexpected_count for f in report.failures}
 
 
+def _require_agreement(gx_report, pd_report, expected) -> None:
+    """Both engines found exactly the injected failures, and judged the same expectations."""
+    if failures(gx_report) != failures(pd_report):
+        raise AssertionError(f"the engines disagree: GX {failures(gx_report)} vs pandas {failures(pd_report)}")
+    if failures(gx_report) != expected:
+        raise AssertionError(f"GX found {failures(gx_report)}, injected {expected}")
+    if gx_report.success or pd_report.success or gx_report.evaluated != pd_report.evaluated:
+        raise AssertionError(
+            f"success GX {gx_report.success} pandas {pd_report.success}; "
+            f"evaluated GX {gx_report.evaluated} pandas {pd_report.evaluated}"
+        )
+
+
+def _payload(rows: int, schema, gx_report, times: dict[str, list[float]], fixed: float,
+             clean_s: tuple[float, float], repeats: int) -> dict[str, Any]:
+    gx_s, pd_s = median(times["great_expectations"]), median(times["pandas"])
+    clean_gx_s, clean_pd_s = clean_s
+    return {
+        "rows": rows,
+        "columns": len(schema.rules),
+        "expectations": gx_report.evaluated,
+        "repeats": repeats,
+        "great_expectations": {
+            "median_s": gx_s,
+            "rows_per_s": rows / gx_s,
+            "runs_s": times["great_expectations"],
+            "fixed_cost_s": fixed,
+            "rows_per_s_less_fixed_cost": rows / (gx_s - fixed) if gx_s > fixed else None,
+            "clean_data_s": clean_gx_s,
+        },
+        "pandas": {
+            "median_s": pd_s,
+            "rows_per_s": rows / pd_s,
+            "runs_s": times["pandas"],
+            "clean_data_s": clean_pd_s,
+        },
+        "ratio_time_gx_over_pandas": gx_s / pd_s,
+        "agreement": {
+            "failed_expectations": [
+                {"expectation": e, "column": c, "unexpected": n} for (e, c), n in sorted(failures(gx_report).items())
+            ],
+            "identical": True,
+            "clean_data_passes_both": True,
+        },
+        "schema_rules": schema.to_dict(),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -109,47 +157,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"  {engine:18s} {wall:8.3f}s  {len(bad) / wall:14,.0f} rows/s")
 
     gx_report, pd_report = reports["great_expectations"], reports["pandas"]
-    if failures(gx_report) != failures(pd_report):
-        raise AssertionError(f"the engines disagree: GX {failures(gx_report)} vs pandas {failures(pd_report)}")
-    if failures(gx_report) != expected:
-        raise AssertionError(f"GX found {failures(gx_report)}, injected {expected}")
-    if gx_report.success or pd_report.success or gx_report.evaluated != pd_report.evaluated:
-        raise AssertionError(
-            f"success GX {gx_report.success} pandas {pd_report.success}; "
-            f"evaluated GX {gx_report.evaluated} pandas {pd_report.evaluated}"
-        )
+    _require_agreement(gx_report, pd_report, expected)
 
     gx_s, pd_s = median(times["great_expectations"]), median(times["pandas"])
     rows = len(bad)
-    payload = {
-        "rows": rows,
-        "columns": len(schema.rules),
-        "expectations": gx_report.evaluated,
-        "repeats": args.repeats,
-        "great_expectations": {
-            "median_s": gx_s,
-            "rows_per_s": rows / gx_s,
-            "runs_s": times["great_expectations"],
-            "fixed_cost_s": fixed,
-            "rows_per_s_less_fixed_cost": rows / (gx_s - fixed) if gx_s > fixed else None,
-            "clean_data_s": clean_gx_s,
-        },
-        "pandas": {
-            "median_s": pd_s,
-            "rows_per_s": rows / pd_s,
-            "runs_s": times["pandas"],
-            "clean_data_s": clean_pd_s,
-        },
-        "ratio_time_gx_over_pandas": gx_s / pd_s,
-        "agreement": {
-            "failed_expectations": [
-                {"expectation": e, "column": c, "unexpected": n} for (e, c), n in sorted(failures(gx_report).items())
-            ],
-            "identical": True,
-            "clean_data_passes_both": True,
-        },
-        "schema_rules": schema.to_dict(),
-    }
+    payload = _payload(rows, schema, gx_report, times, fixed, (clean_gx_s, clean_pd_s), args.repeats)
     path = write_results("validation_throughput", payload)
     print_table(
         "validation throughput (median of runs, data with injected failures)",
