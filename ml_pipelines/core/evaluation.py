@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from ml_pipelines.core.bootstrap import metric_function, on_resamples
 from ml_pipelines.core.champion import Champion
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.metrics import MetricError, compute_metric, compute_metrics, regression_of
@@ -62,26 +63,24 @@ def holdout_predictions(model: Pipeline, features: FeatureSet) -> Predictions:
 def bootstrap_intervals(
     names: list[str], p: Predictions, samples: int, seed: int = 0, level: float = 0.95
 ) -> dict[str, Interval]:
-    """Percentile bootstrap over holdout rows; resamples that miss a class are skipped."""
+    """Percentile bootstrap over holdout rows; resamples where a metric is undefined (one class
+    drawn) are left out of that metric's interval. Resamples are per-row counts (core.bootstrap)."""
     if samples == 0:
         return {}
-    rng = np.random.default_rng(seed)
-    n = len(p.y_true)
-    values: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(samples):
-        idx = rng.integers(0, n, n)
-        proba = p.proba[idx] if p.proba is not None else None
-        for name in names:
-            try:
-                values[name].append(compute_metric(name, p.y_true[idx], p.y_pred[idx], proba, p.classes))
-            except (MetricError, ValueError):
-                continue
+    values = bootstrap_values(names, p, samples, seed)
     alpha = (1 - level) / 2
     return {
         name: Interval(float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha)))
         for name, v in values.items()
-        if v
+        if len(v)
     }
+
+
+def bootstrap_values(names: list[str], p: Predictions, samples: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Each metric on each resample where it is defined."""
+    metrics = {name: metric_function(name, p.y_true, p.y_pred, p.proba, p.classes) for name in names}
+    values = on_resamples(metrics, len(p.y_true), samples, seed)
+    return {name: v[~np.isnan(v)] for name, v in values.items()}
 
 
 def slice_metrics(

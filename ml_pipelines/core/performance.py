@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from ml_pipelines.core.bootstrap import WeightedMetric, metric_function, on_resamples
 from ml_pipelines.core.errors import MetricError
 from ml_pipelines.core.metrics import compute_metric, regression_of
 from ml_pipelines.core.models import predict
@@ -29,12 +30,11 @@ class Scored:
     proba: np.ndarray | None
     classes: tuple | None
 
-    def take(self, idx: np.ndarray) -> Scored:
-        proba = self.proba[idx] if self.proba is not None else None
-        return Scored(self.y_true[idx], self.y_pred[idx], proba, self.classes)
-
     def metric(self, name: str) -> float:
         return compute_metric(name, self.y_true, self.y_pred, self.proba, self.classes)
+
+    def on_resamples(self, name: str) -> WeightedMetric:
+        return metric_function(name, self.y_true, self.y_pred, self.proba, self.classes)
 
 
 @dataclass(frozen=True)
@@ -79,17 +79,12 @@ def paired_bootstrap(
     if n == 0:
         raise MetricError(f"{metric}: no labelled rows to compare on")
     point = regression_of(metric, candidate.metric(metric), reference.metric(metric))
-    rng = np.random.default_rng(seed)
-    losses = []
-    for _ in range(samples):
-        idx = rng.integers(0, n, n)
-        try:
-            losses.append(regression_of(metric, candidate.take(idx).metric(metric), reference.take(idx).metric(metric)))
-        except (MetricError, ValueError):
-            continue
-    if not losses:
-        losses = [point]  # e.g. a single-class resample every time: the point estimate is all there is
-    values = np.asarray(losses)
+    both = on_resamples({"candidate": candidate.on_resamples(metric), "reference": reference.on_resamples(metric)},
+                        n, samples, seed)
+    values = regression_of(metric, both["candidate"], both["reference"])
+    values = values[~np.isnan(values)]
+    if not len(values):
+        values = np.asarray([point])  # e.g. a single-class resample every time: the point estimate is all there is
     alpha = (1 - confidence) / 2
     return PairedComparison(
         metric=metric,
@@ -101,7 +96,7 @@ def paired_bootstrap(
         loss_high=float(np.quantile(values, 1 - alpha)),
         loss_bound=float(np.quantile(values, confidence)),
         confidence=confidence,
-        samples=len(losses),
+        samples=len(values),
     )
 
 
@@ -119,15 +114,9 @@ def estimate(metric: str, scored: Scored, *, samples: int = 200, level: float = 
         value = scored.metric(metric)
     except (MetricError, ValueError):
         return MetricEstimate(None, None, None)
-    rng = np.random.default_rng(seed)
-    n = len(scored.y_true)
-    values = []
-    for _ in range(samples):
-        try:
-            values.append(scored.take(rng.integers(0, n, n)).metric(metric))
-        except (MetricError, ValueError):
-            continue
-    if not values:
+    values = on_resamples({metric: scored.on_resamples(metric)}, len(scored.y_true), samples, seed)[metric]
+    values = values[~np.isnan(values)]
+    if not len(values):
         return MetricEstimate(value, None, None)
     alpha = (1 - level) / 2
     return MetricEstimate(value, float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)))

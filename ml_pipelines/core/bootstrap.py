@@ -1,0 +1,176 @@
+"""The bootstrap as per-row counts: one resample is how many times each holdout row is drawn.
+
+Recomputing every metric on a resampled copy of the holdout costs a copy, a sort (roc_auc)
+and sklearn's input checks per resample: 138 ms at 200k rows. Here the rows are prepared
+once (sorted by score, one-hot labels, per-row losses), and each metric of a resample is a
+few weighted sums, computed for a block of resamples at a time. The resamples are the
+ones `rng.integers(0, n, n)` draws, in the same order, so the intervals are the ones the
+indexing bootstrap gives (tests compare them). Our own code because neither sklearn
+(a sample_weight, but one resample per call) nor scipy.stats.bootstrap (resampled copies)
+evaluates many weightings of one prepared sample at once.
+
+A metric that is undefined on a resample (roc_auc with one class drawn) is NaN there;
+callers leave those resamples out, as the indexing bootstrap skips them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TypeVar
+
+import numpy as np
+
+from ml_pipelines.core.errors import MetricError
+from ml_pipelines.core.metrics import compute_metric
+
+BLOCK_BYTES = 32 * 2**20  # memory for one block of resample counts
+WeightedMetric = Callable[[np.ndarray], np.ndarray]  # counts (resamples x rows) -> one value per resample
+Key = TypeVar("Key")
+
+
+def on_resamples(metrics: Mapping[Key, WeightedMetric], n: int, samples: int, seed: int = 0) -> dict[Key, np.ndarray]:
+    """Every metric on the same `samples` resamples of n rows (NaN where undefined)."""
+    values: dict[Key, list[np.ndarray]] = {key: [] for key in metrics}
+    for counts in resample_counts(n, samples, seed):
+        for key, metric in metrics.items():
+            values[key].append(metric(counts))
+    return {key: np.concatenate(blocks) if blocks else np.empty(0) for key, blocks in values.items()}
+
+
+def metric_function(
+    name: str, y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, classes: Sequence | None
+) -> WeightedMetric:
+    """The weighted metric, or for one this module does not weight, the metric recomputed on each
+    resample's rows."""
+    weighted = weighted_metric(name, y_true, y_pred, proba, classes)
+    if weighted is not None:
+        return weighted
+
+    def by_indexing(counts: np.ndarray) -> np.ndarray:
+        results = []
+        for row_counts in counts:
+            idx = np.repeat(np.arange(len(row_counts)), row_counts.astype(int))
+            try:
+                results.append(compute_metric(name, y_true[idx], y_pred[idx],
+                                              proba[idx] if proba is not None else None, classes))
+            except (MetricError, ValueError):
+                results.append(np.nan)
+        return np.asarray(results, dtype=float)
+
+    return by_indexing
+
+
+def resample_counts(n: int, samples: int, seed: int) -> Iterator[np.ndarray]:
+    """Blocks of resamples as counts (resamples x n), drawn as rng.integers(0, n, n) each."""
+    rng = np.random.default_rng(seed)
+    block = max(1, min(samples, BLOCK_BYTES // (8 * max(n, 1))))
+    done = 0
+    while done < samples:
+        size = min(block, samples - done)
+        counts = np.empty((size, n))
+        for row in range(size):
+            counts[row] = np.bincount(rng.integers(0, n, n), minlength=n)
+        done += size
+        yield counts
+
+
+def weighted_metric(
+    name: str, y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, classes: Sequence | None
+) -> WeightedMetric | None:
+    """The metric as a function of resample counts, or None where only the indexing bootstrap has it."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if name in ("mae", "rmse", "r2"):
+        return _regression(name, y_true.astype(float), y_pred.astype(float))
+    if name == "accuracy":
+        correct = (y_true == y_pred).astype(float)
+        return lambda counts: counts @ correct / counts.sum(axis=1)
+    labels = list(classes) if classes is not None else sorted(np.unique(y_true).tolist())
+    if name in ("f1", "f1_macro"):
+        return _f1(name, y_true, y_pred, labels)
+    if proba is None:
+        return None
+    if name == "log_loss":
+        return _log_loss(y_true, np.asarray(proba), labels)
+    if name == "roc_auc":
+        return _roc_auc(y_true, np.asarray(proba), labels)
+    return None
+
+
+def _regression(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> WeightedMetric:
+    error = y_pred - y_true
+
+    def metric(counts: np.ndarray) -> np.ndarray:
+        total = counts.sum(axis=1)
+        if name == "mae":
+            return counts @ np.abs(error) / total
+        squared = counts @ (error**2)
+        if name == "rmse":
+            return np.sqrt(squared / total)
+        mean = counts @ y_true / total
+        spread = (counts * (y_true[None, :] - mean[:, None]) ** 2).sum(axis=1)
+        # sklearn's r2 where the drawn targets are constant: 1 for a perfect fit, else 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(spread > 0, 1 - squared / spread, np.where(squared == 0, 1.0, 0.0))
+
+    return metric
+
+
+def _f1(name: str, y_true: np.ndarray, y_pred: np.ndarray, labels: list) -> WeightedMetric:
+    """Per-class F1 = 2 tp / (2 tp + fp + fn) (0 where nothing is drawn or predicted, as sklearn)."""
+    hits = np.stack([(y_true == c) & (y_pred == c) for c in labels], axis=1).astype(float)
+    predicted = np.stack([y_pred == c for c in labels], axis=1).astype(float)
+    actual = np.stack([y_true == c for c in labels], axis=1).astype(float)
+    binary = len(labels) == 2
+
+    def metric(counts: np.ndarray) -> np.ndarray:
+        tp, pred, true = counts @ hits, counts @ predicted, counts @ actual
+        denominator = pred + true
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_class = np.where(denominator > 0, 2 * tp / denominator, 0.0)
+        if name == "f1_macro":
+            return per_class.mean(axis=1)
+        if binary:
+            return per_class[:, 1]
+        support = true.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(support > 0, (per_class * true).sum(axis=1) / support, 0.0)
+
+    return metric
+
+
+def _log_loss(y_true: np.ndarray, proba: np.ndarray, labels: list) -> WeightedMetric:
+    """sklearn's per-row loss: -log of the true class's probability, clipped to [eps, 1 - eps]."""
+    ordered = np.unique(np.asarray(labels))  # sklearn one-hot encodes in sorted label order
+    column = np.searchsorted(ordered, y_true)
+    eps = np.finfo(proba.dtype).eps
+    loss = -np.log(np.clip(proba[np.arange(len(y_true)), column], eps, 1 - eps)).astype(float)
+    return lambda counts: counts @ loss / counts.sum(axis=1)
+
+
+def _roc_auc(y_true: np.ndarray, proba: np.ndarray, labels: list) -> WeightedMetric:
+    """Binary: AUC of the second label's probability. More classes: the mean of one-vs-rest
+    AUCs (sklearn's ovr, macro); undefined where a resample draws a class not at all."""
+    if len(labels) == 2:
+        return _binary_auc(y_true == labels[1], proba[:, 1])
+    per_class = [_binary_auc(y_true == label, proba[:, i]) for i, label in enumerate(labels)]
+    return lambda counts: np.mean([auc(counts) for auc in per_class], axis=0)
+
+
+def _binary_auc(positive: np.ndarray, score: np.ndarray) -> WeightedMetric:
+    """Mann-Whitney AUC with ties counted half, from rows sorted by score once: for each group of
+    equal scores, its positives beat every negative below it and tie with its own negatives."""
+    order = np.argsort(score, kind="mergesort")
+    sorted_score, is_positive = score[order], positive[order].astype(float)
+    starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
+
+    def metric(counts: np.ndarray) -> np.ndarray:
+        drawn = counts[:, order]
+        positives = np.add.reduceat(drawn * is_positive, starts, axis=1)
+        negatives = np.add.reduceat(drawn * (1 - is_positive), starts, axis=1)
+        below = np.cumsum(negatives, axis=1) - negatives
+        wins = (positives * (below + 0.5 * negatives)).sum(axis=1)
+        pairs = positives.sum(axis=1) * negatives.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(pairs > 0, wins / pairs, np.nan)
+
+    return metric
