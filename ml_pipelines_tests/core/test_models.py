@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from ml_pipelines.core.models import predict
+from ml_pipelines.core.features import build_feature_set
+from ml_pipelines.core.models import build_model, expand_candidates, predict
+from ml_pipelines.core.sources import coerce_declared_types, load_source
+from ml_pipelines_tests.specs import make_spec, shipped_attributes
 
 
 class CountingTransformer(FunctionTransformer):
@@ -60,3 +64,25 @@ def test_a_regressor_has_no_probabilities():
     predictions, proba = predict(model, frame, "regression")
     assert proba is None
     np.testing.assert_allclose(predictions, frame["a"] * 2, atol=1e-9)
+
+
+@pytest.mark.parametrize("pipeline", ["credit_default", "wine_cultivar"])
+def test_every_demo_classifier_gives_the_same_answers_in_one_pass(pipeline, one_thread):
+    """Every candidate the classification demos train (gradient boosting, logistic regression,
+    random forest, the torch MLP), fitted on a little of the demo's data: one pass gives exactly
+    the pipeline's own predict and predict_proba."""
+    attributes = shipped_attributes(pipeline)
+    if "rows" in attributes["source"].get("params", {}):
+        attributes["source"]["params"]["rows"] = 1500
+    spec = make_spec(**attributes)
+    loaded = load_source(spec.source)
+    features = build_feature_set(spec, coerce_declared_types(loaded.frame, spec.data_schema, loaded.description))
+    x, y = features.xy("train")
+    test_x, _ = features.xy("test")
+    candidates = expand_candidates(spec.models)
+    assert {c.model.name for c in candidates} == {m.name for m in spec.models}
+    for candidate in candidates:
+        model = build_model(candidate, features.columns, spec.task).fit(x, y)
+        predictions, proba = predict(model, test_x, "classification")
+        assert list(predictions) == list(model.predict(test_x)), candidate.label
+        np.testing.assert_array_equal(proba, model.predict_proba(test_x))
