@@ -409,6 +409,12 @@ class SelectionSpec(StrictModel):
     cv_folds: int = Field(default=5, ge=2)
     max_latency_ms: float | None = Field(default=None, gt=0, description="Per-row inference latency.")
     max_size_mb: float | None = Field(default=None, gt=0)
+    sample_rows: int | None = Field(
+        default=100_000, ge=100,
+        description="Cross-validation runs on a sample of at most this many training rows (stratified by class "
+        "for classification), so its cost stops growing with the data; the winner is then refit on every "
+        "training row. null: cross-validate on every row.",
+    )
 
 
 class GateSpec(StrictModel):

@@ -120,6 +120,7 @@ def selection_metadata(result: SelectionResult) -> dict[str, Any]:
         f"cv_{result.metric}_mean": best.mean,
         f"cv_{result.metric}_std": best.std,
         "cv_folds": result.cv_folds,
+        "cv_rows": result.cv_rows,
         "candidates": dg.MetadataValue.md(result.table_markdown()),
         "dropped": len([r for r in result.results if r.dropped]),
         "refit_seconds": result.refit_seconds,

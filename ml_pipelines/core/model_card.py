@@ -70,6 +70,9 @@ def _training_data(record: VersionRecord) -> list[str]:
         [[record.extra.get("source", "-"), ", ".join(record.partitions) or "all",
           features.train_rows, features.test_rows, record.data_version]],
     )]
+    selected = record.extra.get("selection") or {}
+    if selected.get("how"):
+        body += ["", f"Model selection: {selected['how']}."]
     if provenance.batches:
         body += ["", f"Learned from {provenance.source_rows} source rows and these labelled production batches "
                  "(the newest labelled rows were the holdout):", "",

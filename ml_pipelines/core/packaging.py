@@ -258,7 +258,9 @@ def record_fields(
         "extra": {
             "gate": jsonable(decision.__dict__),
             "intervals": {k: [v.low, v.high] for k, v in evaluation.intervals.items()},
-            "selection": {"metric": selection.metric, "cv_mean": best.mean, "cv_std": best.std},
+            "selection": {"metric": selection.metric, "cv_mean": best.mean, "cv_std": best.std,
+                          "cv_rows": selection.cv_rows, "train_rows": selection.train_rows,
+                          "how": selection.describe_sample()},
             "description": spec.description,
             "source": describe_source(spec.source),
             "slices": [jsonable(s.__dict__) for s in evaluation.slices],

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
 from ml_pipelines.core.errors import InputError, ModelError, SelectionError
@@ -59,6 +59,14 @@ class SelectionResult:
     best: CandidateResult
     model: Pipeline = field(repr=False)
     refit_seconds: float = 0.0
+    cv_rows: int = 0  # the training rows cross-validation ran on (a sample when fewer than train_rows)
+    train_rows: int = 0  # the rows the winner was refit on
+
+    def describe_sample(self) -> str:
+        if self.cv_rows >= self.train_rows:
+            return f"{self.cv_folds}-fold cross-validation on all {self.train_rows} training rows"
+        return (f"{self.cv_folds}-fold cross-validation on a sample of {self.cv_rows} of the {self.train_rows} "
+                f"training rows (selection.sample_rows); the winner refit on all of them")
 
     def table_markdown(self) -> str:
         lines = [
@@ -74,19 +82,30 @@ class SelectionResult:
         return "\n".join(lines)
 
 
-def _folds(features: FeatureSet, cv_folds: int):
-    x, y = features.xy("train")
+def cv_sample(features: FeatureSet, sample_rows: int | None, seed: int = 0) -> np.ndarray:
+    """Positions of the training rows cross-validation runs on: all of them, or a sample of
+    sample_rows (stratified by class for classification, so rare classes keep their share)."""
+    _, y = features.xy("train")
+    positions = np.arange(len(y))
+    if sample_rows is None or len(y) <= sample_rows:
+        return positions
+    stratify = y.to_numpy() if features.task == "classification" and y.value_counts().min() >= 2 else None
+    sample, _ = train_test_split(positions, train_size=sample_rows, stratify=stratify, random_state=seed)
+    return np.sort(sample)
+
+
+def _folds(features: FeatureSet, y: pd.Series, cv_folds: int):
     if features.task == "classification":
         smallest = int(y.value_counts().min())
         if smallest >= cv_folds:
-            return StratifiedKFold(cv_folds, shuffle=True, random_state=0).split(x, y)
+            return StratifiedKFold(cv_folds, shuffle=True, random_state=0).split(y, y)
         if smallest < 2:
             raise SelectionError(f"cross-validation: a class of {features.target!r} has only {smallest} row")
         raise SelectionError(
             f"selection.cv_folds={cv_folds} is more than the {smallest} rows of the rarest class of "
             f"{features.target!r}; lower cv_folds"
         )
-    return KFold(cv_folds, shuffle=True, random_state=0).split(x, y)
+    return KFold(cv_folds, shuffle=True, random_state=0).split(y, y)
 
 
 def measure_latency_ms_per_row(model: Pipeline, frame: pd.DataFrame, task: str) -> float:
@@ -140,12 +159,17 @@ def select_model(
     max_latency_ms: float | None = None,
     max_size_mb: float | None = None,
     seed: int = 0,
+    sample_rows: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SelectionResult:
-    x, y = features.xy("train")
+    """Cross-validate every candidate on the training rows (or a sample of sample_rows of
+    them), drop those over the limits, and refit the best on every training row."""
+    all_x, all_y = features.xy("train")
+    sample = cv_sample(features, sample_rows, seed)
+    x, y = all_x.iloc[sample].reset_index(drop=True), all_y.iloc[sample].reset_index(drop=True)
     y_values = y.to_numpy()
-    classes = sorted(np.unique(y_values).tolist()) if features.task == "classification" else None
-    folds = list(_folds(features, cv_folds))
+    classes = sorted(np.unique(all_y.to_numpy()).tolist()) if features.task == "classification" else None
+    folds = list(_folds(features, y, cv_folds))
     results: list[CandidateResult] = []
     for candidate in candidates:
         template = build_model(candidate, features.columns, features.task, seed)
@@ -182,9 +206,10 @@ def select_model(
     best, best_candidate = max(eligible, key=lambda pair: sign * pair[0].mean)
     model = build_model(best_candidate, features.columns, features.task, seed)
     start = time.perf_counter()
-    with deterministic_failures(best_candidate, x, y, features.task):
-        _fit(model, x, y, log)
-    return SelectionResult(metric, cv_folds, results, best, model, time.perf_counter() - start)
+    with deterministic_failures(best_candidate, all_x, all_y, features.task):
+        _fit(model, all_x, all_y, log)
+    return SelectionResult(metric, cv_folds, results, best, model, time.perf_counter() - start,
+                           cv_rows=len(sample), train_rows=len(all_y))
 
 
 def select_for_spec(
@@ -199,5 +224,6 @@ def select_for_spec(
         max_latency_ms=spec.selection.max_latency_ms,
         max_size_mb=spec.selection.max_size_mb,
         seed=spec.features.split.seed,
+        sample_rows=spec.selection.sample_rows,
         log=log,
     )

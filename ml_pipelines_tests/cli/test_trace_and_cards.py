@@ -317,6 +317,10 @@ def test_card_numbers_equal_the_registry_record(trained: Trained):
     assert row[2] == str(record.features.train_rows) and row[3] == str(record.features.test_rows)
     assert int(row[2]) + int(row[3]) == 3000
     assert row[4] == record.data_version
+    # selection.sample_rows (100,000 by default) is more than these rows: all of them were cross-validated
+    assert extra["selection"]["cv_rows"] == extra["selection"]["train_rows"] == record.features.train_rows
+    assert f"Model selection: 2-fold cross-validation on all {record.features.train_rows} training rows." \
+        in markdown["Training data"]
 
     header, *rows = tables["Metrics"]
     assert header == ["metric", "value", "95% low", "95% high"]

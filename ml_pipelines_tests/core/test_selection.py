@@ -12,9 +12,10 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from ml_pipelines.core import selection as selection_module
 from ml_pipelines.core.features import FeatureSet, build_feature_set
-from ml_pipelines.core.models import expand_candidates
-from ml_pipelines.core.selection import SelectionError, _folds, select_model
+from ml_pipelines.core.models import Candidate, expand_candidates
+from ml_pipelines.core.selection import SelectionError, _folds, cv_sample, select_model
 from ml_pipelines.datasets.credit import generate
 from ml_pipelines_tests.specs import make_spec
 
@@ -24,7 +25,7 @@ SLOW_SECONDS_PER_ROW = 1e-3
 class SlowClassifier(LogisticRegression):
     """A real classifier whose probabilities take 1 ms per row: breaks any tight latency limit."""
 
-    def predict_proba(self, X):  # noqa: N803
+    def predict_proba(self, X):
         time.sleep(SLOW_SECONDS_PER_ROW * len(X))
         return super().predict_proba(X)
 
@@ -107,7 +108,7 @@ def test_classification_folds_are_stratified(credit_frame):
     features = build_feature_set(spec, credit_frame)
     _, y = features.xy("train")
     rate = y.mean()
-    folds = list(_folds(features, 5))
+    folds = list(_folds(features, y, 5))
     assert len(folds) == 5
     for _, val_idx in folds:
         positives = int(y.iloc[val_idx].sum())
@@ -144,7 +145,7 @@ def test_regression_uses_plain_kfold(credit_frame):
     spec = _spec([{"name": "ridge", "estimator": "sklearn.linear_model.Ridge"}], task="regression",
                  target="employment_years")
     features = build_feature_set(spec, credit_frame)
-    folds = list(_folds(features, 4))
+    folds = list(_folds(features, features.xy("train")[1], 4))
     sizes = sorted(len(v) for _, v in folds)
     assert len(folds) == 4 and sizes[-1] - sizes[0] <= 1
     assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(len(features.train)))
@@ -294,7 +295,7 @@ def test_infinite_values_in_training_are_a_model_error_naming_the_column(credit_
 class FlakyClassifier(LogisticRegression):
     """Fails as a transient error would (not a ValueError)."""
 
-    def fit(self, X, y):  # noqa: N803
+    def fit(self, X, y):
         raise MemoryError("the node ran out of memory")
 
 
@@ -303,3 +304,36 @@ def test_other_errors_are_left_to_the_retry_policy(credit_frame):
     features = build_feature_set(spec, credit_frame)
     with pytest.raises(MemoryError):
         select_model(features, expand_candidates(list(spec.models)), metric="roc_auc", cv_folds=2)
+
+
+def test_a_sample_bounds_cross_validation_and_the_winner_learns_from_every_row(credit_frame):
+    """selection.sample_rows: the folds hold only the sample (stratified: the class share kept),
+    the refit sees every training row, and the result says which rows were used."""
+    spec = _spec([LOGREG])
+    features = build_feature_set(spec, credit_frame)
+    _, y = features.xy("train")
+    sample = cv_sample(features, 200, seed=0)
+    assert len(sample) == 200 and len(set(sample)) == 200
+    assert abs(y.iloc[sample].mean() - y.mean()) < 0.02
+    assert (cv_sample(features, None) == np.arange(len(y))).all()
+    assert (cv_sample(features, 10 * len(y)) == np.arange(len(y))).all()
+
+    fitted_rows = []
+
+    class Recording(LogisticRegression):
+        def fit(self, X, y, sample_weight=None):
+            fitted_rows.append(len(X))
+            return super().fit(X, y, sample_weight=sample_weight)
+
+    recording = Candidate(expand_candidates(spec.models)[0].model)
+    original = selection_module.build_model
+    selection_module.build_model = lambda candidate, columns, task, seed=0: Pipeline(
+        [*original(candidate, columns, task, seed).steps[:-1], ("model", Recording(max_iter=500))])
+    try:
+        result = select_model(features, [recording], metric="roc_auc", cv_folds=2, sample_rows=200)
+    finally:
+        selection_module.build_model = original
+    assert fitted_rows[:2] == [100, 100]  # two folds of the 200-row sample
+    assert fitted_rows[-1] == len(y)  # the refit: every training row
+    assert (result.cv_rows, result.train_rows) == (200, len(y))
+    assert "a sample of 200 of the" in result.describe_sample()
