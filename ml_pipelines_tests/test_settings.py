@@ -30,7 +30,10 @@ def test_storage_and_executor_are_separate_settings(environ, expected):
 
 @pytest.mark.parametrize(
     ("name", "value", "choices"),
-    [("ML_PIPELINES_EXECUTOR", "celery", "multiprocess, in_process, k8s"), ("ML_PIPELINES_ENV", "staging", "local, prod")],
+    [
+        ("ML_PIPELINES_EXECUTOR", "celery", "multiprocess, in_process, k8s"),
+        ("ML_PIPELINES_ENV", "staging", "local, prod"),
+    ],
 )
 def test_a_bad_value_names_its_variable_and_the_choices(name, value, choices):
     with pytest.raises(SettingsError, match=f"^{name}='{value}' is not one of {choices}$"):

@@ -51,6 +51,7 @@ def prod_resources(settings: Settings) -> dict[str, object]:
 # imported once per run by the forkserver that forks every step's process
 PRELOADED_MODULES = (
     "ml_pipelines.definitions",
+    "dagster_aws.components",  # Dagster's component registry imports it each time the defs folder loads
     "ml_pipelines.core.features",  # pandas, scikit-learn
     "ml_pipelines.core.selection",
     "ml_pipelines.core.torch_model",  # torch

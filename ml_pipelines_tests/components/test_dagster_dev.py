@@ -263,8 +263,10 @@ def _run_messages(dev: DagsterDev, run_id: str) -> list[str]:
 def _sample_process_tree(dev: DagsterDev, seen: dict[int, tuple[int, str]]) -> None:
     """Record pid -> (parent pid, command line) of every process under `dagster dev` now."""
     for proc in dev.server.processes():
+        if proc.pid in seen:
+            continue
         try:
-            seen.setdefault(proc.pid, (proc.ppid(), " ".join(proc.cmdline())))
+            seen[proc.pid] = (proc.ppid(), " ".join(proc.cmdline()))
         except psutil.Error:
             continue
 

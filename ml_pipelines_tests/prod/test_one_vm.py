@@ -25,7 +25,9 @@ def _events(instance: dg.DagsterInstance, run_id: str) -> list[dg.DagsterEvent]:
     return [entry.dagster_event for entry in instance.all_logs(run_id) if entry.dagster_event is not None]
 
 
-def test_a_pipeline_materializes_through_the_dagster_cli_on_postgresql_and_s3(pg_instance_factory, prod_env, monkeypatch):
+def test_a_pipeline_materializes_through_the_dagster_cli_on_postgresql_and_s3(
+    pg_instance_factory, prod_env, monkeypatch
+):
     made = pg_instance_factory()  # DAGSTER_HOME and DAGSTER_PG_URL point at a new database
     monkeypatch.setenv("ML_PIPELINES_EXECUTOR", "multiprocess")
     selection = ",".join(f"{PIPELINE}/{stage}" for stage in STAGES)  # keys that exist: a missing one selects all
