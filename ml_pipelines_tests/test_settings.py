@@ -45,7 +45,7 @@ def test_the_local_default_forks_steps_from_a_forkserver_with_the_heavy_librarie
     # what the executor is configured with: Dagster's own schema resolves it (an unknown key would fail here)
     resolved = executor.config_schema.resolve_config({})
     assert resolved.success, resolved.errors
-    start_method = resolved.value["start_method"]
+    start_method = resolved.value["config"]["start_method"]
     assert list(start_method) == ["forkserver"]
     preloaded = start_method["forkserver"]["preload_modules"]
     assert preloaded == list(PRELOADED_MODULES)
