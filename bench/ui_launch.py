@@ -59,14 +59,14 @@ import dagster as dg
 
 from ml_pipelines.components import build_pipeline_defs
 from ml_pipelines.definitions import apply_policies
-from ml_pipelines.defs.resources import resources
+from ml_pipelines.defs import resources as platform  # the module: one @dg.definitions per module scope
 from ml_pipelines.spec import PipelineSpec
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     spec = PipelineSpec.model_validate(json.loads((Path(__file__).parent / "spec.json").read_text()))
-    return dg.Definitions.merge(apply_policies(build_pipeline_defs(spec)), resources())
+    return dg.Definitions.merge(apply_policies(build_pipeline_defs(spec)), platform.resources())
 '''
 
 
