@@ -289,6 +289,7 @@ def test_a_ui_launched_run_forks_its_steps_from_a_preloaded_forkserver(dagster_d
     )
     with dagster.DagsterInstance.from_config(dagster_dev.env["DAGSTER_HOME"]) as instance:
         events = [e.dagster_event for e in instance.all_logs(run_id) if e.dagster_event is not None]
+        assert instance.run_coordinator.dequeue_interval_seconds == 1  # dagster.yaml: no 5 s wait in the queue
     assert status == dagster.DagsterRunStatus.SUCCESS, [e.message for e in events if e.is_failure]
     materialized = {e.asset_key for e in events if e.event_type == dagster.DagsterEventType.ASSET_MATERIALIZATION}
     assert materialized == set(selection)
