@@ -6,7 +6,9 @@ Nothing in the package writes os.environ; a child process gets its environment
 from `Settings.child_env(...)`.
 
 Variables:
-    ML_PIPELINES_ENV          local (default) | prod
+    ML_PIPELINES_ENV          storage: local (default) | prod
+    ML_PIPELINES_EXECUTOR     execution: multiprocess | in_process | k8s (default: multiprocess
+                              for local, k8s for prod); any storage runs with any executor
     ML_PIPELINES_HOME         local registry, BentoML store, reports, audit log (default ./.ml_pipelines)
     ML_PIPELINES_S3_BUCKET    prod: the bucket for assets, registry and bento exports
     ML_PIPELINES_S3_PREFIX    prod: the key prefix inside it (default ml_pipelines)
@@ -31,6 +33,8 @@ from types import MappingProxyType
 from typing import Any
 
 ENVIRONMENTS = ("local", "prod")
+EXECUTORS = ("multiprocess", "in_process", "k8s")
+DEFAULT_EXECUTOR = {"local": "multiprocess", "prod": "k8s"}
 DEFAULT_HOME = ".ml_pipelines"
 DEFAULT_S3_PREFIX = "ml_pipelines"
 # every child process we start stays offline and quiet
@@ -72,7 +76,8 @@ class ServeSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    environment: str = "local"
+    environment: str = "local"  # where things are stored: local files, or PostgreSQL and S3
+    executor: str = "multiprocess"  # how a run's steps execute: see EXECUTORS
     home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).resolve())
     s3_bucket: str | None = None
     s3_prefix: str = DEFAULT_S3_PREFIX
@@ -86,12 +91,11 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = MappingProxyType(dict(os.environ if environ is None else environ))
-        environment = environ.get("ML_PIPELINES_ENV", "local")
-        if environment not in ENVIRONMENTS:
-            raise SettingsError(f"ML_PIPELINES_ENV={environment!r} is not one of {', '.join(ENVIRONMENTS)}")
+        environment = _choice(environ, "ML_PIPELINES_ENV", ENVIRONMENTS, "local")
         dagster_home = environ.get("DAGSTER_HOME")
         return cls(
             environment=environment,
+            executor=_choice(environ, "ML_PIPELINES_EXECUTOR", EXECUTORS, DEFAULT_EXECUTOR[environment]),
             home=Path(environ.get("ML_PIPELINES_HOME") or DEFAULT_HOME).resolve(),
             s3_bucket=environ.get("ML_PIPELINES_S3_BUCKET") or None,
             s3_prefix=(environ.get("ML_PIPELINES_S3_PREFIX") or DEFAULT_S3_PREFIX).strip("/"),
@@ -115,6 +119,13 @@ class Settings:
     def child_env(self, **overrides: str) -> dict[str, str]:
         """The environment for a child process: ours, ML_PIPELINES_HOME resolved, quiet, plus overrides."""
         return {**self.environ, "ML_PIPELINES_HOME": str(self.home), **QUIET_ENV, **overrides}
+
+
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = environ.get(name) or default
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def _number(environ: Mapping[str, str], name: str, default: float) -> float:

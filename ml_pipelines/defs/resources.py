@@ -1,11 +1,19 @@
-"""Settings -> Dagster resources. The environment switch is Settings.environment:
+"""Settings -> Dagster resources and executor. Storage and execution are two settings.
+
+Storage, Settings.environment (ML_PIPELINES_ENV):
 
 local: registry, BentoML store, reports and the audit log under ML_PIPELINES_HOME
        (default ./.ml_pipelines); Dagster's default filesystem IO manager.
 prod:  assets (S3 pickle IO manager), registry and bento exports in the bucket
        ML_PIPELINES_S3_BUCKET under ML_PIPELINES_S3_PREFIX; the endpoint follows
        boto3's AWS_ENDPOINT_URL and credentials come from the standard AWS chain.
-       Steps run as Kubernetes jobs (k8s_job_executor).
+
+Execution, Settings.executor (ML_PIPELINES_EXECUTOR; multiprocess for local, k8s for prod):
+multiprocess: one process per step, forked from a forkserver that imported the heavy
+              libraries once per run (torch, scikit-learn, GX, BentoML), so a step does not
+              spend seconds re-importing them; steps stay isolated processes.
+in_process:   every step in the run worker's process.
+k8s:          one Kubernetes Job per step (k8s_job_executor).
 """
 
 import tempfile
@@ -40,6 +48,35 @@ def prod_resources(settings: Settings) -> dict[str, object]:
     }
 
 
+# imported once per run by the forkserver that forks every step's process
+PRELOADED_MODULES = (
+    "ml_pipelines.definitions",
+    "dagster_aws.components",  # Dagster's component registry imports it each time the defs folder loads
+    "ml_pipelines.core.features",  # pandas, scikit-learn
+    "ml_pipelines.core.selection",
+    "ml_pipelines.core.torch_model",  # torch
+    "great_expectations",
+    "great_expectations.expectations",
+    "bentoml",
+)
+
+
+def fast_multiprocess_executor() -> dg.ExecutorDefinition:
+    """Dagster's multiprocess executor, starting each step with forkserver and PRELOADED_MODULES."""
+    start_method = {"forkserver": {"preload_modules": list(PRELOADED_MODULES)}}
+    return dg.multiprocess_executor.configured({"start_method": start_method})
+
+
+def platform_executor(settings: Settings) -> dg.ExecutorDefinition:
+    if settings.executor == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    if settings.executor == "in_process":
+        return dg.in_process_executor
+    return fast_multiprocess_executor()
+
+
 def platform_resources(settings: Settings) -> dict[str, object]:
     return local_resources(settings.home) if settings.environment == "local" else prod_resources(settings)
 
@@ -47,8 +84,4 @@ def platform_resources(settings: Settings) -> dict[str, object]:
 @dg.definitions
 def resources() -> dg.Definitions:
     settings = Settings.from_env()
-    if settings.environment == "local":
-        return dg.Definitions(resources=platform_resources(settings))
-    from dagster_k8s import k8s_job_executor
-
-    return dg.Definitions(resources=platform_resources(settings), executor=k8s_job_executor)
+    return dg.Definitions(resources=platform_resources(settings), executor=platform_executor(settings))

@@ -14,8 +14,11 @@ from typing import Any
 
 import dagster
 import httpx
+import psutil
 import pytest
+from dagster_graphql import DagsterGraphQLClient
 
+from ml_pipelines.defs.resources import PRELOADED_MODULES
 from ml_pipelines_tests import REPO_ROOT, servers
 from ml_pipelines_tests.specs import shipped_attributes, shipped_names
 
@@ -252,3 +255,54 @@ def _run_messages(dev: DagsterDev, run_id: str) -> list[str]:
     body = response.json()
     assert not body.get("errors"), body["errors"]
     return [e.get("message") or "" for e in body["data"]["logsForRun"]["events"]]
+
+
+# ---------------------------------------------------------------- a run launched the way the UI launches it
+
+
+def _sample_process_tree(dev: DagsterDev, seen: dict[int, tuple[int, str]]) -> None:
+    """Record pid -> (parent pid, command line) of every process under `dagster dev` now."""
+    for proc in dev.server.processes():
+        if proc.pid in seen:
+            continue
+        try:
+            seen[proc.pid] = (proc.ppid(), " ".join(proc.cmdline()))
+        except psutil.Error:
+            continue
+
+
+def test_a_ui_launched_run_forks_its_steps_from_a_preloaded_forkserver(dagster_dev: DagsterDev):
+    """The local default executor (ML_PIPELINES_EXECUTOR unset): Dagster's multiprocess executor
+    with forkserver and the heavy libraries preloaded. Read from the run itself: its events name
+    the multiprocess executor and each step's process, and each of those processes was forked by
+    a forkserver that preloaded ml_pipelines.defs.resources.PRELOADED_MODULES."""
+    client = DagsterGraphQLClient("127.0.0.1", port_number=int(dagster_dev.url.rsplit(":", 1)[1]))
+    selection = [dagster.AssetKey(["diabetes_progression", stage]) for stage in ("raw_data", "validated_data")]
+    run_id = client.submit_job_execution("diabetes_progression_retrain_job", asset_selection=selection)
+    seen: dict[int, tuple[int, str]] = {}
+    status = servers.wait_until(
+        "the UI-launched run to finish",
+        lambda: _sample_process_tree(dagster_dev, seen) or (
+            (s := client.get_run_status(run_id)) in (dagster.DagsterRunStatus.SUCCESS, dagster.DagsterRunStatus.FAILURE)
+            and s),
+        READY_TIMEOUT_S, server=dagster_dev.server, interval=0.1,
+    )
+    with dagster.DagsterInstance.from_config(dagster_dev.env["DAGSTER_HOME"]) as instance:
+        events = [e.dagster_event for e in instance.all_logs(run_id) if e.dagster_event is not None]
+        assert instance.run_coordinator.dequeue_interval_seconds == 1  # dagster.yaml: no 5 s wait in the queue
+    assert status == dagster.DagsterRunStatus.SUCCESS, [e.message for e in events if e.is_failure]
+    materialized = {e.asset_key for e in events if e.event_type == dagster.DagsterEventType.ASSET_MATERIALIZATION}
+    assert materialized == set(selection)
+    assert any("Executing steps using multiprocess executor" in (e.message or "") for e in events)
+
+    workers = {e.step_key: e.pid for e in events if e.event_type == dagster.DagsterEventType.STEP_WORKER_STARTED}
+    assert {"diabetes_progression__raw_data", "diabetes_progression__validated_data"} <= set(workers)
+    # a process forked by the forkserver keeps its command line: the forkserver is the one whose parent is not one
+    forked_from = {pid for pid, (_, cmdline) in seen.items() if "multiprocessing.forkserver" in cmdline}
+    forkservers = {pid for pid in forked_from if seen[pid][0] not in forked_from}
+    assert len(forkservers) == 1, {pid: seen[pid] for pid in forked_from}
+    (forkserver,) = forkservers
+    assert all(module in seen[forkserver][1] for module in PRELOADED_MODULES), seen[forkserver][1]
+    for step, pid in workers.items():
+        assert pid in seen, f"the process of {step} ({pid}) was never seen under dagster dev"
+        assert seen[pid][0] == forkserver, f"{step} ran in {pid}, a child of {seen[pid][0]}, not of the forkserver"

@@ -62,7 +62,8 @@ def write_instance_home(home: Path, sections: tuple[str, ...] = ("storage", "con
 
 def prod_pipeline_defs(spec: PipelineSpec, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     """The spec's assets with the real prod resources and executor from ml_pipelines.defs.resources
-    (ML_PIPELINES_ENV=prod must be set); `executor` replaces the k8s_job_executor when given."""
+    (ML_PIPELINES_ENV=prod must be set; the executor is ML_PIPELINES_EXECUTOR's, k8s by default);
+    `executor` replaces it when given."""
     from ml_pipelines.defs.resources import resources
 
     platform = resources()

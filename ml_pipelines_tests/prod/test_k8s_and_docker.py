@@ -37,7 +37,9 @@ from dagster_postgres import DagsterPostgresStorage
 
 from ml_pipelines.components import build_pipeline_defs
 from ml_pipelines.components.policies import DEFAULT_REQUESTS, GPU_POOL
+from ml_pipelines.defs.resources import platform_executor
 from ml_pipelines.resources import local_resources
+from ml_pipelines.settings import Settings
 from ml_pipelines_tests.prod.common import DOCKER_DIR, JOB, PIPELINE, REPO_ROOT, credit_spec, production_instance_config
 from ml_pipelines_tests.servers import venv_executable
 
@@ -240,6 +242,10 @@ def test_docker_compose_config_accepts_the_stack(tmp_path):
     for name in ("user_code", "webserver", "daemon"):
         environment = services[name]["environment"]
         assert environment["ML_PIPELINES_ENV"] == "prod"
+        # the stack has no cluster: its steps run with the multiprocess executor, read as the package reads it
+        settings = Settings.from_env(environment)
+        assert (settings.environment, settings.executor) == ("prod", "multiprocess")
+        assert platform_executor(settings).name == "multiprocess"
         assert environment["DAGSTER_PG_URL"].startswith("postgresql+psycopg2://dagster:")
         assert environment["AWS_ENDPOINT_URL"] == "http://minio:9000"
         assert services[name]["build"]["dockerfile"] == "docker/Dockerfile"
