@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
                                       "auto|classification|regression"]),
     "land": ("write a production batch", ["name", "--drift", "--rows", "--seed", "[default: 2000]"]),
     "serve": ("serve a pipeline's champion", ["pipeline", "--host", "--port", "--version", "--keep-alive",
-                                              "[default: 127.0.0.1]", "[default: 3000]", "[default: 75]"]),
+                                              "[default: 127.0.0.1]", "[default: 3001]", "[default: 75]"]),
     "audit": ("print the audit trail", ["pipeline", "--since", "--limit"]),
     "trace": ("trace a prediction back", ["request_id"]),
     "registry": ("inspect and move model versions", ["list", "show", "promote", "rollback", "history"]),
