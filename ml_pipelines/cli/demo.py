@@ -36,6 +36,7 @@ class StageProgress:
     def __init__(self, name: str, console: IO[str]):
         self.name, self.console = name, console
         self.started: dict[str, float] = {}
+        self.ended: set[str] = set()
 
     def __call__(self, entry) -> None:  # a dagster EventLogEntry, as the instance stores it
         event = entry.dagster_event
@@ -48,18 +49,29 @@ class StageProgress:
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"):
             status = {"STEP_SUCCESS": "ok", "STEP_FAILURE": "FAILED", "STEP_SKIPPED": "skipped"}[kind]
             seconds = entry.timestamp - self.started.get(stage, entry.timestamp)
+            self.ended.add(stage)
             print(f"[{self.name}] {stage:<15} {status:<8} {seconds:5.1f}s", file=self.console, flush=True)
+
+    def finish(self, planned: set[str]) -> None:
+        """A line for each planned stage that never ran (Dagster logs no step event for those
+        whose upstream failed)."""
+        for stage in STAGES:
+            if f"{self.name}__{stage}" in planned and stage not in self.ended:
+                print(f"[{self.name}] {stage:<15} not run", file=self.console, flush=True)
 
 
 def _run_pipeline(definitions, instance, registry, name: str, console: IO[str]) -> tuple:
     """Run one retrain job, a line per stage; print what failed. A summary row: name, success, seconds, record."""
     started = time.perf_counter()
     run_id = str(uuid.uuid4())
-    instance.add_event_listener(run_id, StageProgress(name, console))
-    result = definitions.resolve_job_def(f"{name}_retrain_job").execute_in_process(
+    progress = StageProgress(name, console)
+    instance.add_event_listener(run_id, progress)
+    job = definitions.resolve_job_def(f"{name}_retrain_job")
+    result = job.execute_in_process(
         instance=instance, raise_on_error=False, tags={"ml_pipelines/trigger": "demo"}, run_id=run_id
     )
     seconds = time.perf_counter() - started
+    progress.finish({node.name for node in job.graph.nodes})
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure:

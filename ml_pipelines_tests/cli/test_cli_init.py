@@ -132,6 +132,7 @@ def test_init_spec_materializes_end_to_end(project, platform_root):
         progress = StageProgress("loans", console)
         for entry in instance.all_logs(m.result.run_id):
             progress(entry)
+        progress.finish({f"loans__{stage}" for stage in STAGE_ORDER})  # every stage ran: nothing to add
     lines = console.getvalue().splitlines()
     assert [line.split()[1:3] for line in lines] == [[stage, "ok"] for stage in STAGE_ORDER], lines
     errors = m.step_errors()

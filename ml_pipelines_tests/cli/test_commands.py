@@ -3,6 +3,7 @@ land, serve's child process, audit, trace and registry errors, and the settings 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -95,6 +96,15 @@ def test_demo_prints_progress_and_summary_and_logs_the_rest_to_a_file_it_names(h
     assert "noisy library output" not in out + err
     log = log_path.read_text()
     assert "noisy library output for credit_default" in log and "noisy library output for wine_cultivar" in log
+
+
+def test_demo_progress_names_the_stages_that_never_ran():
+    """Dagster logs no step event for a step whose upstream failed; the demo says it did not run."""
+    console = io.StringIO()
+    progress = demo_module.StageProgress("loans", console)
+    progress.ended.add("raw_data")
+    progress.finish({"loans__raw_data", "loans__raw_data_matches_expectation_suite", "loans__validated_data"})
+    assert console.getvalue().splitlines() == ["[loans] validated_data  not run"]
 
 
 def test_demo_with_an_unknown_pipeline_exits_2(homes):
