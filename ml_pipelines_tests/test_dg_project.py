@@ -114,3 +114,16 @@ def test_dg_inspect_component_documents_every_field():
     undescribed = [f"{model}.{field}" for model, body in models.items()
                    for field, prop in body.get("properties", {}).items() if not prop.get("description")]
     assert undescribed == []
+
+
+def test_a_bare_scaffold_is_refused_naming_the_missing_options():
+    """dg validates its options against this model before it creates anything; a bare
+    `dg scaffold defs` used to write `attributes: {}`."""
+    from pydantic import ValidationError
+
+    from ml_pipelines.components.pipeline import StarterSpecParams
+
+    with pytest.raises(ValidationError) as info:
+        StarterSpecParams.model_validate({})
+    assert sorted(error["loc"][0] for error in info.value.errors()) == ["from", "target"]
+    assert StarterSpecParams.model_json_schema()["required"] == ["from", "target"]
