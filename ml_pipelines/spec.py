@@ -107,9 +107,11 @@ def _check_estimator(path: str) -> str:
 
 
 class Partitions(StrictModel):
-    type: Literal["daily"] = "daily"
-    start_date: date
-    end_date: date | None = None
+    type: Literal["daily"] = Field(default="daily", description="Partition period; only daily for now.")
+    start_date: date = Field(description="First partition (YYYY-MM-DD).")
+    end_date: date | None = Field(
+        default=None, description="Last partition (YYYY-MM-DD), not before start_date; left out: up to today."
+    )
     column: str = Field(description="Date or datetime column that assigns each row to a partition.")
 
     @model_validator(mode="after")
@@ -120,13 +122,15 @@ class Partitions(StrictModel):
 
 
 class _SourceBase(StrictModel):
-    partitions: Partitions | None = None
+    partitions: Partitions | None = Field(
+        default=None, description="Daily partitions of raw_data and validated_data by a date column; none by default."
+    )
 
 
 class SyntheticSource(_SourceBase):
-    kind: Literal["synthetic"]
+    kind: Literal["synthetic"] = Field(description="Data made by a generator function.")
     generator: str = Field(description="Dotted path to a function (**params) -> DataFrame.")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the generator.")
 
     @field_validator("generator")
     @classmethod
@@ -135,14 +139,19 @@ class SyntheticSource(_SourceBase):
 
 
 class FileSource(_SourceBase):
-    kind: Literal["csv", "parquet"]
-    path: str = Field(description="Local path, glob, or s3:// URL; ${VAR} is expanded at run time.")
-    read_options: dict[str, Any] = Field(default_factory=dict)
+    kind: Literal["csv", "parquet"] = Field(description="File format: csv or parquet.")
+    path: str = Field(
+        description="Local path, glob, or s3:// URL; a relative path starts at the project root; "
+        "${VAR} is expanded at run time."
+    )
+    read_options: dict[str, Any] = Field(
+        default_factory=dict, description='Options passed to the pandas reader, e.g. {sep: ";"}.'
+    )
 
 
 class SqlSource(_SourceBase):
-    kind: Literal["sql"]
-    query: str
+    kind: Literal["sql"] = Field(description="Rows returned by a SQL query.")
+    query: str = Field(description="The SQL query that returns the training data.")
     connection: str = Field(description='"{{ env.VAR }}" resolved at run time, or an SQLAlchemy URL without secrets.')
 
     @model_validator(mode="before")
@@ -163,7 +172,7 @@ class SqlSource(_SourceBase):
 
 
 class PredictionLogSource(StrictModel):
-    kind: Literal["prediction_log"]
+    kind: Literal["prediction_log"] = Field(description="The model service's audit trail, one partition per day.")
     start_date: date = Field(default=date(2026, 1, 1), description="First daily partition of the log.")
 
 
@@ -182,16 +191,16 @@ ProductionSource = Annotated[ProductionFiles | PredictionLogSource, Field(discri
 
 
 class FileLabels(StrictModel):
-    kind: Literal["csv", "parquet"]
+    kind: Literal["csv", "parquet"] = Field(description="Label files: csv or parquet.")
     path: str = Field(description="Local path, glob, or s3:// URL of label files; ${VAR} is expanded at run time.")
     id_column: str | None = Field(
         default=None, description="Id column in the label files; defaults to production_data.id_column."
     )
-    read_options: dict[str, Any] = Field(default_factory=dict)
+    read_options: dict[str, Any] = Field(default_factory=dict, description="Options passed to the pandas reader.")
 
 
 class SqlLabels(StrictModel):
-    kind: Literal["sql"]
+    kind: Literal["sql"] = Field(description="Labels returned by a SQL query.")
     query: str = Field(description="Returns the id column and the target column (and optionally labelled_at).")
     connection: str = Field(description='SQLAlchemy URL, or "{{ env.VAR }}" resolved at run time.')
     id_column: str | None = Field(default=None, description="Defaults to production_data.id_column.")
@@ -207,10 +216,16 @@ LabelSource = Annotated[FileLabels | SqlLabels | FeedbackLabels, Field(discrimin
 
 
 class ColumnSchema(StrictModel):
-    type: ColumnType | None = None
-    min: float | None = None
-    max: float | None = None
-    values: list[Any] | None = None
+    type: ColumnType | None = Field(
+        default=None, description="float, int, category, str, bool or datetime; left out: inferred (schema.infer)."
+    )
+    min: float | None = Field(default=None, description="Smallest allowed value; left out: inferred or none.")
+    max: float | None = Field(
+        default=None, description="Largest allowed value (not below min); left out: inferred or none."
+    )
+    values: list[Any] | None = Field(
+        default=None, description="The only allowed values (categories, class labels); left out: inferred or any."
+    )
     max_null_share: float | None = Field(
         default=None, ge=0, le=1,
         description="Largest share of null values this column may hold (a nullable column); "
@@ -225,8 +240,10 @@ class ColumnSchema(StrictModel):
 
 
 class RowCount(StrictModel):
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
+    min: int | None = Field(default=None, ge=0, description="Fewest rows the data may have; none by default.")
+    max: int | None = Field(
+        default=None, ge=0, description="Most rows the data may have (not below min); none by default."
+    )
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> RowCount:
@@ -236,13 +253,15 @@ class RowCount(StrictModel):
 
 
 class SchemaSpec(StrictModel):
-    columns: dict[str, ColumnSchema] = Field(default_factory=dict)
+    columns: dict[str, ColumnSchema] = Field(
+        default_factory=dict, description="Rules per column name; what a column leaves out is inferred (infer)."
+    )
     nullable: list[str] | None = Field(
         default=None,
         description="Columns allowed to hold nulls; every other column must be non-null. "
         "Left out: inferred from the reference data.",
     )
-    row_count: RowCount | None = None
+    row_count: RowCount | None = Field(default=None, description="Bounds on the number of rows; none by default.")
     max_null_share: float | None = Field(
         default=None, ge=0, le=1,
         description="Largest share of null values any nullable column may hold. Left out: a column "
@@ -253,14 +272,18 @@ class SchemaSpec(StrictModel):
         default=True,
         description="Fill types, ranges and categories that the spec leaves out from the reference data.",
     )
-    on_failure: Literal["block", "warn"] = "block"
+    on_failure: Literal["block", "warn"] = Field(
+        default="block",
+        description="block: a failed suite blocks everything downstream; warn: it warns and validated_data drops "
+        "the failing rows.",
+    )
 
 
 # ---------------------------------------------------------------- features
 
 
 class DerivedFeature(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of the new column.")
     expr: str | None = Field(
         default=None, description="Arithmetic, comparisons and a few math functions over input columns."
     )
@@ -268,7 +291,9 @@ class DerivedFeature(StrictModel):
     inputs: list[str] | None = Field(
         default=None, description="Columns the function reads (required with `function`)."
     )
-    type: Literal["numeric", "categorical"] = "numeric"
+    type: Literal["numeric", "categorical"] = Field(
+        default="numeric", description="How the model treats the column: numeric (default) or categorical."
+    )
 
     @field_validator("expr")
     @classmethod
@@ -292,10 +317,15 @@ class DerivedFeature(StrictModel):
 
 
 class SplitSpec(StrictModel):
-    test_size: float = Field(default=0.2, gt=0, lt=1)
-    by: Literal["random", "time"] = "random"
-    column: str | None = None
-    seed: int = 7
+    test_size: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of rows held out for evaluation (default 0.2)."
+    )
+    by: Literal["random", "time"] = Field(
+        default="random",
+        description="random (stratified for classification; the default) or time (the newest rows by `column`).",
+    )
+    column: str | None = Field(default=None, description="Datetime column ordering the rows of a time split.")
+    seed: int = Field(default=7, description="Seed of a random split (default 7).")
 
     @model_validator(mode="after")
     def _time_needs_column(self) -> SplitSpec:
@@ -305,10 +335,17 @@ class SplitSpec(StrictModel):
 
 
 class FeaturesSpec(StrictModel):
-    numeric: list[str] | None = None
-    categorical: list[str] | None = None
-    derived: list[DerivedFeature] = Field(default_factory=list)
-    split: SplitSpec = Field(default_factory=SplitSpec)
+    numeric: list[str] | None = Field(
+        default=None, description="Numeric feature columns; with both lists left out, every non-target column "
+        "is a feature, typed by its dtype.",
+    )
+    categorical: list[str] | None = Field(default=None, description="Categorical feature columns (one-hot encoded).")
+    derived: list[DerivedFeature] = Field(
+        default_factory=list, description="Columns computed from others: {name, expr} or {name, function, inputs}."
+    )
+    split: SplitSpec = Field(
+        default_factory=SplitSpec, description="The holdout split; default {test_size: 0.2, by: random, seed: 7}."
+    )
 
     @model_validator(mode="after")
     def _no_duplicates(self) -> FeaturesSpec:
@@ -338,7 +375,7 @@ class FeaturesSpec(StrictModel):
 
 
 class _ModelBase(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Candidate name, unique within the spec.")
     search: dict[str, list[Any]] = Field(
         default_factory=dict, description="Grid of parameters tried during selection."
     )
@@ -366,9 +403,9 @@ class _ModelBase(StrictModel):
 
 
 class SklearnModel(_ModelBase):
-    framework: Literal["sklearn"] = "sklearn"
+    framework: Literal["sklearn"] = Field(default="sklearn", description="scikit-learn (the default).")
     estimator: str = Field(description="Dotted path to a scikit-learn estimator class (a BaseEstimator).")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the estimator.")
 
     @field_validator("estimator")
     @classmethod
@@ -377,17 +414,25 @@ class SklearnModel(_ModelBase):
 
 
 class TorchModel(_ModelBase):
-    framework: Literal["torch"]
-    hidden_layers: list[int] = Field(default_factory=lambda: [64, 32])
-    epochs: int = Field(default=20, ge=1)
-    batch_size: int = Field(default=256, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    early_stopping_patience: int | None = Field(default=5, ge=1)
-    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0
+    framework: Literal["torch"] = Field(description="A PyTorch tabular MLP.")
+    hidden_layers: list[int] = Field(
+        default_factory=lambda: [64, 32], description="Units per hidden layer (default [64, 32])."
+    )
+    epochs: int = Field(default=20, ge=1, description="Most passes over the training rows (default 20).")
+    batch_size: int = Field(default=256, ge=1, description="Rows per gradient step (default 256).")
+    learning_rate: float = Field(default=1e-3, gt=0, description="Adam learning rate (default 0.001).")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout after each hidden layer (default 0).")
+    weight_decay: float = Field(default=0.0, ge=0, description="L2 penalty (default 0).")
+    early_stopping_patience: int | None = Field(
+        default=5, ge=1, description="Epochs without improvement on the validation split before stopping (default 5)."
+    )
+    validation_fraction: float = Field(
+        default=0.1, gt=0, lt=0.5, description="Share of training rows for early stopping (default 0.1)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto (cuda when available; the default), cpu or cuda."
+    )
+    seed: int = Field(default=0, description="Seed of the weights and batches (default 0).")
 
 
 def _framework_of(value: Any) -> str:
@@ -405,10 +450,14 @@ ModelSpec = Annotated[
 
 
 class SelectionSpec(StrictModel):
-    metric: str | None = Field(default=None, description="Defaults to roc_auc or rmse by task.")
-    cv_folds: int = Field(default=5, ge=2)
-    max_latency_ms: float | None = Field(default=None, gt=0, description="Per-row inference latency.")
-    max_size_mb: float | None = Field(default=None, gt=0)
+    metric: str | None = Field(
+        default=None, description="Cross-validation metric; defaults to roc_auc or rmse by task."
+    )
+    cv_folds: int = Field(default=5, ge=2, description="k of the k-fold cross-validation (default 5).")
+    max_latency_ms: float | None = Field(
+        default=None, gt=0, description="Most per-row inference latency in milliseconds; none by default."
+    )
+    max_size_mb: float | None = Field(default=None, gt=0, description="Largest model size in MB; none by default.")
     sample_rows: int | None = Field(
         default=100_000, ge=100,
         description="Cross-validation runs on a sample of at most this many training rows (stratified by class "
@@ -418,9 +467,13 @@ class SelectionSpec(StrictModel):
 
 
 class GateSpec(StrictModel):
-    metric: str | None = None
-    min: float | None = None
-    max_regression: float = Field(default=0.0, ge=0)
+    metric: str | None = Field(default=None, description="Metric the gate compares; defaults to selection.metric.")
+    min: float | None = Field(
+        default=None, description="Floor of the metric (a ceiling for errors) a model must meet; none by default."
+    )
+    max_regression: float = Field(
+        default=0.0, ge=0, description="Largest allowed loss against the champion (default 0)."
+    )
     confidence: float = Field(
         default=0.95, ge=0.5, lt=1,
         description="Paired bootstrap over the holdout rows: the candidate becomes champion only when, at this "
@@ -429,15 +482,17 @@ class GateSpec(StrictModel):
 
 
 class EvaluationSpec(StrictModel):
-    metrics: list[str] | None = None
-    gate: GateSpec = Field(default_factory=GateSpec)
-    slices: list[str] = Field(default_factory=list)
-    bootstrap_samples: int = Field(default=200, ge=0)
+    metrics: list[str] | None = Field(default=None, description="Holdout metrics; default: all of the task's.")
+    gate: GateSpec = Field(default_factory=GateSpec, description="The promotion gate against the champion.")
+    slices: list[str] = Field(default_factory=list, description="Columns to compute per-value metrics on.")
+    bootstrap_samples: int = Field(
+        default=200, ge=0, description="Bootstrap resamples for intervals and the paired gate (default 200)."
+    )
 
 
 class ServingSpec(StrictModel):
-    batchable: bool = True
-    max_batch_size: int = Field(default=64, ge=1)
+    batchable: bool = Field(default=True, description="BentoML adaptive batching (default on).")
+    max_batch_size: int = Field(default=64, ge=1, description="Most rows in one adaptive batch (default 64).")
     max_latency_ms: int = Field(
         default=10_000, ge=1,
         description="BentoML's batching deadline: a row that would wait longer for its batch is shed with a 503.",
@@ -462,9 +517,15 @@ class ServingSpec(StrictModel):
 
 
 class DriftSpec(StrictModel):
-    method: Literal["auto", "psi", "ks", "chi2", "jensenshannon", "wasserstein"] = "auto"
-    threshold: float | None = Field(default=None, gt=0)
-    share: float = Field(default=0.5, gt=0, le=1)
+    method: Literal["auto", "psi", "ks", "chi2", "jensenshannon", "wasserstein"] = Field(
+        default="auto", description="Drift statistic; auto picks one per column like Evidently's defaults."
+    )
+    threshold: float | None = Field(
+        default=None, gt=0, description="A column drifts past this value of the statistic; default: the method's own."
+    )
+    share: float = Field(
+        default=0.5, gt=0, le=1, description="A batch drifts when at least this share of features drift (default 0.5)."
+    )
 
 
 def _check_cron(value: str | None) -> str | None:
@@ -479,9 +540,9 @@ class WindowSpec(StrictModel):
 
 
 class RetrainSpec(StrictModel):
-    on_drift: bool = True
+    on_drift: bool = Field(default=True, description="Retrain when a batch drifts (default on).")
     on_performance: bool = Field(default=True, description="Retrain when performance_holds fails (needs labels).")
-    cooldown_hours: float = Field(default=6, ge=0)
+    cooldown_hours: float = Field(default=6, ge=0, description="Fewest hours between two sensor retrains (default 6).")
     cron: str | None = Field(default=None, description="Cron schedule of a retrain run (5 fields or @daily...).")
     window: WindowSpec | None = Field(
         default=None, description="Labelled production batches that join the source data when retraining."
@@ -502,13 +563,19 @@ class PerformanceSpec(StrictModel):
 
 
 class MonitoringSpec(StrictModel):
-    production_data: ProductionSource | None = None
+    production_data: ProductionSource | None = Field(
+        default=None,
+        description="Arriving production batches (csv/parquet files, one partition per file) or the prediction "
+        "log; monitoring is off without it.",
+    )
     labels: LabelSource | None = Field(default=None, description="Ground truth for production rows, by id.")
-    performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
-    drift: DriftSpec = Field(default_factory=DriftSpec)
+    performance: PerformanceSpec = Field(
+        default_factory=PerformanceSpec, description="When production performance counts as dropped."
+    )
+    drift: DriftSpec = Field(default_factory=DriftSpec, description="How drift is measured and when a batch drifts.")
     check_cron: str | None = Field(default=None, description="Cron schedule of the drift check (5 fields or @hourly...).")
-    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
-    sensors_enabled: bool = True
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec, description="What requests a retrain, and how often.")
+    sensors_enabled: bool = Field(default=True, description="Start the sensors and schedules on (default on).")
 
     @field_validator("check_cron")
     @classmethod
@@ -554,7 +621,7 @@ class MonitoringSpec(StrictModel):
 class StageResources(StrictModel):
     cpu: str | None = Field(default=None, description='Kubernetes CPU quantity: "2", "500m", 1.5.')
     memory: str | None = Field(default=None, description='Kubernetes memory quantity: "4Gi", "512Mi", "1e9".')
-    gpu: int = Field(default=0, ge=0)
+    gpu: int = Field(default=0, ge=0, description="GPUs for the step pod (default 0).")
 
     @field_validator("cpu", "memory", mode="before")
     @classmethod
@@ -579,20 +646,39 @@ class PipelineSpec(StrictModel):
         description=f"Asset key prefix and group; at most {MAX_NAME_LENGTH} characters (Dagster's limit "
         "for tag values: every asset is tagged pipeline=<name>).",
     )
-    description: str = ""
-    owners: list[Annotated[str, Field(pattern=OWNER_PATTERN)]] = Field(default_factory=list)
-    task: Task
-    target: str
-    source: Source
-    data_schema: SchemaSpec = Field(default_factory=SchemaSpec, alias="schema")
-    features: FeaturesSpec = Field(default_factory=FeaturesSpec)
-    models: list[ModelSpec] = Field(min_length=1)
-    selection: SelectionSpec = Field(default_factory=SelectionSpec)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    serving: ServingSpec = Field(default_factory=ServingSpec)
-    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    description: str = Field(default="", description="Shown on every asset.")
+    owners: list[Annotated[str, Field(pattern=OWNER_PATTERN)]] = Field(
+        default_factory=list, description="Dagster owners, team:<name> or an email; default team:ml-platform."
+    )
+    task: Task = Field(description="classification or regression.")
+    target: str = Field(description="The column to predict; string class labels work.")
+    source: Source = Field(description="The training data: synthetic, csv, parquet or sql (kind).")
+    data_schema: SchemaSpec = Field(
+        default_factory=SchemaSpec, alias="schema",
+        description="The Great Expectations suite's rules; what it leaves out is inferred from the reference data.",
+    )
+    features: FeaturesSpec = Field(
+        default_factory=FeaturesSpec, description="Feature columns, derived columns and the holdout split."
+    )
+    models: list[ModelSpec] = Field(
+        min_length=1, description="Candidate models (sklearn or torch); cross-validation selects the best."
+    )
+    selection: SelectionSpec = Field(
+        default_factory=SelectionSpec,
+        description="How a candidate is selected: metric, folds, latency and size limits.",
+    )
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec, description="Holdout metrics, slices and the promotion gate."
+    )
+    serving: ServingSpec = Field(
+        default_factory=ServingSpec, description="The BentoML service: batching, request limits, shadow scoring."
+    )
+    monitoring: MonitoringSpec = Field(
+        default_factory=MonitoringSpec,
+        description="Production data, drift, ground truth and retraining; off by default.",
+    )
     resources: dict[Literal["ingest", "validate", "features", "train", "evaluate", "package"], StageResources] = (
-        Field(default_factory=dict)
+        Field(default_factory=dict, description="Kubernetes step-pod resources per stage; none by default.")
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -556,3 +556,26 @@ def test_a_retrain_window_needs_labels_and_an_unpartitioned_source():
     feedback_on_files = {**attributes, "monitoring": {**attributes["monitoring"], "labels": {"kind": "feedback"}}}
     with pytest.raises(ValidationError, match="kind feedback labels the served predictions"):
         PipelineSpec.model_validate(feedback_on_files)
+
+
+def test_empty_attributes_fail_loading_naming_every_required_field(sandbox):
+    """`attributes: {}` (what a bare scaffold used to write) said only "needs `attributes`"."""
+    folder = sandbox.defs_folder_path / "loans"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "defs.yaml").write_text(f"type: {COMPONENT_TYPE}\nattributes: {{}}\n")
+    with pytest.raises(Exception) as info:
+        with sandbox.build_all_defs():
+            pass
+    text = _error_text(info.value)
+    assert f"{folder / 'defs.yaml'}: `attributes` is empty or missing" in text, text
+    assert "needs name, task, target, source, models" in text, text
+
+
+def test_every_spec_field_has_a_description():
+    """`dg utils inspect-component` and editors show these; a field without one is a field nobody can look up."""
+    schema = PipelineSpec.model_json_schema(by_alias=True)
+    models = {"PipelineSpec": schema, **schema["$defs"]}
+    undescribed = [f"{model}.{field}" for model, body in models.items()
+                   for field, prop in body.get("properties", {}).items() if not prop.get("description")]
+    assert undescribed == []
+    assert sum(len(body.get("properties", {})) for body in models.values()) > 100  # the walk saw every model

@@ -39,7 +39,7 @@ def serve_env(settings: Settings, pipeline: str, version: str | None) -> dict[st
 def serve(
     pipeline: Annotated[str, typer.Argument(help="pipeline whose model to serve", show_default=False)],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 3000,
+    port: Annotated[int, typer.Option(help="port to listen on (make dev has 3000)")] = 3001,
     version: Annotated[
         str | None, typer.Option(help="serve this version instead of following the champion", show_default=False)
     ] = None,

@@ -95,31 +95,47 @@ def expand_variables(pattern: str, env: Mapping[str, str]) -> str:
     return ENV_VARIABLE.sub(value, pattern)
 
 
+def local_pattern(pattern: str, base_dir: Path | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The pattern as it is searched: variables expanded, and a relative local path joined to base_dir."""
+    pattern = expand_variables(pattern, env or {})
+    if "://" in pattern:
+        return pattern
+    path = Path(pattern)
+    return str(base_dir / path if not path.is_absolute() and base_dir is not None else path)
+
+
 def resolve_paths(pattern: str, base_dir: Path | None = None, env: Mapping[str, str] | None = None) -> list[str]:
     """Expand a local path or glob (relative to base_dir); s3:// URLs are expanded with fsspec."""
-    pattern = expand_variables(pattern, env or {})
+    pattern = local_pattern(pattern, base_dir, env)
     if "://" in pattern:
         import fsspec
 
         fs, _, paths = fsspec.get_fs_token_paths(pattern)
         protocol = pattern.split("://", 1)[0]
         return sorted(f"{protocol}://{p}" for p in paths)
-    path = Path(pattern)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    if glob.has_magic(str(path)):
-        return sorted(p for p in glob.glob(str(path)) if Path(p).is_file())
-    return [str(path)] if path.is_file() else []
+    if glob.has_magic(pattern):
+        return sorted(p for p in glob.glob(pattern) if Path(p).is_file())
+    return [pattern] if Path(pattern).is_file() else []
 
 
 def _load_files(source: FileSource, base_dir: Path | None, env: Mapping[str, str]) -> LoadedSource:
     files = resolve_paths(source.path, base_dir, env)
     if not files:
-        raise SourceError(f"{source.kind} source {source.path!r}: no file matches this path")
+        searched = _searched(source.path, base_dir, env)
+        raise SourceError(f"{source.kind} source {source.path!r}: no file matches this path{searched}")
     frames = [read_file(source.kind, f, source.read_options) for f in files]
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     description = f"{source.kind} {source.path} ({len(files)} file{'s' if len(files) > 1 else ''})"
     return LoadedSource(frame, description, tuple(files))
+
+
+def _searched(pattern: str, base_dir: Path | None, env: Mapping[str, str]) -> str:
+    """Where a pattern was looked for: the folder a relative path starts at, or the expanded pattern."""
+    expanded = expand_variables(pattern, env)
+    if "://" in expanded or Path(expanded).is_absolute():
+        return f"; searched {expanded}" if expanded != pattern else ""
+    folder, what = (base_dir, "the project root") if base_dir is not None else (Path.cwd(), "the current folder")
+    return f"; searched {folder / expanded} (a relative path starts at {what}, {folder})"
 
 
 def check_unique_columns(frame: pd.DataFrame, where: str) -> None:

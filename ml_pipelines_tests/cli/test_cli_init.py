@@ -4,22 +4,29 @@ schema is inferred from the CSV, and that materializes end to end as written."""
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from ml_pipelines.cli import main
+from ml_pipelines.cli.demo import StageProgress
+from ml_pipelines.cli.init import materialize_command
+from ml_pipelines.core.sources import load_source
 from ml_pipelines.core.validation import RANGE_MARGIN
 from ml_pipelines.spec import PipelineSpec
+from ml_pipelines_tests import REPO_ROOT
 from ml_pipelines_tests.helpers import materialize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROWS = 800
+STAGE_ORDER = ["raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package"]
 STAGES = {"raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package"}
 
 
@@ -51,7 +58,9 @@ def loans(rows: int = ROWS, seed: int = 4) -> pd.DataFrame:
 
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
-    """A working directory holding data/loans.csv; init writes paths relative to it."""
+    """A project root (it holds pyproject.toml) with data/loans.csv, and the current folder;
+    init writes paths relative to the project root, which Dagster resolves them against."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "loans_project"\n')
     (tmp_path / "data").mkdir()
     loans().to_csv(tmp_path / "data" / "loans.csv", index=False)
     monkeypatch.chdir(tmp_path)
@@ -116,7 +125,16 @@ def test_init_infers_the_schema_from_the_csv(project, capsys):
 def test_init_spec_materializes_end_to_end(project, platform_root):
     assert init("loans", "--from", "data/loans.csv", "--target", "defaulted") == 0
     spec = PipelineSpec.model_validate(read_spec(project)["attributes"])
-    m = materialize(spec, platform_root, base_dir=project)
+    with dg.instance_for_test() as instance:
+        m = materialize(spec, platform_root, instance=instance, base_dir=project)
+        # the demo's progress: this run's event log, replayed, is one line per stage
+        console = io.StringIO()
+        progress = StageProgress("loans", console)
+        for entry in instance.all_logs(m.result.run_id):
+            progress(entry)
+        progress.finish({f"loans__{stage}" for stage in STAGE_ORDER})  # every stage ran: nothing to add
+    lines = console.getvalue().splitlines()
+    assert [line.split()[1:3] for line in lines] == [[stage, "ok"] for stage in STAGE_ORDER], lines
     errors = m.step_errors()
     assert m.success, errors
     assert m.materialized() == STAGES
@@ -126,6 +144,36 @@ def test_init_spec_materializes_end_to_end(project, platform_root):
     [record] = m.registry.list_versions("loans")
     assert m.registry.get_alias("loans", "champion") == record.version
     assert set(record.features.inputs) == {"age", "income", "dependents", "debt_ratio", "purpose", "owns_home"}
+
+
+def test_init_from_a_subfolder_writes_a_path_that_resolves_from_the_project_root(project, monkeypatch, capsys):
+    """The issue's dead end: run from data/, init wrote `loans.csv`, which the project root does not hold."""
+    monkeypatch.chdir(project / "data")
+    assert main(["init", "loans", "--from", "loans.csv", "--target", "defaulted", "--out", "../pipelines"]) == 0
+    attributes = read_spec(project)["attributes"]
+    assert attributes["source"]["path"] == "data/loans.csv"
+    loaded = load_source(PipelineSpec.model_validate(attributes).source, base_dir=project)  # as raw_data reads it
+    assert len(loaded.frame) == ROWS
+    # outside the project's pipelines folder, init names the job rather than a command
+    assert "materialize `loans_retrain_job` in the code location that loads" in capsys.readouterr().out
+
+
+def test_init_prints_the_command_that_materializes_the_pipeline(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    assert materialize_command("churn") == ".venv/bin/ml-pipelines demo --pipelines churn"
+    monkeypatch.chdir(REPO_ROOT / "examples")  # from a subfolder: the same command, run at the root
+    assert materialize_command("churn") == f"cd {REPO_ROOT} && .venv/bin/ml-pipelines demo --pipelines churn"
+
+
+def test_the_readme_init_example_runs_on_the_shipped_csv(tmp_path, monkeypatch):
+    command = "ml-pipelines init churn --from examples/churn.csv --target churned"
+    assert command in (REPO_ROOT / "README.md").read_text()
+    monkeypatch.chdir(REPO_ROOT)
+    assert main([*command.split()[1:], "--out", str(tmp_path)]) == 0
+    attributes = yaml.safe_load((tmp_path / "churn" / "defs.yaml").read_text())["attributes"]
+    spec = PipelineSpec.model_validate(attributes)
+    assert (spec.task, spec.target) == ("classification", "churned")
+    assert len(load_source(spec.source).frame) >= 300
 
 
 def test_float_target_is_inferred_as_regression(project):

@@ -3,6 +3,7 @@ land, serve's child process, audit, trace and registry errors, and the settings 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -43,9 +44,12 @@ def ran(monkeypatch) -> list[str]:
     """The pipelines demo runs, with each retrain job replaced by a no-op (no training)."""
     names: list[str] = []
 
-    def run_pipeline(definitions, instance, registry, name):
+    def run_pipeline(definitions, instance, registry, name, console):
         assert instance.is_persistent and Path(instance.root_directory) == Path(os.environ["DAGSTER_HOME"])
         names.append(name)
+        # what Dagster and the libraries write goes to the log file; progress to the console
+        os.write(2, f"noisy library output for {name}\n".encode())
+        print(f"[{name}] raw_data        ok         0.0s", file=console)
         return name, True, 0.0, None
 
     monkeypatch.setattr(demo_module, "_run_pipeline", run_pipeline)
@@ -79,6 +83,30 @@ def test_demo_runs_the_selected_pipelines(homes, ran, capsys, args, selected):
     assert ours(os.environ) == environ
 
 
+def test_demo_prints_progress_and_summary_and_logs_the_rest_to_a_file_it_names(homes, ran, capfd):
+    """The demo printed about 300 log lines per pipeline before its summary."""
+    assert main(["demo", "--pipelines", "wine_cultivar", "credit_default"]) == 0
+    out, err = capfd.readouterr()
+    lines = out.splitlines()
+    log_path = Path(lines[0].removeprefix("full log: "))
+    assert log_path.parent == homes / "home" / "logs" and log_path.name.startswith("demo-")
+    assert lines.count(f"full log: {log_path}") == 2  # named first, and again with the summary
+    assert [line for line in lines if line.startswith("[")] == [
+        "[credit_default] raw_data        ok         0.0s", "[wine_cultivar] raw_data        ok         0.0s"]
+    assert "noisy library output" not in out + err
+    log = log_path.read_text()
+    assert "noisy library output for credit_default" in log and "noisy library output for wine_cultivar" in log
+
+
+def test_demo_progress_names_the_stages_that_never_ran():
+    """Dagster logs no step event for a step whose upstream failed; the demo says it did not run."""
+    console = io.StringIO()
+    progress = demo_module.StageProgress("loans", console)
+    progress.ended.add("raw_data")
+    progress.finish({"loans__raw_data", "loans__raw_data_matches_expectation_suite", "loans__validated_data"})
+    assert console.getvalue().splitlines() == ["[loans] validated_data  not run"]
+
+
 def test_demo_with_an_unknown_pipeline_exits_2(homes):
     done = cli("demo", "--pipelines", "nope", "credit_default", "zzz", home=homes / "home")
     assert done.returncode == 2, done.stderr
@@ -86,7 +114,8 @@ def test_demo_with_an_unknown_pipeline_exits_2(homes):
 
 
 def test_demo_reports_a_failed_pipeline_with_exit_1(homes, monkeypatch, capsys):
-    monkeypatch.setattr(demo_module, "_run_pipeline", lambda d, i, r, name: (name, name != "wine_cultivar", 0.0, None))
+    monkeypatch.setattr(demo_module, "_run_pipeline",
+                        lambda d, i, r, name, console: (name, name != "wine_cultivar", 0.0, None))
     assert main(["demo", "--pipelines", "credit_default", "wine_cultivar"]) == 1
     assert "== wine_cultivar: FAILED" in capsys.readouterr().out
 

@@ -16,25 +16,26 @@ from ml_pipelines.cli import app, main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# command path -> (words its one-line description holds, every flag and argument its help lists)
+# command path -> (words its one-line description holds, every flag and argument its help lists;
+# arguments as click prints them, upper case)
 COMMANDS: dict[str, tuple[str, list[str]]] = {
     "": ("Declarative ML pipelines", ["--install-completion", "--show-completion", "--help",
                                       "demo", "init", "land", "serve", "audit", "trace", "registry"]),
     "demo": ("materialize every demo pipeline", ["--pipelines", "NAME"]),
-    "init": ("write a starter spec", ["name", "--from", "--target", "--task", "--out", "--force",
+    "init": ("write a starter spec", ["NAME", "--from", "--target", "--task", "--out", "--force",
                                       "auto|classification|regression"]),
-    "land": ("write a production batch", ["name", "--drift", "--rows", "--seed", "[default: 2000]"]),
-    "serve": ("serve a pipeline's champion", ["pipeline", "--host", "--port", "--version", "--keep-alive",
-                                              "[default: 127.0.0.1]", "[default: 3000]", "[default: 75]"]),
-    "audit": ("print the audit trail", ["pipeline", "--since", "--limit"]),
-    "trace": ("trace a prediction back", ["request_id"]),
+    "land": ("write a production batch", ["NAME", "--drift", "--rows", "--seed", "[default: 2000]"]),
+    "serve": ("serve a pipeline's champion", ["PIPELINE", "--host", "--port", "--version", "--keep-alive",
+                                              "[default: 127.0.0.1]", "[default: 3001]", "[default: 75]"]),
+    "audit": ("print the audit trail", ["PIPELINE", "--since", "--limit"]),
+    "trace": ("trace a prediction back", ["REQUEST_ID"]),
     "registry": ("inspect and move model versions", ["list", "show", "promote", "rollback", "history"]),
-    "registry list": ("versions, aliases, metrics", ["pipeline"]),
-    "registry show": ("one version with its lineage", ["pipeline", "version"]),
-    "registry promote": ("make a version the champion", ["pipeline", "version", "--reason", "--alias",
+    "registry list": ("versions, aliases, metrics", ["PIPELINE"]),
+    "registry show": ("one version with its lineage", ["PIPELINE", "VERSION"]),
+    "registry promote": ("make a version the champion", ["PIPELINE", "VERSION", "--reason", "--alias",
                                                          "champion|challenger"]),
-    "registry rollback": ("move the champion back", ["pipeline"]),
-    "registry history": ("every alias move, oldest first", ["pipeline", "--alias", "--json", "champion|challenger"]),
+    "registry rollback": ("move the champion back", ["PIPELINE"]),
+    "registry history": ("every alias move, oldest first", ["PIPELINE", "--alias", "--json", "champion|challenger"]),
 }
 
 
@@ -55,6 +56,12 @@ def test_every_command_answers_help(path: str):
     assert description in done.stdout
     for flag in [*flags, "-h, --help"]:
         assert flag in done.stdout, (flag, done.stdout)
+
+
+def test_arguments_are_listed_with_their_help():
+    """typer 0.25 (pinned for `dg --help`) on click 8.5 listed arguments without their help."""
+    assert "PIPELINE  pipeline whose model to serve  [required]" in cli("serve", "--help").stdout
+    assert "REQUEST_ID  the request_id a prediction response carried" in cli("trace", "--help").stdout
 
 
 @pytest.mark.parametrize("path", list(COMMANDS), ids=lambda p: p or "ml-pipelines")

@@ -25,6 +25,7 @@ from ml_pipelines_tests.specs import shipped_attributes, shipped_names
 pytestmark = pytest.mark.timeout(420)
 
 READY_TIMEOUT_S = 120
+LOCATION = "ml_pipelines"  # workspace.yaml and [tool.dg.project] code_location_name: `make dev` and `dg dev` agree
 DEMO_PIPELINES = ("credit_default", "diabetes_progression")
 DEFAULT_OWNERS = ["team:ml-platform"]  # what definitions.py gives an asset whose spec names no owner
 # DESIGN section 4: each stage and the stages it reads
@@ -143,7 +144,7 @@ def repository(dagster_dev: DagsterDev) -> dict[str, Any]:
     assert data["__typename"] == "RepositoryConnection", data
     nodes = data["nodes"]
     assert len(nodes) == 1, [n["name"] for n in nodes]
-    assert nodes[0]["location"]["name"] == "ml_pipelines.definitions"
+    assert nodes[0]["location"]["name"] == LOCATION
     return nodes[0]
 
 
@@ -196,6 +197,18 @@ def test_retrain_jobs_cover_the_chain(repository):
         assert job in jobs, f"{job} missing; jobs: {sorted(jobs)}"
         for stage in UPSTREAM:
             assert job in assets[(pipeline, stage)]["jobNames"], f"{pipeline}/{stage} is not in {job}"
+
+
+def test_the_location_reloads_by_its_name_with_dagsters_graphql_client(dagster_dev: DagsterDev):
+    """`make dev` does not watch spec files: a new or edited spec shows after a reload of the
+    location, which the README's reload instructions do with this client and this name."""
+    from dagster_graphql import DagsterGraphQLClient, ReloadRepositoryLocationStatus
+
+    port = int(dagster_dev.url.rsplit(":", 1)[1])
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+    info = client.reload_repository_location(LOCATION)
+    assert info.status == ReloadRepositoryLocationStatus.SUCCESS, info.message
+    servers.wait_for_code_locations(dagster_dev.graphql, dagster_dev.server, time.monotonic() + READY_TIMEOUT_S)
 
 
 RUNS_QUERY = """

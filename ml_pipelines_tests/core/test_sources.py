@@ -95,6 +95,16 @@ def test_missing_file_names_the_path(tmp_path):
     assert "no file matches" in str(info.value)
 
 
+def test_a_relative_path_that_matches_nothing_names_the_folder_it_searched(tmp_path):
+    """A spec's relative path starts at the project root; the error says so, and where it looked."""
+    with pytest.raises(SourceError) as info:
+        load_source(csv_source("data/absent.csv"), base_dir=tmp_path)
+    message = str(info.value)
+    assert message.startswith("csv source 'data/absent.csv': no file matches this path")
+    assert f"searched {tmp_path / 'data' / 'absent.csv'}" in message
+    assert f"starts at the project root, {tmp_path}" in message
+
+
 def test_empty_file_names_the_file(tmp_path):
     path = tmp_path / "empty.csv"
     path.write_bytes(b"")
