@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from ml_pipelines.core.records import ModelInputs
 from ml_pipelines.core.validation import ColumnRule, ResolvedSchema
@@ -34,16 +34,24 @@ def record_model(
     fail inside the model with a 500. Numbers must lie in the range the spec declares; a range
     inferred from the training data guards training only (a shifted world's legitimate values
     are served and show up as drift). Strings are at most max_string_length long. Categories
-    outside the known values are accepted (the encoder ignores them and the service counts them)."""
+    outside the known values are accepted (the encoder ignores them and the service counts them).
+    An int input takes an integral float (215.0, what pandas makes of an int column with NaN)
+    as that int; 215.5 stays an error."""
     fields: dict[str, Any] = {}
     for column in features.inputs:
         kind = features.type_of(column)
         rule = schema.rule(column) if schema is not None else None
         field_type = Annotated[PYTHON_TYPES[kind], _constraints(kind, rule, max_string_length)]
+        if kind == "int":
+            field_type = Annotated[field_type, BeforeValidator(_integral_float_as_int)]
         fields[column] = (Optional[field_type] if features.is_nullable(column) else field_type, ...)  # noqa: UP045
     return create_model(
         "Record", __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False), **fields
     )
+
+
+def _integral_float_as_int(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _constraints(kind: str, rule: ColumnRule | None, max_string_length: int | None) -> Any:
@@ -64,7 +72,7 @@ def _constraints(kind: str, rule: ColumnRule | None, max_string_length: int | No
 def validate_records(records: Any, model: type[BaseModel], max_records: int) -> list[dict[str, Any]]:
     """Validated records, or a RequestError naming the record index and the field."""
     if not isinstance(records, list):
-        raise RequestError("`records` must be a list of objects")
+        raise RequestError("`records` must be an array of objects")
     if not records:
         raise RequestError("`records` is empty; send at least one record")
     if len(records) > max_records:
