@@ -27,7 +27,7 @@ from typing import Any
 
 from ml_pipelines import __version__
 from ml_pipelines.core.champion import CHALLENGER, CHAMPION
-from ml_pipelines.core.child_process import run_child
+from ml_pipelines.core.child_process import run_child, stream_child
 from ml_pipelines.core.errors import GateFailed
 from ml_pipelines.core.evaluation import Evaluation
 from ml_pipelines.core.features import FeatureSet
@@ -48,6 +48,7 @@ from ml_pipelines.spec import PipelineSpec, trusted_roots
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RECORD_FILE = "record.json"  # the version record, shipped inside the BentoML model
 BENTO_BUILD_TIMEOUT_S = 600
+BENTO_TAG_LINE = "bento tag: "  # how ml_pipelines.serving.bento reports the tag it built
 
 
 class Stage(StrEnum):
@@ -115,6 +116,7 @@ class _Target:
     export_store: ObjectStore | None
     child_env: Mapping[str, str] | None
     say: Callable[[Stage], None]
+    log: Callable[[str], None] | None = None
 
 
 def package_version(
@@ -144,7 +146,7 @@ def package_version(
         if log is not None:
             log(f"{name} {version}: {stage}")
 
-    target = _Target(registry, bentoml_home, export_store, child_env, say)
+    target = _Target(registry, bentoml_home, export_store, child_env, say, log)
     say(Stage.STARTED)
     resumed = registry.has_version(name, version)
     if resumed:
@@ -190,7 +192,9 @@ def _build_and_commit(
                            labels=_labels(name, record), metadata=_bentoml_metadata(record))
         target.say(Stage.BENTOML_SAVED)
     target.say(Stage.BUILDING_BENTO)
-    built = build_bento(name, version, bentoml_home=home, env=target.child_env)
+    build_log = target.log
+    built = build_bento(name, version, bentoml_home=home, env=target.child_env,
+                        on_line=None if build_log is None else lambda line: build_log(f"bento build: {line}"))
     if built != package.bento:
         raise RuntimeError(f"bento build for {name}:{version} made {built!r}, expected {package.bento!r}")
     target.say(Stage.BENTO_BUILT)
@@ -342,13 +346,14 @@ def save_bentoml_model(
 
 def build_bento(
     pipeline: str, version: str, *, bentoml_home: Path, env: Mapping[str, str] | None = None,
-    timeout: float = BENTO_BUILD_TIMEOUT_S,
+    timeout: float = BENTO_BUILD_TIMEOUT_S, on_line: Callable[[str], None] | None = None,
 ) -> str:
     """Build `<pipeline>:<version>` into bentoml_home's bento store; returns the bento tag.
 
     The build imports the service module, which reads its configuration from the
     environment, so it runs in a subprocess (ml_pipelines.serving.bento) with that
-    environment set; the subprocess dies with this process."""
+    environment set; the subprocess dies with this process. Its output (stdout and
+    stderr) goes to on_line line by line as it is written (the run log, in a run)."""
     child = {
         **(env if env is not None else Settings.from_env().child_env()),
         "ML_PIPELINES_SERVE_PIPELINE": pipeline,
@@ -357,13 +362,15 @@ def build_bento(
         "BENTOML_HOME": str(bentoml_home),
         "BENTOML_DO_NOT_TRACK": "True",
     }
-    result = run_child(
+    returncode, lines = stream_child(
         [sys.executable, "-m", "ml_pipelines.serving.bento", pipeline, version],
-        env=child, cwd=PROJECT_ROOT, timeout=timeout,
+        env=child, cwd=PROJECT_ROOT, timeout=timeout, on_line=on_line or (lambda _line: None),
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"bento build for {pipeline}:{version} failed:\n{result.stderr[-3000:]}")
-    return result.stdout.strip().splitlines()[-1]
+    tags = [line.removeprefix(BENTO_TAG_LINE) for line in lines if line.startswith(BENTO_TAG_LINE)]
+    if returncode != 0 or not tags:
+        output = "\n".join(lines)[-3000:]
+        raise RuntimeError(f"bento build for {pipeline}:{version} failed (exit status {returncode}):\n{output}")
+    return tags[-1]
 
 
 def export_bento(

@@ -1,6 +1,7 @@
 """The bento build itself, run as `python -m ml_pipelines.serving.bento <pipeline> <version>`
 by core.packaging.build_bento: offline (lock_packages: false), in a subprocess
-because it imports the service module, which reads its configuration on import.
+because it imports the service module, which reads its configuration on import
+(and declares, through @bentoml.service(envs=...), the environment the bento serves with).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ RUNTIME_PACKAGES = [
 
 def _build(pipeline: str, version: str) -> str:
     import bentoml
-    from bentoml._internal.bento.build_config import BentoEnvSchema
 
     bento = bentoml.bentos.build(
         "ml_pipelines.serving.service:ModelService",
@@ -27,11 +27,6 @@ def _build(pipeline: str, version: str) -> str:
         include=["ml_pipelines/**/*.py", "ml_pipelines/**/*.yaml"],
         exclude=["ml_pipelines/defs/**", "**/__pycache__"],
         python={"packages": RUNTIME_PACKAGES, "lock_packages": False},
-        envs=[
-            BentoEnvSchema(name="ML_PIPELINES_SERVE_PIPELINE", value=pipeline),
-            BentoEnvSchema(name="ML_PIPELINES_SERVE_VERSION", value=version),
-            BentoEnvSchema(name="ML_PIPELINES_SERVE_FROM", value="bento"),
-        ],
         models=[f"{pipeline}:{version}"],
         build_ctx=str(PROJECT_ROOT),
     )
@@ -39,4 +34,6 @@ def _build(pipeline: str, version: str) -> str:
 
 
 if __name__ == "__main__":
-    print(_build(sys.argv[1], sys.argv[2]))
+    from ml_pipelines.core.packaging import BENTO_TAG_LINE
+
+    print(f"{BENTO_TAG_LINE}{_build(sys.argv[1], sys.argv[2])}")

@@ -125,10 +125,6 @@ def parse_api_keys(raw: str) -> dict[str, str]:
     return keys
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class LoadedModel:
     version: str
