@@ -16,6 +16,7 @@ promotion and the card. Child processes die with the step (core.child_process).
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -49,6 +50,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RECORD_FILE = "record.json"  # the version record, shipped inside the BentoML model
 BENTO_BUILD_TIMEOUT_S = 600
 BENTO_TAG_LINE = "bento tag: "  # how ml_pipelines.serving.bento reports the tag it built
+MODEL_TAG_LINE = "bentoml model: "  # ... and the BentoML model it saved
 
 
 class Stage(StrEnum):
@@ -182,19 +184,17 @@ def _build_and_commit(
         export=target.export_store.uri(export_key(name, version)) if target.export_store is not None else None,
     )
     with tempfile.TemporaryDirectory(prefix=f"{name}-package-") as tmp:
-        artifact_dir = Path(tmp)
+        artifact_dir = Path(tmp) / "artifacts"
+        artifact_dir.mkdir()
         write_artifacts(artifact_dir, selection, evaluation, features)
         record = registry.stage(name, artifact_dir, version=version, package=package, **fields)
         target.say(Stage.ARTIFACTS_STAGED)
         (artifact_dir / RECORD_FILE).write_bytes(record.to_json())  # lets a bento serve without the registry
         discard_uncommitted(home, package)
-        save_bentoml_model(name, version, artifact_dir, bentoml_home=home,
-                           labels=_labels(name, record), metadata=_bentoml_metadata(record))
-        target.say(Stage.BENTOML_SAVED)
-    target.say(Stage.BUILDING_BENTO)
-    build_log = target.log
-    built = build_bento(name, version, bentoml_home=home, env=target.child_env,
-                        on_line=None if build_log is None else lambda line: build_log(f"bento build: {line}"))
+        details = Path(tmp) / "bentoml-model.json"
+        details.write_text(json.dumps({"labels": _labels(name, record), "metadata": _bentoml_metadata(record)}))
+        built = build_bento(name, version, bentoml_home=home, env=target.child_env,
+                            model=(artifact_dir, details), on_line=_build_output(target))
     if built != package.bento:
         raise RuntimeError(f"bento build for {name}:{version} made {built!r}, expected {package.bento!r}")
     target.say(Stage.BENTO_BUILT)
@@ -205,6 +205,19 @@ def _build_and_commit(
     registry.commit(record)
     target.say(Stage.COMMITTED)
     return record
+
+
+def _build_output(target: _Target) -> Callable[[str], None]:
+    """The build child's lines into the run log; its saved model as the BENTOML_SAVED stage."""
+
+    def on_line(line: str) -> None:
+        if target.log is not None:
+            target.log(f"bento build: {line}")
+        if line.startswith(MODEL_TAG_LINE):
+            target.say(Stage.BENTOML_SAVED)
+            target.say(Stage.BUILDING_BENTO)
+
+    return on_line
 
 
 def _move_once(
@@ -290,16 +303,6 @@ def _bentoml_metadata(record: VersionRecord) -> dict[str, Any]:
 # ---------------------------------------------------------------- BentoML
 
 
-def model_store(bentoml_home: Path):
-    # BentoML reads BENTOML_HOME once per process; an explicit store lets one
-    # process (tests, the demo) write to the home its resource names.
-    from bentoml._internal.models import ModelStore
-
-    models = bentoml_home / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    return ModelStore(models)
-
-
 def _store_path(bentoml_home: Path, store: str, tag: str) -> Path:
     """Where BentoML keeps `name:version` in the models or bentos store of bentoml_home."""
     name, version = tag.lower().split(":")
@@ -319,36 +322,14 @@ def bentoml_model_ref(bentoml_home: Path, tag: str) -> BentoModelRef:
     return BentoModelRef(tag, str(path) if path.is_dir() else "")
 
 
-def save_bentoml_model(
-    pipeline: str,
-    version: str,
-    artifact_dir: Path,
-    *,
-    bentoml_home: Path,
-    labels: dict[str, str],
-    metadata: dict[str, Any],
-) -> BentoModelRef:
-    import bentoml
-
-    store = model_store(bentoml_home)
-    tag = f"{pipeline}:{version}"
-    with bentoml.models.create(
-        tag, labels=labels, metadata=metadata, module="ml_pipelines.serving", _model_store=store
-    ) as model:
-        for path in artifact_dir.rglob("*"):
-            if path.is_file():
-                target = Path(model.path) / path.relative_to(artifact_dir)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
-    stored = store.get(tag)
-    return BentoModelRef(str(stored.tag), str(stored.path))
-
-
 def build_bento(
     pipeline: str, version: str, *, bentoml_home: Path, env: Mapping[str, str] | None = None,
     timeout: float = BENTO_BUILD_TIMEOUT_S, on_line: Callable[[str], None] | None = None,
+    model: tuple[Path, Path] | None = None,
 ) -> str:
-    """Build `<pipeline>:<version>` into bentoml_home's bento store; returns the bento tag.
+    """Build `<pipeline>:<version>` into bentoml_home's bento store; returns the bento tag. With
+    model (an artifact directory, a JSON file of labels and metadata), the BentoML model
+    `<pipeline>:<version>` is saved into bentoml_home's model store first, by the same child.
 
     The build imports the service module, which reads its configuration from the
     environment, so it runs in a subprocess (ml_pipelines.serving.bento) with that
@@ -363,7 +344,7 @@ def build_bento(
         "BENTOML_DO_NOT_TRACK": "True",
     }
     returncode, lines = stream_child(
-        [sys.executable, "-m", "ml_pipelines.serving.bento", pipeline, version],
+        [sys.executable, "-m", "ml_pipelines.serving.bento", pipeline, version, *map(str, model or ())],
         env=child, cwd=PROJECT_ROOT, timeout=timeout, on_line=on_line or (lambda _line: None),
     )
     tags = [line.removeprefix(BENTO_TAG_LINE) for line in lines if line.startswith(BENTO_TAG_LINE)]

@@ -29,6 +29,7 @@ from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.core.storage import LocalObjectStore
 from ml_pipelines_tests import REPO_ROOT
 from ml_pipelines_tests.core.test_child_process import is_alive, wait_until
+from ml_pipelines_tests.helpers import bentoml_models
 from ml_pipelines_tests.specs import NAME, make_spec, small_credit_attributes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,7 +101,7 @@ def assert_servable(root: Path, version: str) -> None:
 
     record = registry_of(root).get_version(NAME, version)
     assert record.package is not None, f"{version} names no package"
-    model = packaging.model_store(root / "bentoml").get(record.package.bentoml_model)
+    model = bentoml_models(root / "bentoml").get(record.package.bentoml_model)
     assert (Path(model.path) / packaging.RECORD_FILE).read_bytes() == record.to_json()
     bento = BentoStore(root / "bentoml" / "bentos").get(record.package.bento)
     assert str(bento.tag) == record.package.bento
