@@ -105,6 +105,9 @@ def assert_servable(root: Path, version: str) -> None:
     assert (Path(model.path) / packaging.RECORD_FILE).read_bytes() == record.to_json()
     bento = BentoStore(root / "bentoml" / "bentos").get(record.package.bento)
     assert str(bento.tag) == record.package.bento
+    # the environment that serves the bento's own model (declared by the service, public API)
+    assert {e.name: e.value for e in bento.info.envs} == {
+        "ML_PIPELINES_SERVE_PIPELINE": NAME, "ML_PIPELINES_SERVE_VERSION": version, "ML_PIPELINES_SERVE_FROM": "bento"}
 
 
 def assert_consistent(root: Path, new_version: str) -> None:
