@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -275,3 +276,17 @@ def test_a_retry_after_the_promotion_does_not_move_the_champion_again(candidate,
     assert again.version == first.version and again.previous_champion == first.previous_champion
     assert registry.get_alias(NAME, "champion") == version_id_for_run(FIRST_RUN)
     assert [m.version for m in registry.alias_history(NAME, "champion") if m.actor == f"run {RUN}"] == [first.version]
+
+
+PRIVATE_BENTOML = re.compile(r"bentoml\._internal|_bentoml_(sdk|impl)|BentoEnvSchema|_model_store\s*=|_bento_store\s*=")
+
+
+def test_the_package_uses_bentoml_public_apis_only():
+    """A BentoML upgrade may move its internals; packaging and serving must not depend on them."""
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}"
+        for path in sorted((REPO_ROOT / "ml_pipelines").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if PRIVATE_BENTOML.search(line)
+    ]
+    assert not offenders, offenders
