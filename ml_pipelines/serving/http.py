@@ -40,7 +40,8 @@ ERROR_SCHEMA = {
     },
 }
 ERROR_STATUSES = {400: "bad request", 401: "missing or invalid API key", 404: "unknown request id or record",
-                  409: "conflicting label or feedback off", 413: "too many records or body too large"}
+                  409: "a label that contradicts one kept, or feedback without the audit trail",
+                  413: "too many records or body too large"}
 
 
 def error_body(status: int, message: str) -> bytes:
@@ -188,10 +189,11 @@ class OpenAPIDocument:
 
 
 def service_document(
-    spec: dict[str, Any], *, title: str, version: str, description: str, protected: frozenset[str], auth: bool,
+    spec: dict[str, Any], *, title: str, version: str, description: str, protected: Mapping[str, tuple[int, ...]],
+    auth: bool,
 ) -> dict[str, Any]:
     """`info`, the Bearer security scheme (required on the protected routes when keys are
-    configured) and the error shape of their 4xx answers."""
+    configured) and the error shape of their 4xx answers (protected: route -> its 4xx statuses)."""
     spec["info"] = {"title": title, "version": version, "description": description}
     components = spec.setdefault("components", {})
     components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
@@ -200,7 +202,7 @@ def service_document(
         "description": "an API key from ML_PIPELINES_API_KEYS" + ("" if auth else " (this service runs without keys)"),
     }}
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    for path in protected:
+    for path, statuses in protected.items():
         operation = spec.get("paths", {}).get(path, {}).get("post")
         if operation is None:
             continue
@@ -208,7 +210,7 @@ def service_document(
             operation["security"] = [{SECURITY_SCHEME: []}]
         responses = {k: v for k, v in operation.get("responses", {}).items() if not str(k).startswith("4")}
         operation["responses"] = {**responses, **{
-            str(status): {"description": text, **error} for status, text in ERROR_STATUSES.items()
+            str(status): {"description": ERROR_STATUSES[status], **error} for status in statuses
             if status != 401 or auth
         }}
     return spec

@@ -83,7 +83,7 @@ Records = Annotated[
 ]
 Prediction = response_model(_RECORD.task, _RECORD.classes)
 FeedbackRecords = Annotated[SkipValidation[list[FeedbackRecord]], Field(description=f"at most {SERVING.max_records}")]
-API_ROUTES = frozenset({"/predict", "/feedback"})
+ROUTE_ERRORS = {"/predict": (400, 401, 413), "/feedback": (400, 401, 404, 409, 413)}  # the 4xx each answers
 
 UNSEEN = bentoml.metrics.Counter(
     name="ml_pipelines_unseen_categories",
@@ -269,7 +269,7 @@ class ModelService:
 def _document(spec: dict[str, Any]) -> dict[str, Any]:
     return service_document(
         spec, title=f"{CONFIG.pipeline} model service", version=_VERSION, auth=bool(CONFIG.api_keys),
-        protected=API_ROUTES,
+        protected=ROUTE_ERRORS,
         description=f"The {CONFIG.pipeline} pipeline's model, version {_VERSION} at start (the service follows"
         f" the registry's champion), served by ml_pipelines {__version__}.",
     )
@@ -279,5 +279,5 @@ def _document(spec: dict[str, Any]) -> dict[str, Any]:
 # them; a missing or invalid API key before the body is read; every 4xx gets the one error shape.
 ModelService.add_asgi_middleware(ErrorEnvelope)
 ModelService.add_asgi_middleware(OpenAPIDocument, document=_document)
-ModelService.add_asgi_middleware(ApiKeyAuth, api_keys=CONFIG.api_keys, paths=API_ROUTES)
+ModelService.add_asgi_middleware(ApiKeyAuth, api_keys=CONFIG.api_keys, paths=frozenset(ROUTE_ERRORS))
 ModelService.add_asgi_middleware(BodySizeLimit, max_bytes=SERVING.max_body_bytes)

@@ -396,6 +396,7 @@ def test_docs_json_types_every_feature_the_answer_and_the_api_key(client, auth_s
     assert docs["components"]["securitySchemes"]["apiKey"]["type"] == "http"
     assert docs["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
     assert "security" not in predict_op and "401" not in predict_op["responses"]  # this one runs without keys
+    assert "409" in docs["paths"]["/feedback"]["post"]["responses"] and "409" not in predict_op["responses"]
     guarded = httpx.get(f"{auth_service.url}/docs.json", timeout=60.0, trust_env=False).json()  # docs need no key
     for route in ("/predict", "/feedback"):
         operation = guarded["paths"][route]["post"]
