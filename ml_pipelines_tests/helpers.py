@@ -56,3 +56,12 @@ def materialize(
     else:
         result = job.execute_in_process(instance=instance, raise_on_error=False)
     return Materialized(result, registry_at(root))
+
+
+def bentoml_models(bentoml_home: Path):
+    """The model store of one BentoML home, in this process (BentoML's public API reads BENTOML_HOME
+    once per process, and these tests check several homes). The product uses public APIs only;
+    this reads the store back for assertions, so it may use BentoML's own ModelStore."""
+    from bentoml._internal.models import ModelStore
+
+    return ModelStore(bentoml_home / "models")

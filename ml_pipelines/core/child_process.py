@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 # Runs with -I -S (no site, no environment, no package imports) before exec; argv: parent pid, command...
@@ -43,3 +44,37 @@ def run_child(
         dies_with_parent(command), env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout,
         check=False,
     )
+
+
+def stream_child(
+    command: Sequence[str], *, env: Mapping[str, str], timeout: float, on_line: Callable[[str], None],
+    cwd: Path | None = None,
+) -> tuple[int, list[str]]:
+    """run_child with stdout and stderr merged and handed to on_line line by line as the child
+    writes them (Python children unbuffered); (exit status, every line). Killed after timeout."""
+    process = subprocess.Popen(
+        dies_with_parent(command), env={**env, "PYTHONUNBUFFERED": "1"}, cwd=cwd, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
+    )
+    expired = threading.Event()
+
+    def kill_on_timeout() -> None:
+        expired.set()
+        process.kill()
+
+    timer = threading.Timer(timeout, kill_on_timeout)
+    timer.start()
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            on_line(lines[-1])
+        returncode = process.wait()
+    finally:
+        timer.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(list(command), timeout, output="\n".join(lines))
+    return returncode, lines

@@ -16,6 +16,7 @@ promotion and the card. Child processes die with the step (core.child_process).
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from typing import Any
 
 from ml_pipelines import __version__
 from ml_pipelines.core.champion import CHALLENGER, CHAMPION
-from ml_pipelines.core.child_process import run_child
+from ml_pipelines.core.child_process import run_child, stream_child
 from ml_pipelines.core.errors import GateFailed
 from ml_pipelines.core.evaluation import Evaluation
 from ml_pipelines.core.features import FeatureSet
@@ -48,6 +49,8 @@ from ml_pipelines.spec import PipelineSpec, trusted_roots
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RECORD_FILE = "record.json"  # the version record, shipped inside the BentoML model
 BENTO_BUILD_TIMEOUT_S = 600
+BENTO_TAG_LINE = "bento tag: "  # how ml_pipelines.serving.bento reports the tag it built
+MODEL_TAG_LINE = "bentoml model: "  # ... and the BentoML model it saved
 
 
 class Stage(StrEnum):
@@ -115,6 +118,7 @@ class _Target:
     export_store: ObjectStore | None
     child_env: Mapping[str, str] | None
     say: Callable[[Stage], None]
+    log: Callable[[str], None] | None = None
 
 
 def package_version(
@@ -144,7 +148,7 @@ def package_version(
         if log is not None:
             log(f"{name} {version}: {stage}")
 
-    target = _Target(registry, bentoml_home, export_store, child_env, say)
+    target = _Target(registry, bentoml_home, export_store, child_env, say, log)
     say(Stage.STARTED)
     resumed = registry.has_version(name, version)
     if resumed:
@@ -180,17 +184,17 @@ def _build_and_commit(
         export=target.export_store.uri(export_key(name, version)) if target.export_store is not None else None,
     )
     with tempfile.TemporaryDirectory(prefix=f"{name}-package-") as tmp:
-        artifact_dir = Path(tmp)
+        artifact_dir = Path(tmp) / "artifacts"
+        artifact_dir.mkdir()
         write_artifacts(artifact_dir, selection, evaluation, features)
         record = registry.stage(name, artifact_dir, version=version, package=package, **fields)
         target.say(Stage.ARTIFACTS_STAGED)
         (artifact_dir / RECORD_FILE).write_bytes(record.to_json())  # lets a bento serve without the registry
         discard_uncommitted(home, package)
-        save_bentoml_model(name, version, artifact_dir, bentoml_home=home,
-                           labels=_labels(name, record), metadata=_bentoml_metadata(record))
-        target.say(Stage.BENTOML_SAVED)
-    target.say(Stage.BUILDING_BENTO)
-    built = build_bento(name, version, bentoml_home=home, env=target.child_env)
+        details = Path(tmp) / "bentoml-model.json"
+        details.write_text(json.dumps({"labels": _labels(name, record), "metadata": _bentoml_metadata(record)}))
+        built = build_bento(name, version, bentoml_home=home, env=target.child_env,
+                            model=(artifact_dir, details), on_line=_build_output(target))
     if built != package.bento:
         raise RuntimeError(f"bento build for {name}:{version} made {built!r}, expected {package.bento!r}")
     target.say(Stage.BENTO_BUILT)
@@ -201,6 +205,19 @@ def _build_and_commit(
     registry.commit(record)
     target.say(Stage.COMMITTED)
     return record
+
+
+def _build_output(target: _Target) -> Callable[[str], None]:
+    """The build child's lines into the run log; its saved model as the BENTOML_SAVED stage."""
+
+    def on_line(line: str) -> None:
+        if target.log is not None:
+            target.log(f"bento build: {line}")
+        if line.startswith(MODEL_TAG_LINE):
+            target.say(Stage.BENTOML_SAVED)
+            target.say(Stage.BUILDING_BENTO)
+
+    return on_line
 
 
 def _move_once(
@@ -288,16 +305,6 @@ def _bentoml_metadata(record: VersionRecord) -> dict[str, Any]:
 # ---------------------------------------------------------------- BentoML
 
 
-def model_store(bentoml_home: Path):
-    # BentoML reads BENTOML_HOME once per process; an explicit store lets one
-    # process (tests, the demo) write to the home its resource names.
-    from bentoml._internal.models import ModelStore
-
-    models = bentoml_home / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    return ModelStore(models)
-
-
 def _store_path(bentoml_home: Path, store: str, tag: str) -> Path:
     """Where BentoML keeps `name:version` in the models or bentos store of bentoml_home."""
     name, version = tag.lower().split(":")
@@ -317,40 +324,19 @@ def bentoml_model_ref(bentoml_home: Path, tag: str) -> BentoModelRef:
     return BentoModelRef(tag, str(path) if path.is_dir() else "")
 
 
-def save_bentoml_model(
-    pipeline: str,
-    version: str,
-    artifact_dir: Path,
-    *,
-    bentoml_home: Path,
-    labels: dict[str, str],
-    metadata: dict[str, Any],
-) -> BentoModelRef:
-    import bentoml
-
-    store = model_store(bentoml_home)
-    tag = f"{pipeline}:{version}"
-    with bentoml.models.create(
-        tag, labels=labels, metadata=metadata, module="ml_pipelines.serving", _model_store=store
-    ) as model:
-        for path in artifact_dir.rglob("*"):
-            if path.is_file():
-                target = Path(model.path) / path.relative_to(artifact_dir)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
-    stored = store.get(tag)
-    return BentoModelRef(str(stored.tag), str(stored.path))
-
-
 def build_bento(
     pipeline: str, version: str, *, bentoml_home: Path, env: Mapping[str, str] | None = None,
-    timeout: float = BENTO_BUILD_TIMEOUT_S,
+    timeout: float = BENTO_BUILD_TIMEOUT_S, on_line: Callable[[str], None] | None = None,
+    model: tuple[Path, Path] | None = None,
 ) -> str:
-    """Build `<pipeline>:<version>` into bentoml_home's bento store; returns the bento tag.
+    """Build `<pipeline>:<version>` into bentoml_home's bento store; returns the bento tag. With
+    model (an artifact directory, a JSON file of labels and metadata), the BentoML model
+    `<pipeline>:<version>` is saved into bentoml_home's model store first, by the same child.
 
     The build imports the service module, which reads its configuration from the
     environment, so it runs in a subprocess (ml_pipelines.serving.bento) with that
-    environment set; the subprocess dies with this process."""
+    environment set; the subprocess dies with this process. Its output (stdout and
+    stderr) goes to on_line line by line as it is written (the run log, in a run)."""
     child = {
         **(env if env is not None else Settings.from_env().child_env()),
         "ML_PIPELINES_SERVE_PIPELINE": pipeline,
@@ -359,13 +345,15 @@ def build_bento(
         "BENTOML_HOME": str(bentoml_home),
         "BENTOML_DO_NOT_TRACK": "True",
     }
-    result = run_child(
-        [sys.executable, "-m", "ml_pipelines.serving.bento", pipeline, version],
-        env=child, cwd=PROJECT_ROOT, timeout=timeout,
+    returncode, lines = stream_child(
+        [sys.executable, "-m", "ml_pipelines.serving.bento", pipeline, version, *map(str, model or ())],
+        env=child, cwd=PROJECT_ROOT, timeout=timeout, on_line=on_line or (lambda _line: None),
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"bento build for {pipeline}:{version} failed:\n{result.stderr[-3000:]}")
-    return result.stdout.strip().splitlines()[-1]
+    tags = [line.removeprefix(BENTO_TAG_LINE) for line in lines if line.startswith(BENTO_TAG_LINE)]
+    if returncode != 0 or not tags:
+        output = "\n".join(lines)[-3000:]
+        raise RuntimeError(f"bento build for {pipeline}:{version} failed (exit status {returncode}):\n{output}")
+    return tags[-1]
 
 
 def export_bento(

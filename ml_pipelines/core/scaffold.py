@@ -44,6 +44,12 @@ def _number(value: float | None) -> float | int | None:
     return int(value) if float(value).is_integer() else round(float(value), 6)
 
 
+def _input_type(kind: str, nullable: bool, *, is_target: bool) -> str:
+    """Whole numbers with missing values load as float (NaN has no int), and clients that build
+    records with pandas send them as 215.0: such an input is a float, not an int."""
+    return "float" if kind == "int" and nullable and not is_target else kind
+
+
 def starter_spec(name: str, frame: pd.DataFrame, target: str, source_path: str, task: str = "auto") -> dict[str, Any]:
     if not re.match(NAME_PATTERN, name):
         raise ValueError(f"name {name!r} must match {NAME_PATTERN}")
@@ -54,7 +60,7 @@ def starter_spec(name: str, frame: pd.DataFrame, target: str, source_path: str, 
     nullable = []
     for column in frame.columns:
         rule = infer_column_rule(frame[column], categorical_values=(column == target and task == "classification"))
-        entry: dict[str, Any] = {"type": rule.type}
+        entry: dict[str, Any] = {"type": _input_type(rule.type, rule.nullable, is_target=column == target)}
         if rule.min is not None:
             entry["min"] = _number(rule.min)
         if rule.max is not None:

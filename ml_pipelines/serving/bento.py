@@ -1,10 +1,16 @@
-"""The bento build itself, run as `python -m ml_pipelines.serving.bento <pipeline> <version>`
-by core.packaging.build_bento: offline (lock_packages: false), in a subprocess
-because it imports the service module, which reads its configuration on import.
+"""The BentoML model and the bento build, run as
+`python -m ml_pipelines.serving.bento <pipeline> <version> [<artifact dir> <model details json>]`
+by core.packaging.build_bento: offline (lock_packages: false), in a subprocess because
+the build imports the service module, which reads its configuration on import (and declares,
+through @bentoml.service(envs=...), the environment the bento serves with), and because
+BentoML's public API writes to the store of the process's BENTOML_HOME. With an artifact
+directory the model is saved first (bentoml.models.create), then the bento is built.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,9 +20,25 @@ RUNTIME_PACKAGES = [
 ]
 
 
+def _save_model(pipeline: str, version: str, artifact_dir: Path, details: Path) -> str:
+    """`<pipeline>:<version>` in the BentoML model store, holding every artifact; details: labels, metadata."""
+    import bentoml
+
+    described = json.loads(details.read_text())
+    with bentoml.models.create(
+        f"{pipeline}:{version}", labels=described["labels"], metadata=described["metadata"],
+        module="ml_pipelines.serving",
+    ) as model:
+        for path in artifact_dir.rglob("*"):
+            if path.is_file():
+                target = Path(model.path) / path.relative_to(artifact_dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+    return str(model.tag)
+
+
 def _build(pipeline: str, version: str) -> str:
     import bentoml
-    from bentoml._internal.bento.build_config import BentoEnvSchema
 
     bento = bentoml.bentos.build(
         "ml_pipelines.serving.service:ModelService",
@@ -27,11 +49,6 @@ def _build(pipeline: str, version: str) -> str:
         include=["ml_pipelines/**/*.py", "ml_pipelines/**/*.yaml"],
         exclude=["ml_pipelines/defs/**", "**/__pycache__"],
         python={"packages": RUNTIME_PACKAGES, "lock_packages": False},
-        envs=[
-            BentoEnvSchema(name="ML_PIPELINES_SERVE_PIPELINE", value=pipeline),
-            BentoEnvSchema(name="ML_PIPELINES_SERVE_VERSION", value=version),
-            BentoEnvSchema(name="ML_PIPELINES_SERVE_FROM", value="bento"),
-        ],
         models=[f"{pipeline}:{version}"],
         build_ctx=str(PROJECT_ROOT),
     )
@@ -39,4 +56,8 @@ def _build(pipeline: str, version: str) -> str:
 
 
 if __name__ == "__main__":
-    print(_build(sys.argv[1], sys.argv[2]))
+    from ml_pipelines.core.packaging import BENTO_TAG_LINE, MODEL_TAG_LINE
+
+    if len(sys.argv) == 5:
+        print(f"{MODEL_TAG_LINE}{_save_model(sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))}")
+    print(f"{BENTO_TAG_LINE}{_build(sys.argv[1], sys.argv[2])}")

@@ -4,9 +4,10 @@ whether it declares its Content-Length or streams in chunks."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from ml_pipelines.serving.http import send_error
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -46,17 +47,8 @@ class BodySizeLimit:
         await self.app(scope, _replay(b"".join(chunks), receive), send)
 
     async def _refuse(self, send: Send, message: str) -> None:
-        body = json.dumps({"error": f"{message} (serving.max_body_bytes)"})
-        await send({
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),  # the rest of the body is never read
-            ],
-        })
-        await send({"type": "http.response.body", "body": body.encode()})
+        # connection: close, as the rest of the body is never read
+        await send_error(send, 413, f"{message} (serving.max_body_bytes)", [(b"connection", b"close")])
 
 
 def _content_length(scope: Scope) -> int | None:

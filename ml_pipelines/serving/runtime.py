@@ -24,7 +24,7 @@ from ml_pipelines.core.feedback import FeedbackBook
 from ml_pipelines.core.layout import LocalLayout
 from ml_pipelines.core.model_io import load_model
 from ml_pipelines.core.models import predict
-from ml_pipelines.core.packaging import RECORD_FILE, model_store
+from ml_pipelines.core.packaging import RECORD_FILE, bentoml_model_ref
 from ml_pipelines.core.prediction_log import iter_audit
 from ml_pipelines.core.records import ModelInputs, VersionRecord
 from ml_pipelines.core.registry import ModelRegistry
@@ -76,17 +76,21 @@ class ServingConfig:
         return ModelRegistry(LocalObjectStore(self.layout.registry))
 
     def model_dir(self, version: str) -> Path:
+        """Inside a bento, BentoML's public bentoml.models.get; otherwise the model's folder in the
+        home's BentoML store (packaging writes there), whatever BENTOML_HOME this process has."""
         import bentoml
         from bentoml.exceptions import NotFound
 
         tag = f"{self.pipeline}:{version}"
+        if not self.from_bento:
+            ref = bentoml_model_ref(self.layout.bentoml, tag)
+            if not ref.path:
+                raise ServingError(f"model {tag} is not in the BentoML store {self.layout.bentoml / 'models'}")
+            return Path(ref.path)
         try:
-            if self.from_bento:
-                return Path(bentoml.models.get(tag).path)
-            return Path(model_store(self.layout.bentoml).get(tag).path)
+            return Path(bentoml.models.get(tag).path)
         except NotFound:
-            where = "this bento" if self.from_bento else f"the BentoML store {self.layout.bentoml / 'models'}"
-            raise ServingError(f"model {tag} is not in {where}") from None
+            raise ServingError(f"model {tag} is not in this bento") from None
 
     def record(self, version: str) -> VersionRecord:
         if self.from_bento:
@@ -123,10 +127,6 @@ def parse_api_keys(raw: str) -> dict[str, str]:
             raise RuntimeError(f"ML_PIPELINES_API_KEYS: {item!r} is not `key_id:sha256hex`")
         keys[key_id] = digest.lower()
     return keys
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

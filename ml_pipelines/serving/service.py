@@ -13,6 +13,9 @@
   POST /feedback takes ground truth by request id, checked (core.feedback) and
   fsynced before the answer. Its /readyz fails while the registry's champion
   cannot be loaded, and /metrics says whether the served version is the champion.
+  Their IO is typed from the champion's features (what /docs.json shows); requests are
+  validated by serving.schema against the version served now (RequestContract), with
+  messages that name `records[i].field`. Every 4xx has one shape (serving.http).
 
 BentoML declares services at import time, so this module reads its
 configuration (Settings.from_env() and the champion's registry record) on import,
@@ -24,18 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hmac
 import logging
 import uuid
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 
 import bentoml
 from bentoml.exceptions import BentoMLException
+from pydantic import Field, SkipValidation
 from starlette.exceptions import HTTPException
 
+from ml_pipelines import __version__
 from ml_pipelines.core.feedback import FeedbackError, parse_feedback
 from ml_pipelines.serving.audit import AuditWriter, utc_timestamp
+from ml_pipelines.serving.http import ApiKeyAuth, ErrorEnvelope, OpenAPIDocument, check_api_key, service_document
 from ml_pipelines.serving.lifecycle import stop_server, stop_with_parent
 from ml_pipelines.serving.limits import BodySizeLimit
 from ml_pipelines.serving.runtime import (
@@ -46,9 +51,15 @@ from ml_pipelines.serving.runtime import (
     ServingState,
     ShadowScorer,
     feedback_book,
-    hash_key,
 )
-from ml_pipelines.serving.schema import RequestError, validate_records
+from ml_pipelines.serving.schema import (
+    FeedbackAnswer,
+    FeedbackRecord,
+    RequestError,
+    record_model,
+    response_model,
+    validate_records,
+)
 from ml_pipelines.settings import Settings
 from ml_pipelines.spec import ServingSpec
 
@@ -63,6 +74,16 @@ except ServingError as exc:
 SERVING = ServingSpec.model_validate({**_RECORD.serving.model_dump(), **CONFIG.overrides})
 READY_TIMEOUT_S = 5.0
 log = logging.getLogger("ml_pipelines.serving")
+
+# typed IO for /docs.json, from the version served at start. Validation is not BentoML's
+# (SkipValidation): validate_records checks against the version served now and names records[i].field.
+Records = Annotated[
+    SkipValidation[list[record_model(_RECORD.features, _RECORD.schema, SERVING.max_string_length)]],
+    Field(description=f"at most {SERVING.max_records} records; every model input, null only where nullable"),
+]
+Prediction = response_model(_RECORD.task, _RECORD.classes)
+FeedbackRecords = Annotated[SkipValidation[list[FeedbackRecord]], Field(description=f"at most {SERVING.max_records}")]
+ROUTE_ERRORS = {"/predict": (400, 401, 413), "/feedback": (400, 401, 404, 409, 413)}  # the 4xx each answers
 
 UNSEEN = bentoml.metrics.Counter(
     name="ml_pipelines_unseen_categories",
@@ -144,7 +165,16 @@ def _publish(state: ServingState) -> None:
         IS_CHAMPION.labels(pipeline=CONFIG.pipeline).set(1 if state.is_champion else 0)
 
 
-@bentoml.service(name=f"{CONFIG.pipeline}_service", traffic={"timeout": 30})
+def _bento_envs() -> list[dict[str, str]]:
+    """Inside a bento (and while one is built): the environment that serves its model from it."""
+    if not CONFIG.from_bento:
+        return []
+    values = {"ML_PIPELINES_SERVE_PIPELINE": CONFIG.pipeline, "ML_PIPELINES_SERVE_VERSION": _VERSION,
+              "ML_PIPELINES_SERVE_FROM": "bento"}
+    return [{"name": name, "value": value} for name, value in values.items()]
+
+
+@bentoml.service(name=f"{CONFIG.pipeline}_service", traffic={"timeout": 30}, envs=_bento_envs())
 class ModelService:
     predictor = bentoml.depends(Predictor)
 
@@ -172,19 +202,17 @@ class ModelService:
         return True
 
     def _caller(self, ctx: bentoml.Context) -> str | None:
+        """The key id, for the audit trail (ApiKeyAuth refused the request without a valid key)."""
         if not CONFIG.api_keys:
             return None
-        header = ctx.request.headers.get("authorization", "")
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() == "bearer" and key:
-            digest = hash_key(key.strip())
-            for key_id, expected in CONFIG.api_keys.items():
-                if hmac.compare_digest(digest, expected):
-                    return key_id
-        raise HTTPError("missing or invalid API key: send `Authorization: Bearer <key>`", 401)
+        key_id, problem = check_api_key(ctx.request.headers.get("authorization", ""), CONFIG.api_keys)
+        if problem is not None:
+            raise HTTPError(problem, 401)
+        return key_id
 
     @bentoml.api(route="/predict")
-    async def predict(self, ctx: bentoml.Context, records: list[Any]) -> dict[str, Any]:
+    async def predict(self, ctx: bentoml.Context, records: Records) -> Prediction:
+        """Predictions for `records`, each with every model input of the served version."""
         caller = self._caller(ctx)
         try:
             rows = validate_records(records, self.contract.model, SERVING.max_records)
@@ -212,10 +240,10 @@ class ModelService:
                 for i, (row, r) in enumerate(zip(rows, results))
             ])
             self.book.record_served(request_id, len(rows))
-        return response
+        return Prediction.model_construct(**response)  # built by us: no need to validate it again
 
     @bentoml.api(route="/feedback")
-    async def feedback(self, ctx: bentoml.Context, records: list[Any]) -> dict[str, Any]:
+    async def feedback(self, ctx: bentoml.Context, records: FeedbackRecords) -> FeedbackAnswer:
         """Ground truth for served predictions: {"records": [{"request_id", "index" (default 0), "label"}]}."""
         caller = self._caller(ctx)
         if self.book is None:
@@ -235,8 +263,21 @@ class ModelService:
                 self.book.kept(new)
         except FeedbackError as exc:
             raise HTTPError(str(exc), exc.status) from None
-        return {"accepted": len(new), "repeats": repeats}
+        return FeedbackAnswer(accepted=len(new), repeats=repeats)
 
 
-# bodies over the limit are refused before BentoML reads them (public API: Service.add_asgi_middleware)
+def _document(spec: dict[str, Any]) -> dict[str, Any]:
+    return service_document(
+        spec, title=f"{CONFIG.pipeline} model service", version=_VERSION, auth=bool(CONFIG.api_keys),
+        protected=ROUTE_ERRORS,
+        description=f"The {CONFIG.pipeline} pipeline's model, version {_VERSION} at start (the service follows"
+        f" the registry's champion), served by ml_pipelines {__version__}.",
+    )
+
+
+# public API: Service.add_asgi_middleware. Bodies over the limit are refused before BentoML reads
+# them; a missing or invalid API key before the body is read; every 4xx gets the one error shape.
+ModelService.add_asgi_middleware(ErrorEnvelope)
+ModelService.add_asgi_middleware(OpenAPIDocument, document=_document)
+ModelService.add_asgi_middleware(ApiKeyAuth, api_keys=CONFIG.api_keys, paths=frozenset(ROUTE_ERRORS))
 ModelService.add_asgi_middleware(BodySizeLimit, max_bytes=SERVING.max_body_bytes)

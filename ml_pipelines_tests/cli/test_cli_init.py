@@ -94,7 +94,7 @@ def test_init_infers_the_schema_from_the_csv(project, capsys):
         "loan_id": "str",
         "age": "int",
         "income": "float",
-        "dependents": "int",  # whole numbers that hold nulls
+        "dependents": "float",  # whole numbers that hold nulls load as float; so do pandas clients' records
         "debt_ratio": "float",
         "purpose": "category",
         "owns_home": "bool",

@@ -18,11 +18,10 @@ import torch
 
 from ml_pipelines import __version__
 from ml_pipelines.cli import main
-from ml_pipelines.core.packaging import model_store
 from ml_pipelines.core.records import VersionRecord
 from ml_pipelines.core.registry import library_versions
 from ml_pipelines.spec import PipelineSpec, trusted_roots
-from ml_pipelines_tests.helpers import Materialized, materialize
+from ml_pipelines_tests.helpers import Materialized, bentoml_models, materialize
 from ml_pipelines_tests.specs import make_spec, shipped_attributes
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("one_thread")]
@@ -51,7 +50,7 @@ def _only_version(m: Materialized, spec: PipelineSpec) -> VersionRecord:
 
 def _assert_bento_holds_the_version(root: Path, record: VersionRecord) -> None:
     """The BentoML model `<pipeline>:<version>` holds every artifact, byte for byte."""
-    model = model_store(root / "bentoml").get(f"{record.pipeline}:{record.version}")
+    model = bentoml_models(root / "bentoml").get(f"{record.pipeline}:{record.version}")
     assert str(model.tag) == f"{record.pipeline}:{record.version}"
     base = Path(model.path)
     files = {
@@ -116,7 +115,7 @@ def test_torch_only_pipeline_materializes_with_full_lineage(platform_root):
         data = m.registry.store.get(f"{spec.name}/versions/{record.version}/artifacts/{name}")
         assert hashlib.sha256(data).hexdigest() == digest, name
     _assert_bento_holds_the_version(platform_root, record)
-    bento = model_store(platform_root / "bentoml").get(f"{spec.name}:{record.version}")
+    bento = bentoml_models(platform_root / "bentoml").get(f"{spec.name}:{record.version}")
     assert bento.info.metadata["run_id"] == m.result.run_id
     assert bento.info.metadata["data_version"] == record.data_version
     assert bento.info.labels["framework"] == "torch"
@@ -228,7 +227,7 @@ def gate_story(tmp_path_factory) -> GateStory:
     worse = materialize(_gate_spec([{"name": "dummy", "estimator": "sklearn.dummy.DummyClassifier"}]), root)
     versions_after_worse = [r.version for r in worse.registry.list_versions(name)]
     champion_after_worse = worse.registry.get_alias(name, "champion")
-    bento_after_worse = sorted(str(m.tag) for m in model_store(root / "bentoml").list(name))
+    bento_after_worse = sorted(str(m.tag) for m in bentoml_models(root / "bentoml").list(name))
     # 3. a weaker model that still meets the floor (a depth-1 stump, roc_auc about 0.63 vs 0.65)
     weaker = materialize(_gate_spec([{"name": "stump1", "estimator": "sklearn.tree.DecisionTreeClassifier",
                                       "params": {"max_depth": 1}}]), root)
@@ -310,7 +309,7 @@ def test_a_better_challenger_passes_and_becomes_champion(gate_story):
     moves = s.better.registry.alias_history(s.name, "champion")
     assert [(m.previous, m.version) for m in moves] == [(None, s.first_version), (s.first_version, s.better_version)]
     assert moves[-1].actor == f"run {s.better.result.run_id}"
-    bento = sorted(str(m.tag) for m in model_store(s.root / "bentoml").list(s.name))
+    bento = sorted(str(m.tag) for m in bentoml_models(s.root / "bentoml").list(s.name))
     assert bento == sorted([f"{s.name}:{v}" for v in (s.first_version, s.weaker_version, s.better_version)])
 
 

@@ -4,6 +4,7 @@ exactly one version, promoted once (before, each attempt registered a version of
 
 from __future__ import annotations
 
+import dagster as dg
 import pytest
 
 from ml_pipelines.core import packaging
@@ -31,7 +32,9 @@ def test_a_retried_packaging_step_makes_one_version(platform_root, monkeypatch):
 
     monkeypatch.setattr(packaging, "build_bento", build_failing_once)
     monkeypatch.setattr(packaging, "publish_card", card_failing_once)
-    m = materialize(make_spec(**small_credit_attributes(sensors=False)), platform_root)
+    with dg.instance_for_test() as instance:
+        m = materialize(make_spec(**small_credit_attributes(sensors=False)), platform_root, instance=instance)
+        logged = [e.user_message for e in instance.all_logs(m.result.run_id) if e.dagster_event is None]
 
     assert m.success, m.step_errors()
     [record] = m.registry.list_versions(NAME)
@@ -42,3 +45,8 @@ def test_a_retried_packaging_step_makes_one_version(platform_root, monkeypatch):
     assert [(mv.version, mv.previous) for mv in m.registry.alias_history(NAME)] == [(version, None)]
     assert m.registry.get_version(NAME, version).package.bento == f"credit-default:{version}"
     assert m.registry.store.exists(m.registry.card_key(NAME, version, "html"))
+    # the bento build's output is streamed into the run log, before the build is reported done
+    built = logged.index(f"{NAME} {version}: {packaging.Stage.BENTO_BUILT}")
+    streamed = [i for i, message in enumerate(logged) if message.startswith("bento build: ")]
+    assert streamed and max(streamed) < built, logged
+    assert f"bento build: {packaging.BENTO_TAG_LINE}credit-default:{version}" in logged

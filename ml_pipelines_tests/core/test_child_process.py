@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_pipelines.core.child_process import run_child
+from ml_pipelines.core.child_process import run_child, stream_child
 from ml_pipelines_tests import REPO_ROOT
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR
 PARENT = textwrap.dedent(
     """
     import sys
-    from ml_pipelines.core.child_process import run_child
+    from ml_pipelines.core.child_process import run_child, stream_child
     print("STARTING", flush=True)
     run_child([sys.executable, "-c", "import time; time.sleep(120)"], env={}, timeout=300)
     """
@@ -92,3 +92,29 @@ def test_a_child_that_runs_too_long_is_killed():
     with pytest.raises(subprocess.TimeoutExpired):
         run_child([sys.executable, "-c", "import time; time.sleep(60)"], env={}, timeout=1)
     assert time.monotonic() - started < 30
+
+
+def test_stream_child_hands_over_each_line_as_it_is_written(tmp_path):
+    """The child waits, after its first line, for a file that only on_line creates: with output
+    handed over at exit (as run_child does) it would wait until the timeout."""
+    go = tmp_path / "go"
+    child = textwrap.dedent(f"""
+        import os, sys, time
+        print("first")
+        print("to stderr", file=sys.stderr)
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.01)
+        print("second")
+        sys.exit(2)
+    """)
+    seen: list[str] = []
+
+    def on_line(line: str) -> None:
+        seen.append(line)
+        if line == "first":
+            go.touch()
+
+    returncode, lines = stream_child([sys.executable, "-c", child], env={}, timeout=60, on_line=on_line)
+    assert (returncode, lines, seen) == (2, ["first", "to stderr", "second"], ["first", "to stderr", "second"])
+    with pytest.raises(subprocess.TimeoutExpired):
+        stream_child([sys.executable, "-c", "import time; time.sleep(60)"], env={}, timeout=1, on_line=seen.append)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.core.storage import LocalObjectStore
 from ml_pipelines_tests import REPO_ROOT
 from ml_pipelines_tests.core.test_child_process import is_alive, wait_until
+from ml_pipelines_tests.helpers import bentoml_models
 from ml_pipelines_tests.specs import NAME, make_spec, small_credit_attributes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,10 +102,13 @@ def assert_servable(root: Path, version: str) -> None:
 
     record = registry_of(root).get_version(NAME, version)
     assert record.package is not None, f"{version} names no package"
-    model = packaging.model_store(root / "bentoml").get(record.package.bentoml_model)
+    model = bentoml_models(root / "bentoml").get(record.package.bentoml_model)
     assert (Path(model.path) / packaging.RECORD_FILE).read_bytes() == record.to_json()
     bento = BentoStore(root / "bentoml" / "bentos").get(record.package.bento)
     assert str(bento.tag) == record.package.bento
+    # the environment that serves the bento's own model (declared by the service, public API)
+    assert {e.name: e.value for e in bento.info.envs} == {
+        "ML_PIPELINES_SERVE_PIPELINE": NAME, "ML_PIPELINES_SERVE_VERSION": version, "ML_PIPELINES_SERVE_FROM": "bento"}
 
 
 def assert_consistent(root: Path, new_version: str) -> None:
@@ -271,3 +276,17 @@ def test_a_retry_after_the_promotion_does_not_move_the_champion_again(candidate,
     assert again.version == first.version and again.previous_champion == first.previous_champion
     assert registry.get_alias(NAME, "champion") == version_id_for_run(FIRST_RUN)
     assert [m.version for m in registry.alias_history(NAME, "champion") if m.actor == f"run {RUN}"] == [first.version]
+
+
+PRIVATE_BENTOML = re.compile(r"bentoml\._internal|_bentoml_(sdk|impl)|BentoEnvSchema|_model_store\s*=|_bento_store\s*=")
+
+
+def test_the_package_uses_bentoml_public_apis_only():
+    """A BentoML upgrade may move its internals; packaging and serving must not depend on them."""
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}"
+        for path in sorted((REPO_ROOT / "ml_pipelines").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if PRIVATE_BENTOML.search(line)
+    ]
+    assert not offenders, offenders

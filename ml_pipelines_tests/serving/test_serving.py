@@ -25,11 +25,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import bentoml
 import dagster as dg
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from bentoml.exceptions import BentoMLException
 
 from ml_pipelines.components import build_pipeline_defs
 from ml_pipelines.core.models import predict
@@ -209,10 +211,11 @@ def record(i: int = 0, **changes: Any) -> dict[str, Any]:
 
 
 def error_text(response: httpx.Response) -> str:
-    """BentoML answers 4xx as {"error": ...} or [{"error": ...}]; both must be JSON."""
+    """Every 4xx, whoever makes it, is {"error": {"status": <the status>, "message": ...}} and nothing else."""
     body = response.json()
-    items = body if isinstance(body, list) else [body]
-    return " ".join(json.dumps(item) if "detail" in item else item["error"] for item in items)
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    assert set(body["error"]) == {"status", "message"} and body["error"]["status"] == response.status_code, body
+    return body["error"]["message"]
 
 
 def unseen_count(metrics_text: str, column: str) -> float:
@@ -306,6 +309,8 @@ def test_health_endpoints_answer(client):
         assert response.status_code == 200, (path, response.text[:300])
     metrics = client.get("/metrics").text
     assert "# TYPE bentoml_service_request_in_progress" in metrics, metrics[:500]
+    unknown = client.get("/no-such-route")  # BentoML's own 404, in the one error shape
+    assert unknown.status_code == 404 and error_text(unknown)
 
 
 # ------------------------------------------------------------------ predictions
@@ -344,6 +349,73 @@ def test_served_prediction_equals_in_process_prediction(client, platform):
     labels = [str(c) for c in model.classes_]
     served = np.array([[p[label] for label in labels] for p in body["probabilities"]])
     np.testing.assert_allclose(served, proba, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------ the served API, as /docs.json says
+
+JSON_TYPES = {"float": "number", "int": "integer", "bool": "boolean", "category": "string", "str": "string",
+              "datetime": "string"}
+
+
+def _resolved(docs: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    return docs["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else schema
+
+
+def _json_types(field: dict[str, Any]) -> list[str]:
+    return [option["type"] for option in field["anyOf"]] if "anyOf" in field else [field["type"]]
+
+
+def test_docs_json_types_every_feature_the_answer_and_the_api_key(client, auth_service, platform):
+    served = registry_at(platform.root).get_version(PIPELINE, platform.second)
+    docs = client.get("/docs.json").json()
+    assert docs["info"]["title"] == f"{PIPELINE} model service" and docs["info"]["version"] == platform.second
+    assert PIPELINE in docs["info"]["description"]
+    predict_op = docs["paths"]["/predict"]["post"]
+    request = _resolved(docs, predict_op["requestBody"]["content"]["application/json"]["schema"])
+    assert request["required"] == ["records"]
+    record_schema = _resolved(docs, request["properties"]["records"]["items"])
+    assert sorted(record_schema["required"]) == sorted(served.features.inputs) == sorted(INPUTS)
+    assert record_schema["additionalProperties"] is False
+    for column in served.features.inputs:
+        kind, nullable = served.features.type_of(column), served.features.is_nullable(column)
+        expected = [JSON_TYPES[kind]] + (["null"] if nullable else [])
+        assert _json_types(record_schema["properties"][column]) == expected, (column, record_schema["properties"][column])
+    assert _json_types(record_schema["properties"]["income"]) == ["number", "null"]  # the spec's nullable column
+    age = record_schema["properties"]["age"]
+    assert (age["type"], age["minimum"], age["maximum"]) == ("integer", 18, 100)  # the spec's range
+    assert "car" in record_schema["properties"]["purpose"]["description"]  # the known categories
+    answer = _resolved(docs, predict_op["responses"]["200"]["content"]["application/json"]["schema"])
+    assert set(answer["properties"]) == {"request_id", "model_version", "predictions", "probabilities"}
+    assert set(answer["required"]) == {"request_id", "model_version", "predictions"}
+    assert answer["properties"]["predictions"]["items"] == {"type": "integer"}  # the class labels 0 and 1
+    assert answer["properties"]["probabilities"]["items"]["additionalProperties"] == {"type": "number"}
+    error = {"$ref": "#/components/schemas/Error"}
+    for status in ("400", "413"):
+        assert predict_op["responses"][status]["content"]["application/json"]["schema"] == error
+    assert docs["components"]["securitySchemes"]["apiKey"]["type"] == "http"
+    assert docs["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert "security" not in predict_op and "401" not in predict_op["responses"]  # this one runs without keys
+    assert "409" in docs["paths"]["/feedback"]["post"]["responses"] and "409" not in predict_op["responses"]
+    guarded = httpx.get(f"{auth_service.url}/docs.json", timeout=60.0, trust_env=False).json()  # docs need no key
+    for route in ("/predict", "/feedback"):
+        operation = guarded["paths"][route]["post"]
+        assert operation["security"] == [{"apiKey": []}], route
+        assert operation["responses"]["401"]["content"]["application/json"]["schema"] == error
+
+
+def test_a_pandas_client_sends_integral_floats_for_int_inputs(service, client):
+    """An int column with a NaN loads as float64: such a client sends 40.0 for 40 (BentoML's own client)."""
+    frame = RECORDS_FRAME.iloc[:5].astype({"age": "float64", "credit_lines": "float64"})
+    records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+               for row in frame.to_dict(orient="records")]
+    assert isinstance(records[0]["age"], float) and records[0]["age"].is_integer()
+    with bentoml.SyncHTTPClient(service.url, timeout=60) as http:
+        answer = http.predict(records=records)
+        with pytest.raises(BentoMLException) as refused:
+            http.predict(records=[records[0], {**records[1], "age": 40.5}])
+    assert answer["predictions"] == client.post("/predict", json={"records": RECORDS[:5]}).json()["predictions"]
+    assert "400" in str(refused.value) and "records[1].age" in str(refused.value)
 
 
 # ------------------------------------------------------------------ bad requests
@@ -610,10 +682,18 @@ def test_prediction_log_feeds_production_data(client, platform):
 def test_api_keys_are_enforced_and_the_caller_is_audited(auth_service, platform):
     with httpx.Client(base_url=auth_service.url, timeout=60.0, trust_env=False) as http:
         body = {"records": [record(3), record(4)]}
-        assert http.post("/predict", json=body).status_code == 401
-        for header in (f"Bearer {API_KEY}x", "Bearer", f"Basic {API_KEY}", API_KEY, f"Bearer {API_KEY[:-1]}"):
+        missing = http.post("/predict", json=body)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert error_text(missing) == "no API key: send `Authorization: Bearer <key>`"
+        for header, problem in ((f"Bearer {API_KEY}x", "the API key is not valid"),
+                                ("Bearer", "the Authorization header is not `Bearer <key>`"),
+                                (f"Basic {API_KEY}", "the Authorization header is not `Bearer <key>`"),
+                                (API_KEY, "the Authorization header is not `Bearer <key>`"),
+                                (f"Bearer {API_KEY[:-1]}", "the API key is not valid")):
             response = http.post("/predict", json=body, headers={"Authorization": header})
             assert response.status_code == 401, (header, response.text)
+            assert error_text(response) == problem and API_KEY[:6] not in response.text, header
+        assert error_text(http.post("/feedback", json={"records": []})).startswith("no API key")
         # probes stay open so the orchestrator can check health without a key
         assert http.get("/readyz").status_code == 200
         assert http.get("/livez").status_code == 200
@@ -625,13 +705,16 @@ def test_api_keys_are_enforced_and_the_caller_is_audited(auth_service, platform)
         bad = http.post("/predict", json={"records": [{**record(3), "age": None}]},
                         headers={"Authorization": f"Bearer {API_KEY}"})
         assert bad.status_code == 400 and "records[0].age" in error_text(bad)
+    # BentoML's own client, with the key as its token
+    with bentoml.SyncHTTPClient(auth_service.url, token=API_KEY, timeout=60) as client:
+        assert len(client.predict(records=[record(3)])["predictions"]) == 1
     lines = [line for line in audit_lines(platform) if "request_id" in line]
     for response, caller in ((ok, "tester"), (other, "ops")):
         logged = [line for line in lines if line["request_id"] == response.json()["request_id"]]
         assert sorted(line["index"] for line in logged) == [0, 1]
         assert {line["caller"] for line in logged} == {caller}
     # refused requests were never predicted, so never audited
-    assert sum(1 for line in lines if line["caller"] in ("tester", "ops")) == 4
+    assert sum(1 for line in lines if line["caller"] in ("tester", "ops")) == 5
 
 
 # ------------------------------------------------------------------ champion hot swap
