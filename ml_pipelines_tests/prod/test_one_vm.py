@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 
 import dagster as dg
 
@@ -30,6 +31,10 @@ def test_a_pipeline_materializes_through_the_dagster_cli_on_postgresql_and_s3(
 ):
     made = pg_instance_factory()  # DAGSTER_HOME and DAGSTER_PG_URL point at a new database
     monkeypatch.setenv("ML_PIPELINES_EXECUTOR", "multiprocess")
+    # the forkserver's socket lives in TMPDIR, and a Unix socket path has at most 107 bytes: the
+    # per-test scratch folder under pytest-xdist's base is longer than that
+    short_tmp = tempfile.mkdtemp(prefix="vm-", dir="/tmp")
+    monkeypatch.setenv("TMPDIR", short_tmp)
     selection = ",".join(f"{PIPELINE}/{stage}" for stage in STAGES)  # keys that exist: a missing one selects all
     cli = subprocess.run(
         [servers.venv_executable("dagster"), "asset", "materialize", "-m", DEFS_MODULE, "--select", selection],
