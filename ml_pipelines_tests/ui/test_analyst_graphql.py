@@ -187,6 +187,10 @@ def test_descriptions_come_from_the_spec(analyst_world: AnalystWorld, nodes):
         assert description == graph.get(dg.AssetKey(list(key))).description, f"{pipeline}/{stage}"
         for word in DESIGN_WORDS[stage]:
             assert word.lower() in description.lower(), f"{pipeline}/{stage}: {word!r} not in {description!r}"
+        # the asset list shows the start of a description: what the stage does, then the pipeline's sentence
+        stage_sentence, pipeline_sentence = description.rsplit("\n\n", 1)
+        assert pipeline_sentence == spec.description, f"{pipeline}/{stage}: {description!r}"
+        assert spec.description not in stage_sentence, f"{pipeline}/{stage} starts with the pipeline's sentence"
         if stage == "raw_data":
             assert spec.description and spec.description in description
             assert describe_source(spec.source) in description
