@@ -100,6 +100,9 @@ def drift_report_asset(ctx: "PipelineContext", partitions_def: dg.PartitionsDefi
         key=key,
         partitions_def=partitions_def,
         ins={"production_data": dg.AssetIn(ctx.key("production_data"))},
+        # the packaged model it judges: an edge in the lineage graph, not an input (the report judges
+        # the registry's champion, which the newest model_package may not be)
+        deps=[ctx.key("model_package")],
         description=ctx.describe(
             "Per-feature drift of a production batch against the champion's reference profile "
             f"(method {drift.method}; the batch counts as drifted when at least "
