@@ -133,6 +133,7 @@ def analyst_world(tmp_path_factory) -> Iterator[AnalystWorld]:
         "DAGSTER_HOME": str(dagster_home),
         "ML_PIPELINES_HOME": str(platform_home),  # the credit spec lands batches under ${ML_PIPELINES_HOME}
         "ML_PIPELINES_ENV": "local",
+        "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",  # Dagster's freshness daemon: judge policies soon after start
     }
 
     port = servers.free_port()

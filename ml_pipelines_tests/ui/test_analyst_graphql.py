@@ -5,6 +5,7 @@ versions, column schemas and column lineage, and the gating checks."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dagster as dg
@@ -346,3 +347,35 @@ def test_gating_checks_exist_with_descriptions(analyst_world: AnalystWorld, node
     assert f"within {credit.monitoring.performance.max_drop}" in descriptions[("production_performance",
                                                                                "performance_holds")]
     assert f"{credit.monitoring.drift.share:.0%}" in descriptions[("drift_report", "no_drift")]
+
+
+FRESHNESS_QUERY = """
+query Freshness($key: AssetKeyInput!) {
+  assetNodes(assetKeys: [$key]) {
+    internalFreshnessPolicy { __typename ... on TimeWindowFreshnessPolicy { failWindowSeconds } }
+    freshnessStatusInfo { freshnessStatus }
+  }
+}
+"""
+FRESHNESS_WAIT_S = 120  # the freshness daemon of `dagster dev` evaluates every FRESHNESS_DAEMON_INTERVAL_SECONDS
+
+
+def test_freshness_policies_from_the_spec_are_evaluated(analyst_world: AnalystWorld):
+    """monitoring.freshness {production_data: 24h, model: 30d}: the UI shows each policy, and
+    Dagster's freshness daemon judges the freshly materialized assets healthy."""
+    freshness = analyst_world.specs["credit_default"].monitoring.freshness
+    assert (freshness.production_data, freshness.model) == ("24h", "30d")
+    expected = {"production_data": 24 * 3600, "model_package": 30 * 24 * 3600, "drift_report": None}
+    deadline = time.monotonic() + FRESHNESS_WAIT_S
+    for stage, seconds in expected.items():
+        variables = {"key": {"path": ["credit_default", stage]}}
+        (node,) = analyst_world.graphql(FRESHNESS_QUERY, variables)["assetNodes"]
+        if seconds is None:
+            assert node["internalFreshnessPolicy"] is None and node["freshnessStatusInfo"] is None, node
+            continue
+        assert node["internalFreshnessPolicy"] == {"__typename": "TimeWindowFreshnessPolicy",
+                                                   "failWindowSeconds": seconds}, node
+        while node["freshnessStatusInfo"]["freshnessStatus"] != "HEALTHY" and time.monotonic() < deadline:
+            time.sleep(2)
+            (node,) = analyst_world.graphql(FRESHNESS_QUERY, variables)["assetNodes"]
+        assert node["freshnessStatusInfo"]["freshnessStatus"] == "HEALTHY", f"credit_default/{stage}: {node}"

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from ml_pipelines.components import metadata as md
+from ml_pipelines.components.freshness import freshness_policy
 from ml_pipelines.components.policies import REASON_DETAIL_TAG, RETRAIN_REASON_TAG, fail_fast_on_bad_input
 from ml_pipelines.core.evaluation import Evaluation
 from ml_pipelines.core.features import FeatureSet
@@ -59,6 +60,7 @@ def model_package_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
             "champion when it beats the current one by the gate's rule, else the challenger."
         ),
         kinds={"bentoml"},
+        freshness_policy=freshness_policy(ctx, "model"),
         **ctx.stage_settings("model_package", "packaging"),
     )
     @fail_fast_on_bad_input

@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from ml_pipelines.components import metadata as md
+from ml_pipelines.components.freshness import freshness_policy
 from ml_pipelines.components.policies import fail_fast_on_bad_input
 from ml_pipelines.core.champion import champion_profile
 from ml_pipelines.core.drift import DriftReport
@@ -49,6 +50,7 @@ def production_data_asset(ctx: "PipelineContext", partitions_def: dg.PartitionsD
             else "The serving audit trail (every prediction's input), one partition per day."
         ),
         kinds={"pandas"},
+        freshness_policy=freshness_policy(ctx, "production_data"),
         **ctx.shared_settings("monitoring"),
     )
     @fail_fast_on_bad_input
