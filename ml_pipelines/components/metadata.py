@@ -33,6 +33,16 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value).replace("|", "\\|")
 
 
+def number(value: float | int | None) -> dg.MetadataValue:
+    """A numeric entry, which Dagster's Plots tab charts across materializations; null when unknown
+    (a text like "unknown" would turn the entry's type and break the chart)."""
+    if value is None:
+        return dg.MetadataValue.null()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return dg.MetadataValue.int(value)
+    return dg.MetadataValue.float(float(value))
+
+
 def uri_value(uri: str) -> dg.MetadataValue:
     """A link the UI can open: URLs as URLs, local files as paths."""
     return dg.MetadataValue.url(uri) if "://" in uri else dg.MetadataValue.path(uri)
@@ -117,19 +127,22 @@ def selection_metadata(result: SelectionResult) -> dict[str, Any]:
     return {
         "selected": best.label,
         "framework": best.framework,
-        f"cv_{result.metric}_mean": best.mean,
-        f"cv_{result.metric}_std": best.std,
+        f"cv_{result.metric}_mean": number(best.mean),
+        f"cv_{result.metric}_std": number(best.std),
         "cv_folds": result.cv_folds,
         "candidates": dg.MetadataValue.md(result.table_markdown()),
         "dropped": len([r for r in result.results if r.dropped]),
-        "refit_seconds": result.refit_seconds,
+        "refit_seconds": number(result.refit_seconds),
     }
 
 
 def evaluation_metadata(evaluation: Evaluation, gate_metric: str) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"test_rows": evaluation.test_rows}
+    metadata: dict[str, Any] = {"test_rows": number(evaluation.test_rows)}
     for name, value in evaluation.metrics.items():
-        metadata[f"metric/{name}"] = value
+        metadata[f"metric/{name}"] = number(value)
+        champion = (evaluation.champion_metrics or {}).get(name)
+        if champion is not None:
+            metadata[f"champion_metric/{name}"] = number(champion)
     rows = []
     for name, value in evaluation.metrics.items():
         interval = evaluation.intervals.get(name)

@@ -70,6 +70,7 @@ METADATA_FIELDS = """
   __typename
   ... on TextMetadataEntry { text }
   ... on IntMetadataEntry { intValue }
+  ... on FloatMetadataEntry { floatValue }
   ... on PathMetadataEntry { path }
   ... on MarkdownMetadataEntry { mdStr }
   ... on TableSchemaMetadataEntry { schema { columns { name type } } }
@@ -379,3 +380,27 @@ def test_freshness_policies_from_the_spec_are_evaluated(analyst_world: AnalystWo
             time.sleep(2)
             (node,) = analyst_world.graphql(FRESHNESS_QUERY, variables)["assetNodes"]
         assert node["freshnessStatusInfo"]["freshnessStatus"] == "HEALTHY", f"credit_default/{stage}: {node}"
+
+
+# numeric entries Dagster's Plots tab charts across materializations, per stage
+NUMERIC = {
+    "trained_model": ["cv_roc_auc_mean", "cv_roc_auc_std"],
+    "evaluation": ["metric/roc_auc", "metric/accuracy", "test_rows"],
+    "model_package": ["metric/roc_auc"],
+    "drift_report": ["share_drifted", "share_threshold"],
+    "production_performance": ["metric/roc_auc", "labelled_rows"],
+}
+
+
+def test_metrics_are_numeric_metadata(analyst_world: AnalystWorld, latest):
+    for stage, labels in NUMERIC.items():
+        metadata = _metadata(_materialization(latest, ("credit_default", stage)))
+        for label in labels:
+            entry = metadata[label]
+            assert entry["__typename"] in ("FloatMetadataEntry", "IntMetadataEntry"), f"{stage} {label}: {entry}"
+            value = entry.get("floatValue", entry.get("intValue"))
+            assert value is not None and value == value, f"{stage} {label}: {entry}"  # a number, not NaN
+    version = analyst_world.registry.get_alias("credit_default", "champion")
+    record = analyst_world.registry.get_version("credit_default", version)
+    package = _metadata(_materialization(latest, ("credit_default", "model_package")))
+    assert package["metric/roc_auc"]["floatValue"] == pytest.approx(record.metrics["roc_auc"])

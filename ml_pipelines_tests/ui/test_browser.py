@@ -255,3 +255,16 @@ def test_model_card_from_model_package_renders_every_section(analyst_world: Anal
         assert src.startswith("data:image/png;base64,") and width > 100, (src[:40], width)
     assert all(url.startswith(("file://", "data:")) for url in requested), requested
     _shot(page, "model_card_credit_default.png", full_page=True)
+
+
+def test_plots_tab_charts_the_numeric_metrics(analyst_world: AnalystWorld, page: Page):
+    """The metrics are numeric metadata, so the asset's Events view offers Dagster's Plots, one chart
+    per numeric entry across materializations; the images stay in the Table view."""
+    page.goto(f"{analyst_world.url}/assets/credit_default/evaluation?view=events")
+    page.get_by_role("button", name="Plots").click()
+    for label in ("metric/roc_auc", "test_rows"):
+        chart = page.get_by_text(label, exact=True).first
+        expect(chart).to_be_visible()
+    expect(page.locator("canvas").first).to_be_visible()
+    assert page.get_by_text("plot/roc_curve", exact=True).count() == 0, "an image entry is not a chart"
+    _shot(page, "evaluation_plots_tab_credit_default.png")

@@ -43,7 +43,7 @@ def packaged_metadata(packaged: PackagedVersion) -> dict:
         "model_card": md.uri_value(packaged.card["html"]),
         "model_card_markdown": md.uri_value(packaged.card["md"]),
         "registry": packaged.registry_uri,
-        **{f"metric/{k}": v for k, v in packaged.record.metrics.items()},
+        **{f"metric/{k}": md.number(v) for k, v in packaged.record.metrics.items()},
     }
 
 

@@ -76,8 +76,8 @@ def drift_metadata(report: DriftReport, version: str) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "champion": version,
         "dataset_drifted": report.dataset_drifted,
-        "share_drifted": report.share_drifted,
-        "share_threshold": report.share_threshold,
+        "share_drifted": md.number(report.share_drifted),
+        "share_threshold": md.number(report.share_threshold),
         "drifted_columns": dg.MetadataValue.json(report.drifted_columns()),
         "missing_columns": dg.MetadataValue.json(report.missing_columns),
         "rows": report.rows,
@@ -89,7 +89,7 @@ def drift_metadata(report: DriftReport, version: str) -> dict[str, Any]:
     }
     if report.prediction is not None:
         metadata["prediction_drift"] = report.prediction.drifted
-        metadata["prediction_drift_value"] = report.prediction.value
+        metadata["prediction_drift_value"] = md.number(report.prediction.value)
     return metadata
 
 
