@@ -13,9 +13,12 @@ import pandas as pd
 from ml_pipelines.core.evaluation import Evaluation
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.gate import GateDecision
+from ml_pipelines.core.registry import ModelRegistry
+from ml_pipelines.core.reports import local_report_url, object_url
 from ml_pipelines.core.retrain_data import Provenance
 from ml_pipelines.core.selection import SelectionResult
 from ml_pipelines.core.validation import ValidationReport
+from ml_pipelines.settings import Settings
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> dg.MetadataValue:
@@ -46,6 +49,23 @@ def number(value: float | int | None) -> dg.MetadataValue:
 def uri_value(uri: str) -> dg.MetadataValue:
     """A link the UI can open: URLs as URLs, local files as paths."""
     return dg.MetadataValue.url(uri) if "://" in uri else dg.MetadataValue.path(uri)
+
+
+def report_link(path: str) -> dg.MetadataValue:
+    """A local report (file path or file:// URL) as a link to the report server (`ml-pipelines
+    reports`), which a browser opens; a file outside the platform home stays a path."""
+    settings = Settings.from_env()
+    url = local_report_url(path, home=settings.home, reports_url=settings.reports_url)
+    return dg.MetadataValue.url(url) if url else uri_value(path)
+
+
+def card_link(registry: ModelRegistry, pipeline: str, version: str, suffix: str, uri: str) -> dg.MetadataValue:
+    """A version's model card as a browser link: presigned in S3 (prod), the report server's URL
+    for local files; what cannot be linked stays a path."""
+    settings = Settings.from_env()
+    url = object_url(registry.store, registry.card_key(pipeline, version, suffix), home=settings.home,
+                     reports_url=settings.reports_url)
+    return dg.MetadataValue.url(url) if url else uri_value(uri)
 
 
 def png_markdown(title: str, png: bytes) -> dg.MetadataValue:
@@ -89,7 +109,7 @@ def validation_metadata(report: ValidationReport, champion: str | None) -> dict[
                 failure.unexpected_count
             )
     if report.docs_path:
-        metadata["data_docs"] = dg.MetadataValue.url(report.docs_path)
+        metadata["data_docs"] = report_link(report.docs_path)
     return metadata
 
 

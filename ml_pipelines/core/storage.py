@@ -185,3 +185,10 @@ class S3ObjectStore(ObjectStore):
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def presigned_url(self, key: str, expires_s: int) -> str:
+        """A GET URL a browser can open until it expires; it carries the access key id and a
+        signature, never the secret key."""
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
+        )

@@ -133,7 +133,7 @@ def drift_report_asset(ctx: "PipelineContext", partitions_def: dg.PartitionsDefi
             "share_drifted": report.share_drifted, "dataset_drifted": report.dataset_drifted,
             "drifted_columns": report.drifted_columns(),
         })
-        metadata["model_card"] = md.uri_value(publish_card(reg, name, version)["html"])
+        metadata["model_card"] = md.card_link(reg, name, version, "html", publish_card(reg, name, version)["html"])
         for column, png in drift_plots(report, profile, production_data).items():
             metadata[f"plot/{column}"] = md.png_markdown(column, png)
         yield dg.Output(report, metadata=metadata)

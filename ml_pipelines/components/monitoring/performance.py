@@ -218,7 +218,9 @@ def production_performance_asset(ctx: "PipelineContext", partitions_def: dg.Part
         moves = [(m.moved_at, m.version) for m in reg.alias_history(ctx.name, CHAMPION) if m.version]
         plot = performance_png(metric, history.entries(), moves)
         metadata = performance_metadata(result, metric, plot)
-        metadata["model_card"] = md.uri_value(publish_card(reg, ctx.name, result.champion.version)["html"])
+        version = result.champion.version
+        card = publish_card(reg, ctx.name, version)["html"]
+        metadata["model_card"] = md.card_link(reg, ctx.name, version, "html", card)
         if result.challenger is not None:
             publish_card(reg, ctx.name, result.challenger.version)
         yield dg.Output(result, metadata=metadata)
