@@ -19,13 +19,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # command path -> (words its one-line description holds, every flag and argument its help lists)
 COMMANDS: dict[str, tuple[str, list[str]]] = {
     "": ("Declarative ML pipelines", ["--install-completion", "--show-completion", "--help",
-                                      "demo", "init", "land", "serve", "audit", "trace", "registry"]),
+                                      "demo", "init", "land", "serve", "reports", "audit", "trace",
+                                      "registry"]),
     "demo": ("materialize every demo pipeline", ["--pipelines", "NAME"]),
     "init": ("write a starter spec", ["name", "--from", "--target", "--task", "--out", "--force",
                                       "auto|classification|regression"]),
     "land": ("write a production batch", ["name", "--drift", "--rows", "--seed", "[default: 2000]"]),
     "serve": ("serve a pipeline's champion", ["pipeline", "--host", "--port", "--version", "--keep-alive",
                                               "[default: 127.0.0.1]", "[default: 3000]", "[default: 75]"]),
+    "reports": ("serve model cards and Data Docs over HTTP", ["--port", "--host", "[default: 127.0.0.1]"]),
     "audit": ("print the audit trail", ["pipeline", "--since", "--limit"]),
     "trace": ("trace a prediction back", ["request_id"]),
     "registry": ("inspect and move model versions", ["list", "show", "promote", "rollback", "history"]),
