@@ -433,11 +433,11 @@ def _validate(context, frame: pd.DataFrame, schema: ResolvedSchema, suite_name: 
     )
 
 
-OFFLINE_INDEX = "validations.html"
+OFFLINE_INDEX = "offline_index.html"
 
 
 def write_offline_index(site: Path) -> Path:
-    """`validations.html` beside GX's index.html: every validation page of the site (suite, run
+    """`offline_index.html` beside GX's index.html: every validation page of the site (suite, run
     name, time, data asset), newest first, as plain HTML. GX's own index builds its table with
     scripts from CDNs, so without internet it shows no rows; this page needs none."""
     rows = []

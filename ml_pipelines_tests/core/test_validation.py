@@ -251,7 +251,7 @@ def test_data_docs_list_every_validation_of_the_persistent_context(tmp_path, cle
     assert first.docs_path.startswith("file://") and "/run-1/" in first.docs_path and "/run-2/" in second.docs_path
     gx_index = (site / "index.html").read_text()
     assert "run-1" in gx_index and "run-2" in gx_index and "'asset_name': 'raw_data'" in gx_index
-    offline = (site / "validations.html").read_text()
+    offline = (site / "offline_index.html").read_text()
     assert offline.count("<tr><td>") == 2 and ">run-1</a>" in offline and ">raw_data</td>" in offline
     assert "ml_pipelines: styles for Great Expectations Data Docs" in pages[0].read_text()
     assert run_suite(clean.iloc[:150], schema, suite_name="ephemeral").docs_path is None

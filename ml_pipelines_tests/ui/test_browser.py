@@ -327,7 +327,7 @@ def test_data_docs_link_opens_offline_with_the_run_id(analyst_world: AnalystWorl
     assert background == "rgb(248, 249, 250)", background
     _shot(page, "data_docs_credit_default.png", full_page=True)
 
-    page.goto(f"{docs_root}validations.html")
+    page.goto(f"{docs_root}offline_index.html")
     row = page.locator("tr").filter(has=page.get_by_role("link", name=run_id))
     expect(row).to_have_count(1)
     expect(row).to_contain_text("raw_data")
