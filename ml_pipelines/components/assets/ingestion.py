@@ -122,6 +122,6 @@ def expectation_suite_check(ctx: "PipelineContext") -> dg.AssetChecksDefinition:
         context: dg.AssetCheckExecutionContext, raw_data: pd.DataFrame, registry: RegistryResource,
         workdir: WorkdirResource,
     ) -> dg.AssetCheckResult:
-        return suite_result(ctx, raw_data, registry, workdir, context.run_id)
+        return suite_result(ctx, raw_data, registry, workdir, context.run.run_id)
 
     return matches_expectation_suite
