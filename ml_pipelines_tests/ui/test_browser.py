@@ -264,9 +264,10 @@ def test_model_card_link_in_model_package_opens_and_renders_every_section(analys
 
 
 def test_plots_tab_charts_the_numeric_metrics(analyst_world: AnalystWorld, page: Page):
-    """The metrics are numeric metadata, so the asset's Events view offers Dagster's Plots, one chart
-    per numeric entry across materializations; the images stay in the Table view."""
-    page.goto(f"{analyst_world.url}/assets/credit_default/evaluation?view=events")
+    """The metrics are numeric metadata, so the metadata section of the asset's overview offers
+    Dagster's Plots, one chart per numeric entry across materializations; the images stay in the
+    Table view."""
+    page.goto(f"{analyst_world.url}/assets/credit_default/evaluation")
     try:
         page.get_by_text("Plots", exact=True).first.click()
         for label in ("metric/roc_auc", "test_rows"):
@@ -274,7 +275,7 @@ def test_plots_tab_charts_the_numeric_metrics(analyst_world: AnalystWorld, page:
         expect(page.locator("canvas").first).to_be_visible()
         assert page.get_by_text("plot/roc_curve", exact=True).count() == 0, "an image entry is not a chart"
     finally:
-        _shot(page, "evaluation_plots_tab_credit_default.png")
+        _shot(page, "evaluation_plots_tab_credit_default.png", full_page=True)
 
 
 CHECK_METADATA_QUERY = """
