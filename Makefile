@@ -30,6 +30,8 @@ test: setup
 
 dev: setup
 	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/ 2>/dev/null || true
+	# the report server the UI's model card and Data Docs links open (ML_PIPELINES_REPORTS_URL, port 3002)
+	$(BIN)/ml-pipelines reports & reports=$$!; trap 'kill $$reports' EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: setup

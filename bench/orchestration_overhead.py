@@ -106,9 +106,9 @@ def plain_chain(spec, root: Path) -> dict[str, Any]:
     lap("raw_data")
 
     schema = spec_schema(spec, frame, reference=None)
-    docs_dir = root / "work" / name / "data_docs"
-    docs_dir.mkdir(parents=True, exist_ok=True)
-    report = run_suite(frame, schema, suite_name=f"{name}_raw_data", docs_dir=docs_dir)
+    project_dir = root / "work" / name
+    project_dir.mkdir(parents=True, exist_ok=True)
+    report = run_suite(frame, schema, suite_name=f"{name}_raw_data", project_dir=project_dir, run_name="plain")
     if not report.success:
         raise RuntimeError(f"plain: the suite failed: {report.summary_lines()}")
     lap("raw_data_matches_expectation_suite")

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bad, expected = inject(clean)
 
     def gx(frame: pd.DataFrame):
-        return run_suite(frame, schema, suite_name="bench_credit", docs_dir=None)
+        return run_suite(frame, schema, suite_name="bench_credit")
 
     def pandas_checks(frame: pd.DataFrame):
         return check_with_pandas(frame, schema)

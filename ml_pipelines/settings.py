@@ -37,6 +37,7 @@ EXECUTORS = ("multiprocess", "in_process", "k8s")
 DEFAULT_EXECUTOR = {"local": "multiprocess", "prod": "k8s"}
 DEFAULT_HOME = ".ml_pipelines"
 DEFAULT_S3_PREFIX = "ml_pipelines"
+DEFAULT_REPORTS_URL = "http://127.0.0.1:3002"  # make dev has 3000, ml-pipelines serve 3001
 # every child process we start stays offline and quiet
 QUIET_ENV = {"BENTOML_DO_NOT_TRACK": "True", "DAGSTER_DISABLE_TELEMETRY": "1"}
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -85,6 +86,8 @@ class Settings:
     serve: ServeSettings = field(default_factory=ServeSettings)
     # ML_PIPELINES_TRUSTED_MODULES: packages a spec may name code from, besides the defaults
     extra_trusted_modules: tuple[str, ...] = ()
+    # ML_PIPELINES_REPORTS_URL: where `ml-pipelines reports` serves model cards and Data Docs (local)
+    reports_url: str = DEFAULT_REPORTS_URL
     # the whole environment, for ${VAR} in specs and for child processes; never printed
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -102,6 +105,7 @@ class Settings:
             dagster_home=Path(dagster_home).resolve() if dagster_home else None,
             serve=ServeSettings.from_environ(environ),
             extra_trusted_modules=_module_names(environ, "ML_PIPELINES_TRUSTED_MODULES"),
+            reports_url=(environ.get("ML_PIPELINES_REPORTS_URL") or DEFAULT_REPORTS_URL).rstrip("/"),
             environ=environ,
         )
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 from ml_pipelines.connections import RefusedValue, literal_connection_problem, redact_url
 from ml_pipelines.cron import cron_error
 from ml_pipelines.dotted import UntrustedPathError, import_dotted
+from ml_pipelines.durations import parse_duration
 from ml_pipelines.expressions import check_expression
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -562,6 +563,26 @@ class PerformanceSpec(StrictModel):
     min_rows: int = Field(default=200, ge=1, description="Labelled rows needed before the check can fail.")
 
 
+class FreshnessSpec(StrictModel):
+    production_data: str | None = Field(
+        default=None,
+        description="Longest time without a new production batch (e.g. 24h) before the freshness check on "
+        "production_data fails: the pipeline stopped receiving data.",
+    )
+    model: str | None = Field(
+        default=None,
+        description="Longest time since model_package was last materialized (e.g. 30d) before its freshness "
+        "check fails: the model is too old.",
+    )
+
+    @field_validator("production_data", "model")
+    @classmethod
+    def _duration_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
 class MonitoringSpec(StrictModel):
     production_data: ProductionSource | None = Field(
         default=None,
@@ -575,6 +596,10 @@ class MonitoringSpec(StrictModel):
     drift: DriftSpec = Field(default_factory=DriftSpec, description="How drift is measured and when a batch drifts.")
     check_cron: str | None = Field(default=None, description="Cron schedule of the drift check (5 fields or @hourly...).")
     retrain: RetrainSpec = Field(default_factory=RetrainSpec, description="What requests a retrain, and how often.")
+    freshness: FreshnessSpec = Field(
+        default_factory=FreshnessSpec,
+        description="Dagster freshness checks: how old production_data and model_package may get (24h, 30d).",
+    )
     sensors_enabled: bool = Field(default=True, description="Start the sensors and schedules on (default on).")
 
     @field_validator("check_cron")
@@ -592,6 +617,8 @@ class MonitoringSpec(StrictModel):
                                  "kind prediction_log")
             if not isinstance(self.labels, FeedbackLabels) and self.production_id_columns() is None:
                 raise ValueError("production_data.id_column: labels join production rows by id; name the id column")
+        if self.freshness.production_data is not None and self.production_data is None:
+            raise ValueError("freshness.production_data: there is no production data to watch; set production_data")
         if self.retrain.window is not None and self.labels is None:
             raise ValueError("retrain.window: only labelled production batches can join the training data; "
                              "set monitoring.labels")

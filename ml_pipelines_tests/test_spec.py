@@ -579,3 +579,47 @@ def test_every_spec_field_has_a_description():
                    for field, prop in body.get("properties", {}).items() if not prop.get("description")]
     assert undescribed == []
     assert sum(len(body.get("properties", {})) for body in models.values()) > 100  # the walk saw every model
+
+
+@pytest.mark.parametrize(
+    ("freshness", "words"),
+    [
+        ({"model": "30"}, "'30' is not a duration: write a whole number and a unit"),
+        ({"model": "1y"}, "'1y' is not a duration"),
+        ({"production_data": "0h"}, "'0h' is not a duration: it must be longer than zero"),
+        ({"production_data": "-1d"}, "'-1d' is not a duration"),
+    ],
+    ids=["no-unit", "unknown-unit", "zero", "negative"],
+)
+def test_freshness_durations_are_checked_at_load_naming_the_field(freshness, words):
+    message = spec_error(with_changes(monitoring={**CSV_MONITORING, "freshness": freshness}))
+    (field,) = freshness
+    assert f"defs.yaml: monitoring.freshness.{field}: " in message, message
+    assert words in message, message
+
+
+def test_freshness_of_production_data_needs_production_data():
+    message = spec_error(with_changes(monitoring={"freshness": {"production_data": "24h"}}))
+    assert "freshness.production_data: there is no production data to watch" in message, message
+
+
+def test_freshness_becomes_dagster_freshness_policies():
+    """monitoring.freshness: {production_data: 24h, model: 30d} puts a time-window freshness policy on
+    production_data and model_package, and on no other asset."""
+    from datetime import timedelta
+
+    from ml_pipelines.components import build_pipeline_defs
+
+    spec = PipelineSpec.model_validate(
+        with_changes(monitoring={**CSV_MONITORING, "freshness": {"production_data": "24h", "model": "30d"}})
+    )
+    graph = dg.Definitions.merge(
+        build_pipeline_defs(spec), dg.Definitions(resources=local_resources("/nonexistent"))
+    ).resolve_asset_graph()
+    windows = {
+        key.path[-1]: graph.get(key).freshness_policy.fail_window.to_timedelta()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).freshness_policy is not None
+    }
+    assert windows == {"production_data": timedelta(hours=24), "model_package": timedelta(days=30)}
+    assert PipelineSpec.model_validate(minimal()).monitoring.freshness.model is None  # off unless set

@@ -54,8 +54,9 @@ class PipelineContext:
         return dg.AssetKey([self.name, asset])
 
     def describe(self, what: str) -> str:
-        """An asset's description: the spec's description first, then what the asset is."""
-        return f"{self.spec.description or f'ML pipeline {self.name}'}\n\n{what}"
+        """An asset's description: what the stage does first (the UI's asset list shows only the
+        start), then the pipeline's description."""
+        return f"{what}\n\n{self.spec.description or f'ML pipeline {self.name}'}"
 
     def shared_settings(self, stage: str) -> dict[str, Any]:
         """What every asset of the pipeline carries, monitoring included: group, owners,

@@ -13,9 +13,12 @@ import pandas as pd
 from ml_pipelines.core.evaluation import Evaluation
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.gate import GateDecision
+from ml_pipelines.core.registry import ModelRegistry
+from ml_pipelines.core.reports import local_report_url, object_url
 from ml_pipelines.core.retrain_data import Provenance
 from ml_pipelines.core.selection import SelectionResult
 from ml_pipelines.core.validation import ValidationReport
+from ml_pipelines.settings import Settings
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> dg.MetadataValue:
@@ -33,9 +36,36 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value).replace("|", "\\|")
 
 
+def number(value: float | int | None) -> dg.MetadataValue:
+    """A numeric entry, which Dagster's Plots tab charts across materializations; null when unknown
+    (a text like "unknown" would turn the entry's type and break the chart)."""
+    if value is None:
+        return dg.MetadataValue.null()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return dg.MetadataValue.int(value)
+    return dg.MetadataValue.float(float(value))
+
+
 def uri_value(uri: str) -> dg.MetadataValue:
     """A link the UI can open: URLs as URLs, local files as paths."""
     return dg.MetadataValue.url(uri) if "://" in uri else dg.MetadataValue.path(uri)
+
+
+def report_link(path: str) -> dg.MetadataValue:
+    """A local report (file path or file:// URL) as a link to the report server (`ml-pipelines
+    reports`), which a browser opens; a file outside the platform home stays a path."""
+    settings = Settings.from_env()
+    url = local_report_url(path, home=settings.home, reports_url=settings.reports_url)
+    return dg.MetadataValue.url(url) if url else uri_value(path)
+
+
+def card_link(registry: ModelRegistry, pipeline: str, version: str, suffix: str, uri: str) -> dg.MetadataValue:
+    """A version's model card as a browser link: presigned in S3 (prod), the report server's URL
+    for local files; what cannot be linked stays a path."""
+    settings = Settings.from_env()
+    url = object_url(registry.store, registry.card_key(pipeline, version, suffix), home=settings.home,
+                     reports_url=settings.reports_url)
+    return dg.MetadataValue.url(url) if url else uri_value(uri)
 
 
 def png_markdown(title: str, png: bytes) -> dg.MetadataValue:
@@ -79,7 +109,7 @@ def validation_metadata(report: ValidationReport, champion: str | None) -> dict[
                 failure.unexpected_count
             )
     if report.docs_path:
-        metadata["data_docs"] = dg.MetadataValue.url(report.docs_path)
+        metadata["data_docs"] = report_link(report.docs_path)
     return metadata
 
 
@@ -117,20 +147,23 @@ def selection_metadata(result: SelectionResult) -> dict[str, Any]:
     return {
         "selected": best.label,
         "framework": best.framework,
-        f"cv_{result.metric}_mean": best.mean,
-        f"cv_{result.metric}_std": best.std,
+        f"cv_{result.metric}_mean": number(best.mean),
+        f"cv_{result.metric}_std": number(best.std),
         "cv_folds": result.cv_folds,
         "cv_rows": result.cv_rows,
         "candidates": dg.MetadataValue.md(result.table_markdown()),
         "dropped": len([r for r in result.results if r.dropped]),
-        "refit_seconds": result.refit_seconds,
+        "refit_seconds": number(result.refit_seconds),
     }
 
 
 def evaluation_metadata(evaluation: Evaluation, gate_metric: str) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"test_rows": evaluation.test_rows}
+    metadata: dict[str, Any] = {"test_rows": number(evaluation.test_rows)}
     for name, value in evaluation.metrics.items():
-        metadata[f"metric/{name}"] = value
+        metadata[f"metric/{name}"] = number(value)
+        champion = (evaluation.champion_metrics or {}).get(name)
+        if champion is not None:
+            metadata[f"champion_metric/{name}"] = number(champion)
     rows = []
     for name, value in evaluation.metrics.items():
         interval = evaluation.intervals.get(name)

@@ -185,3 +185,16 @@ class S3ObjectStore(ObjectStore):
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def presigned_url(self, key: str, expires_s: int) -> str:
+        """A GET URL a browser can open until it expires; it carries the access key id and a
+        signature, never the secret key."""
+        import boto3
+        from botocore.config import Config
+
+        meta = self.client.meta  # the same endpoint and region, signed with SigV4 (boto3 may pick SigV2)
+        signer = boto3.client("s3", endpoint_url=meta.endpoint_url, region_name=meta.region_name,
+                              config=meta.config.merge(Config(signature_version="s3v4")))
+        return signer.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
+        )

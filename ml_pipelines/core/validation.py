@@ -16,6 +16,8 @@ keep_valid_rows, but no row is dropped for them with warn.
 
 from __future__ import annotations
 
+import fcntl
+import html
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -351,44 +353,116 @@ def build_suite(schema: ResolvedSchema, name: str):
     return suite
 
 
+GX_DATASOURCE = "pipeline"
+GX_DATA_ASSET = "raw_data"  # what the Data Docs index shows as the data asset
+GX_DOCS_SITE = "local_site"  # a file context's default Data Docs site, under uncommitted/data_docs/
+OFFLINE_STYLES = Path(__file__).with_name("data_docs_offline.css")
+
+
 def run_suite(
-    frame: pd.DataFrame, schema: ResolvedSchema, *, suite_name: str, docs_dir: Path | None = None
+    frame: pd.DataFrame, schema: ResolvedSchema, *, suite_name: str, project_dir: Path | None = None,
+    run_name: str | None = None,
 ) -> ValidationReport:
-    """Validate with Great Expectations; write Data Docs HTML under docs_dir when given."""
+    """Validate with Great Expectations. With project_dir, in the persistent file context there
+    (one per pipeline), so its Data Docs list every validation, named run_name (the Dagster run
+    id), with raw_data as the data asset; without, in an ephemeral context and no Data Docs."""
+    if project_dir is None:
+        return _validate(_gx_context(None), frame, schema, suite_name, None)
+    project_dir.mkdir(parents=True, exist_ok=True)
+    with (project_dir / ".ml_pipelines.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs of one pipeline must not rewrite its context at once
+        return _validate(_gx_context(project_dir), frame, schema, suite_name, run_name)
+
+
+def _gx_context(project_dir: Path | None):
     import great_expectations as gx
 
-    context = gx.get_context(mode="ephemeral")
+    if project_dir is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
+        context = gx.get_context(mode="file", project_root_dir=str(project_dir))
+        styles = Path(context.root_directory, "plugins", "custom_data_docs", "styles")
+        styles.mkdir(parents=True, exist_ok=True)  # GX inlines this file into every page: styled offline
+        (styles / "data_docs_custom_styles.css").write_text(OFFLINE_STYLES.read_text())
     context.variables.progress_bars = {"globally": False, "metric_calculations": False}
-    actions = []
-    if docs_dir is not None:
-        context.add_data_docs_site(
-            site_name="ml_pipelines",
-            site_config={
-                "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["ml_pipelines"]))
-    batch_definition = (
-        context.data_sources.add_pandas("pipeline")
-        .add_dataframe_asset(suite_name)
-        .add_batch_definition_whole_dataframe("batch")
+    return context
+
+
+def _batch_definition(context):
+    try:
+        source = context.data_sources.get(GX_DATASOURCE)
+    except KeyError:
+        source = context.data_sources.add_pandas(GX_DATASOURCE)
+    try:
+        asset = source.get_asset(GX_DATA_ASSET)
+    except LookupError:
+        asset = source.add_dataframe_asset(GX_DATA_ASSET)
+    try:
+        return asset.get_batch_definition("batch")
+    except KeyError:
+        return asset.add_batch_definition_whole_dataframe("batch")
+
+
+def _validate(context, frame: pd.DataFrame, schema: ResolvedSchema, suite_name: str, run_name: str | None):
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    docs = context.root_directory is not None  # a file context writes Data Docs
+    suite = context.suites.add_or_update(build_suite(schema, suite_name))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=suite_name, data=_batch_definition(context), suite=suite)
     )
-    suite = context.suites.add(build_suite(schema, suite_name))
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[GX_DOCS_SITE])] if docs else []
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(name=suite_name, validation_definitions=[definition], actions=actions,
+                      result_format={"result_format": "SUMMARY"})
     )
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=suite_name,
-            validation_definitions=[definition],
-            actions=actions,
-            result_format={"result_format": "SUMMARY"},
-        )
-    )
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
     (identifier, validation), *_ = result.run_results.items()
+    docs_path = None
+    if docs:
+        urls = context.get_docs_sites_urls(resource_identifier=identifier, site_names=[GX_DOCS_SITE])
+        docs_path = urls[0]["site_url"] if urls else None
+        write_offline_index(Path(context.root_directory, "uncommitted", "data_docs", GX_DOCS_SITE))
+    return ValidationReport(
+        success=bool(validation.success),
+        evaluated=len(validation.results),
+        failures=tuple(_failures(validation)),
+        row_count=len(frame),
+        docs_path=docs_path,
+    )
+
+
+OFFLINE_INDEX = "offline_index.html"
+
+
+def write_offline_index(site: Path) -> Path:
+    """`offline_index.html` beside GX's index.html: every validation page of the site (suite, run
+    name, time, data asset), newest first, as plain HTML. GX's own index builds its table with
+    scripts from CDNs, so without internet it shows no rows; this page needs none."""
+    rows = []
+    for page in (site / "validations").glob("*/*/*/*.html"):
+        suite, run_name, run_time = page.parts[-4:-1]
+        asset = page.stem.split("-", 1)[-1]
+        rows.append((run_time, suite, run_name, asset, page.relative_to(site).as_posix()))
+    cells = "\n".join(
+        f'<tr><td>{html.escape(t)}</td><td>{html.escape(s)}</td><td><a href="{html.escape(link)}">'
+        f"{html.escape(r)}</a></td><td>{html.escape(a)}</td></tr>"
+        for t, s, r, a, link in sorted(rows, reverse=True)
+    )
+    styles = OFFLINE_STYLES.read_text()
+    index = site / OFFLINE_INDEX
+    index.write_text(
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Validations</title><style>{styles}</style>"
+        f"</head><body><div class='navbar'><a href='index.html'>Great Expectations Data Docs</a></div>"
+        f"<div class='container-fluid'><h1>Validations</h1><table><thead><tr><th>run time</th><th>suite</th>"
+        f"<th>run name (Dagster run id)</th><th>data asset</th></tr></thead><tbody>{cells}</tbody></table>"
+        f"</div></body></html>"
+    )
+    return index
+
+
+def _failures(validation) -> list[ExpectationFailure]:
     failures = []
     for item in validation.results:
         if item.success:
@@ -404,17 +478,7 @@ def run_suite(
                 detail=detail,
             )
         )
-    docs_path = None
-    if docs_dir is not None:
-        urls = context.get_docs_sites_urls(resource_identifier=identifier, site_names=["ml_pipelines"])
-        docs_path = urls[0]["site_url"] if urls else None
-    return ValidationReport(
-        success=bool(validation.success),
-        evaluated=len(validation.results),
-        failures=tuple(failures),
-        row_count=len(frame),
-        docs_path=docs_path,
-    )
+    return failures
 
 
 def _observed(result: dict[str, Any]) -> str:

@@ -20,13 +20,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # arguments as click prints them, upper case)
 COMMANDS: dict[str, tuple[str, list[str]]] = {
     "": ("Declarative ML pipelines", ["--install-completion", "--show-completion", "--help",
-                                      "demo", "init", "land", "serve", "audit", "trace", "registry"]),
+                                      "demo", "init", "land", "serve", "reports", "audit", "trace",
+                                      "registry"]),
     "demo": ("materialize every demo pipeline", ["--pipelines", "NAME"]),
     "init": ("write a starter spec", ["NAME", "--from", "--target", "--task", "--out", "--force",
                                       "auto|classification|regression"]),
     "land": ("write a production batch", ["NAME", "--drift", "--rows", "--seed", "[default: 2000]"]),
     "serve": ("serve a pipeline's champion", ["PIPELINE", "--host", "--port", "--version", "--keep-alive",
                                               "[default: 127.0.0.1]", "[default: 3001]", "[default: 75]"]),
+    "reports": ("serve model cards and Data Docs over HTTP", ["--port", "--host", "[default: 127.0.0.1]"]),
     "audit": ("print the audit trail", ["PIPELINE", "--since", "--limit"]),
     "trace": ("trace a prediction back", ["REQUEST_ID"]),
     "registry": ("inspect and move model versions", ["list", "show", "promote", "rollback", "history"]),

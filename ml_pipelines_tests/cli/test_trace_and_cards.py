@@ -382,8 +382,10 @@ def test_a_drift_report_lands_in_the_card(trained: Trained):
     assert history["drifted_columns"], "a batch landed with drift=1.0 drifts"
     parsed = _parse_html(trained.card("html"))
     assert parsed.tables["Drift since deployment"] == [header, row]
-    # the drift report's own metadata links the refreshed card
+    # the drift report's own metadata links the refreshed card, served by `ml-pipelines reports`
     event = _latest(trained.instance, "drift_report")
-    assert event.asset_materialization.metadata["model_card"].value == trained.registry.store.uri(
-        trained.registry.card_key(NAME, trained.version, "html")
+    card_key = trained.registry.card_key(NAME, trained.version, "html")
+    assert Path(trained.registry.store.uri(card_key)) == trained.root / "registry" / card_key
+    assert event.asset_materialization.metadata["model_card"].value == (
+        f"{Settings.from_env({}).reports_url}/registry/{card_key}"
     )

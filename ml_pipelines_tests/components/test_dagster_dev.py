@@ -37,7 +37,8 @@ UPSTREAM = {
     "evaluation": {"trained_model", "features"},
     "model_package": {"trained_model", "evaluation", "features"},
 }
-MONITORING_UPSTREAM = {"production_data": set(), "drift_report": {"production_data"}}
+# drift_report also depends on model_package: the lineage shows which model a drift report judged
+MONITORING_UPSTREAM = {"production_data": set(), "drift_report": {"production_data", "model_package"}}
 # with monitoring.labels: ground truth joins the batches; a retrain window reads the labelled ones
 LABELS_UPSTREAM = {"labels": {"production_data"}, "production_performance": {"labels"}}
 # asset -> {check: blocking}

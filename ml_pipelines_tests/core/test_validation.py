@@ -237,10 +237,24 @@ def test_wrong_type_fails_both_engines(clean, schema):
     assert "purpose" in gx_failed and "purpose" in pandas_failed
 
 
-def test_data_docs_are_written(tmp_path, clean, schema):
-    report = run_suite(clean.iloc[:150], schema, suite_name="docs", docs_dir=tmp_path / "docs")
-    assert report.docs_path is not None
-    assert list((tmp_path / "docs").rglob("*.html"))
+def test_data_docs_list_every_validation_of_the_persistent_context(tmp_path, clean, schema):
+    """One GX file context per pipeline: each validation keeps its page, named by the Dagster run
+    id, with raw_data as the data asset; both indexes list them all, and the pages carry the
+    offline styles."""
+    project = tmp_path / "credit"
+    first = run_suite(clean.iloc[:150], schema, suite_name="credit_raw_data", project_dir=project, run_name="run-1")
+    second = run_suite(clean.iloc[:150], schema, suite_name="credit_raw_data", project_dir=project, run_name="run-2")
+    site = project / "gx" / "uncommitted" / "data_docs" / "local_site"
+    pages = sorted(site.glob("validations/credit_raw_data/*/*/*.html"))
+    assert [p.parts[-3] for p in pages] == ["run-1", "run-2"]
+    assert {p.name for p in pages} == {"pipeline-raw_data.html"}  # the data asset is raw_data
+    assert first.docs_path.startswith("file://") and "/run-1/" in first.docs_path and "/run-2/" in second.docs_path
+    gx_index = (site / "index.html").read_text()
+    assert "run-1" in gx_index and "run-2" in gx_index and "'asset_name': 'raw_data'" in gx_index
+    offline = (site / "offline_index.html").read_text()
+    assert offline.count("<tr><td>") == 2 and ">run-1</a>" in offline and ">raw_data</td>" in offline
+    assert "ml_pipelines: styles for Great Expectations Data Docs" in pages[0].read_text()
+    assert run_suite(clean.iloc[:150], schema, suite_name="ephemeral").docs_path is None
 
 
 def test_validated_data_combines_partitions(clean, schema):

@@ -14,8 +14,10 @@ import pickle
 import subprocess
 import sys
 import tarfile
+from urllib.parse import parse_qsl, urlsplit
 
 import dagster as dg
+import httpx
 import numpy as np
 import pandas as pd
 import yaml
@@ -113,8 +115,20 @@ def test_a_pipeline_materializes_into_the_bucket_and_reads_back(prod_env):
     assert [(m.alias, m.version, m.reason) for m in moves][-1] == ("challenger", version, "shadow traffic")
     assert len(bucket.keys(prod_env.key("registry", PIPELINE, "alias_history") + "/")) == 2
 
-    # the model card is published next to the registry
+    # the model card is published next to the registry, and model_package links it with a presigned
+    # URL a browser opens (the bucket is private): 7 days, the access key id and a signature, no secret
     assert bucket.keys(prod_env.key("registry", PIPELINE, "cards", version))
+    card_url = result.asset_materializations_for_node(f"{PIPELINE}__model_package")[0].metadata["model_card"]
+    assert isinstance(card_url, dg.UrlMetadataValue), card_url
+    assert card_url.url.startswith(f"{os.environ['AWS_ENDPOINT_URL'].rstrip('/')}/{bucket.name}/"), card_url.url
+    query = dict(parse_qsl(urlsplit(card_url.url).query))
+    # exactly what a SigV4 presigned GET needs (the secret key never is part of it)
+    assert set(query) == {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                          "X-Amz-SignedHeaders", "X-Amz-Signature"}, query
+    assert query["X-Amz-Expires"] == "604800"
+    assert urlsplit(card_url.url).username is None and urlsplit(card_url.url).password is None
+    opened = httpx.get(card_url.url, timeout=30, trust_env=False)
+    assert opened.status_code == 200 and f"Model card: {PIPELINE} {version}" in opened.text
 
     # the bento export: <prefix>/bentos/<pipeline>/<version>.bento, a bento archive of this version
     bento_key = prod_env.key("bentos", PIPELINE, f"{version}.bento")

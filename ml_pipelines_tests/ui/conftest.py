@@ -70,6 +70,7 @@ class AnalystWorld:
     defs: dg.Definitions  # the in-process copy of what the server loaded
     registry: ModelRegistry
     landed_batch: str  # the credit_default production_data partition that was materialized
+    reports_url: str  # `ml-pipelines reports`, serving model cards and Data Docs
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         response = httpx.post(
@@ -133,10 +134,12 @@ def analyst_world(tmp_path_factory) -> Iterator[AnalystWorld]:
         "DAGSTER_HOME": str(dagster_home),
         "ML_PIPELINES_HOME": str(platform_home),  # the credit spec lands batches under ${ML_PIPELINES_HOME}
         "ML_PIPELINES_ENV": "local",
+        "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",  # Dagster's freshness daemon: judge policies soon after start
     }
 
-    port = servers.free_port()
+    port, reports_port = servers.free_port(), servers.free_port()
     url = f"http://127.0.0.1:{port}"
+    env["ML_PIPELINES_REPORTS_URL"] = reports_url = f"http://127.0.0.1:{reports_port}"
     with contextlib.ExitStack() as stack:  # stops the server last, whatever fails on the way
         with pytest.MonkeyPatch.context() as patch, dg.DagsterInstance.from_config(str(dagster_home)) as instance:
             for key, value in env.items():
@@ -155,6 +158,14 @@ def analyst_world(tmp_path_factory) -> Iterator[AnalystWorld]:
                 ready_timeout=READY_TIMEOUT_S,
                 wait=False,
             ))
+            # the report server the UI's model card and Data Docs links point at (`make dev` starts one too)
+            stack.enter_context(servers.running(
+                "ml-pipelines reports (analyst)",
+                [servers.venv_executable("ml-pipelines"), "reports", "--port", str(reports_port)],
+                log_path=root / "reports.log",
+                env=env,
+                ready=f"{reports_url}/healthz",
+            ))
             landed = _materialize(defs, instance, specs)
         world = AnalystWorld(
             url=url,
@@ -166,6 +177,7 @@ def analyst_world(tmp_path_factory) -> Iterator[AnalystWorld]:
             defs=defs,
             registry=registry_at(platform_home),
             landed_batch=landed,
+            reports_url=reports_url,
         )
         server.wait_ready()
         servers.wait_for_code_locations(world.graphql, world.server, time.monotonic() + READY_TIMEOUT_S)

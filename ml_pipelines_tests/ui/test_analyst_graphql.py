@@ -5,6 +5,7 @@ versions, column schemas and column lineage, and the gating checks."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dagster as dg
@@ -69,6 +70,7 @@ METADATA_FIELDS = """
   __typename
   ... on TextMetadataEntry { text }
   ... on IntMetadataEntry { intValue }
+  ... on FloatMetadataEntry { floatValue }
   ... on PathMetadataEntry { path }
   ... on MarkdownMetadataEntry { mdStr }
   ... on TableSchemaMetadataEntry { schema { columns { name type } } }
@@ -187,6 +189,10 @@ def test_descriptions_come_from_the_spec(analyst_world: AnalystWorld, nodes):
         assert description == graph.get(dg.AssetKey(list(key))).description, f"{pipeline}/{stage}"
         for word in DESIGN_WORDS[stage]:
             assert word.lower() in description.lower(), f"{pipeline}/{stage}: {word!r} not in {description!r}"
+        # the asset list shows the start of a description: what the stage does, then the pipeline's sentence
+        stage_sentence, pipeline_sentence = description.rsplit("\n\n", 1)
+        assert pipeline_sentence == spec.description, f"{pipeline}/{stage}: {description!r}"
+        assert spec.description not in stage_sentence, f"{pipeline}/{stage} starts with the pipeline's sentence"
         if stage == "raw_data":
             assert spec.description and spec.description in description
             assert describe_source(spec.source) in description
@@ -342,3 +348,59 @@ def test_gating_checks_exist_with_descriptions(analyst_world: AnalystWorld, node
     assert f"within {credit.monitoring.performance.max_drop}" in descriptions[("production_performance",
                                                                                "performance_holds")]
     assert f"{credit.monitoring.drift.share:.0%}" in descriptions[("drift_report", "no_drift")]
+
+
+FRESHNESS_QUERY = """
+query Freshness($key: AssetKeyInput!) {
+  assetNodes(assetKeys: [$key]) {
+    internalFreshnessPolicy { __typename ... on TimeWindowFreshnessPolicy { failWindowSeconds } }
+    freshnessStatusInfo { freshnessStatus }
+  }
+}
+"""
+FRESHNESS_WAIT_S = 120  # the freshness daemon of `dagster dev` evaluates every FRESHNESS_DAEMON_INTERVAL_SECONDS
+
+
+def test_freshness_policies_from_the_spec_are_evaluated(analyst_world: AnalystWorld):
+    """monitoring.freshness {production_data: 24h, model: 30d}: the UI shows each policy, and
+    Dagster's freshness daemon judges the freshly materialized assets healthy."""
+    freshness = analyst_world.specs["credit_default"].monitoring.freshness
+    assert (freshness.production_data, freshness.model) == ("24h", "30d")
+    expected = {"production_data": 24 * 3600, "model_package": 30 * 24 * 3600, "drift_report": None}
+    deadline = time.monotonic() + FRESHNESS_WAIT_S
+    for stage, seconds in expected.items():
+        variables = {"key": {"path": ["credit_default", stage]}}
+        (node,) = analyst_world.graphql(FRESHNESS_QUERY, variables)["assetNodes"]
+        if seconds is None:
+            assert node["internalFreshnessPolicy"] is None and node["freshnessStatusInfo"] is None, node
+            continue
+        assert node["internalFreshnessPolicy"] == {"__typename": "TimeWindowFreshnessPolicy",
+                                                   "failWindowSeconds": seconds}, node
+        while node["freshnessStatusInfo"]["freshnessStatus"] != "HEALTHY" and time.monotonic() < deadline:
+            time.sleep(2)
+            (node,) = analyst_world.graphql(FRESHNESS_QUERY, variables)["assetNodes"]
+        assert node["freshnessStatusInfo"]["freshnessStatus"] == "HEALTHY", f"credit_default/{stage}: {node}"
+
+
+# numeric entries Dagster's Plots tab charts across materializations, per stage
+NUMERIC = {
+    "trained_model": ["cv_roc_auc_mean", "cv_roc_auc_std"],
+    "evaluation": ["metric/roc_auc", "metric/accuracy", "test_rows"],
+    "model_package": ["metric/roc_auc"],
+    "drift_report": ["share_drifted", "share_threshold"],
+    "production_performance": ["metric/roc_auc", "labelled_rows"],
+}
+
+
+def test_metrics_are_numeric_metadata(analyst_world: AnalystWorld, latest):
+    for stage, labels in NUMERIC.items():
+        metadata = _metadata(_materialization(latest, ("credit_default", stage)))
+        for label in labels:
+            entry = metadata[label]
+            assert entry["__typename"] in ("FloatMetadataEntry", "IntMetadataEntry"), f"{stage} {label}: {entry}"
+            value = entry.get("floatValue", entry.get("intValue"))
+            assert value is not None and value == value, f"{stage} {label}: {entry}"  # a number, not NaN
+    version = analyst_world.registry.get_alias("credit_default", "champion")
+    record = analyst_world.registry.get_version("credit_default", version)
+    package = _metadata(_materialization(latest, ("credit_default", "model_package")))
+    assert package["metric/roc_auc"]["floatValue"] == pytest.approx(record.metrics["roc_auc"])

@@ -49,6 +49,7 @@ query Latest($key: AssetKeyInput!) {
       metadataEntries {
         label
         ... on PathMetadataEntry { path }
+        ... on UrlMetadataEntry { url }
         ... on MarkdownMetadataEntry { mdStr }
       }
     }
@@ -214,23 +215,26 @@ def test_evaluation_page_renders_the_plots(analyst_world: AnalystWorld, page: Pa
         expect(dialog).to_have_count(0)
 
 
-def test_model_card_from_model_package_renders_every_section(analyst_world: AnalystWorld, page: Page):
+def test_model_card_link_in_model_package_opens_and_renders_every_section(analyst_world: AnalystWorld, page: Page):
     pipeline = "credit_default"
     metadata = _latest_metadata(analyst_world, pipeline, "model_package")
-    card = Path(metadata["model_card"]["path"])
     version = analyst_world.registry.get_alias(pipeline, "champion")
-    assert card.name == f"{version}.html" and card.is_file(), card
+    url = metadata["model_card"]["url"]
+    # served by `ml-pipelines reports` over HTTP (Chromium refuses file:// links from the UI)
+    assert url == f"{analyst_world.reports_url}/registry/{pipeline}/cards/{version}.html", url
 
-    # the asset page shows the path the analyst opens
+    # the analyst clicks the link the asset page shows; it opens in a new tab
     page.goto(f"{analyst_world.url}/assets/{pipeline}/model_package")
     row = page.locator("tr").filter(has=page.get_by_text("model_card", exact=True))
-    expect(row).to_contain_text(card.name)
-
-    # a fresh tab, so late requests of the Dagster UI page are not counted as the card's
-    page = page.context.new_page()
+    link = row.locator(f'a[href="{url}"]').first  # the URL itself (and an "open in a new tab" icon)
+    expect(link).to_be_visible()
     requested: list[str] = []
+    with page.context.expect_page() as opened:
+        link.click()
+    page = opened.value
     page.on("request", lambda request: requested.append(request.url))
-    page.goto(card.as_uri())
+    page.wait_for_load_state()
+    assert page.url == url
     expect(page.locator("h1")).to_have_text(f"Model card: {pipeline} {version}")
     for section in SECTIONS:
         heading = page.locator("h2").filter(has_text=re.compile(rf"^{re.escape(section)}$"))
@@ -253,5 +257,85 @@ def test_model_card_from_model_package_renders_every_section(analyst_world: Anal
         image.evaluate("img => img.decode()")
         src, width = image.evaluate("img => [img.src, img.naturalWidth]")
         assert src.startswith("data:image/png;base64,") and width > 100, (src[:40], width)
-    assert all(url.startswith(("file://", "data:")) for url in requested), requested
+    # the drift report links the same card
+    assert _latest_metadata(analyst_world, pipeline, "drift_report")["model_card"]["url"] == url
+    assert all(u.startswith((analyst_world.reports_url, "data:")) for u in requested), requested
     _shot(page, "model_card_credit_default.png", full_page=True)
+
+
+def test_plots_tab_charts_the_numeric_metrics(analyst_world: AnalystWorld, page: Page):
+    """The metrics are numeric metadata, so the metadata section of the asset's overview offers
+    Dagster's Plots, one chart per numeric entry across materializations; the images stay in the
+    Table view."""
+    page.goto(f"{analyst_world.url}/assets/credit_default/evaluation")
+    try:
+        page.get_by_text("Plots", exact=True).first.click()
+        for label in ("metric/roc_auc", "test_rows"):
+            expect(page.get_by_text(label, exact=True).first).to_be_visible()
+        expect(page.locator("canvas").first).to_be_visible()
+        assert page.get_by_text("plot/roc_curve", exact=True).count() == 0, "an image entry is not a chart"
+    finally:
+        _shot(page, "evaluation_plots_tab_credit_default.png", full_page=True)
+
+
+CHECK_METADATA_QUERY = """
+query Check($key: AssetKeyInput!) {
+  assetNodes(assetKeys: [$key]) {
+    assetChecksOrError {
+      ... on AssetChecks {
+        checks {
+          name
+          executionForLatestMaterialization {
+            runId
+            evaluation { metadataEntries { label ... on UrlMetadataEntry { url } } }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def test_data_docs_link_opens_offline_with_the_run_id(analyst_world: AnalystWorld, browser: BrowserContext):
+    """The suite check's data_docs link opens over HTTP with no internet (every request off
+    loopback is refused): the validation page is named by the Dagster run id, styled, and the
+    offline index lists it with raw_data as the data asset."""
+    pipeline = "credit_default"
+    (node,) = analyst_world.graphql(CHECK_METADATA_QUERY, {"key": {"path": [pipeline, "raw_data"]}})["assetNodes"]
+    (check,) = [c for c in node["assetChecksOrError"]["checks"] if c["name"] == "matches_expectation_suite"]
+    execution = check["executionForLatestMaterialization"]
+    run_id = execution["runId"]
+    url = {e["label"]: e.get("url") for e in execution["evaluation"]["metadataEntries"]}["data_docs"]
+    docs_root = f"{analyst_world.reports_url}/work/{pipeline}/gx/uncommitted/data_docs/local_site/"
+    assert url.startswith(f"{docs_root}validations/{pipeline}_raw_data/{run_id}/"), url
+    assert url.endswith("/pipeline-raw_data.html"), url
+
+    refused: list[str] = []
+    loopback = re.compile(r"^(data:|https?://127\.0\.0\.1[:/])")
+
+    def offline(route):
+        if loopback.match(route.request.url):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    # not the `page` fixture: offline, GX's own page scripts fail on the missing jQuery (CDN), by design
+    page = browser.new_page()
+    page.route("**/*", offline)
+    page.goto(url)
+    expect(page.get_by_role("row", name=f"Run Name {run_id}")).to_be_visible()  # the Info table
+    # styled by the inlined offline styles, not the browser's defaults
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(248, 249, 250)", background
+    _shot(page, "data_docs_credit_default.png", full_page=True)
+
+    page.goto(f"{docs_root}offline_index.html")
+    row = page.locator("tr").filter(has=page.get_by_role("link", name=run_id))
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("raw_data")
+    row.get_by_role("link", name=run_id).click()
+    expect(page).to_have_url(url)
+    assert refused and all(u.startswith("https://") for u in refused), refused  # only GX's CDN links
+    page.close()

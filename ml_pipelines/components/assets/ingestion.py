@@ -36,13 +36,14 @@ def _check_description(ctx: "PipelineContext") -> str:
 
 def suite_result(
     ctx: "PipelineContext", frame: pd.DataFrame, registry: RegistryResource, workdir: WorkdirResource,
-    partition: str | None = None,
+    run_id: str, partition: str | None = None,
 ) -> dg.AssetCheckResult:
-    """Run the suite (rules resolved against the champion's schema) and write Data Docs."""
+    """Run the suite (rules resolved against the champion's schema) in the pipeline's persistent
+    GX context, named after the Dagster run, and write its Data Docs."""
     reference, champion = champion_schema(registry.registry(), ctx.name)
     schema = spec_schema(ctx.spec, frame, reference)
     suite_name = f"{ctx.name}_raw_data" + (f"_{partition}" if partition else "")
-    report = run_suite(frame, schema, suite_name=suite_name, docs_dir=workdir.path(ctx.name, "data_docs"))
+    report = run_suite(frame, schema, suite_name=suite_name, project_dir=workdir.path(ctx.name), run_name=run_id)
     return dg.AssetCheckResult(
         check_name=CHECK,
         passed=report.success,
@@ -108,7 +109,7 @@ def raw_data_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
             },
         )
         if partitioned:
-            yield suite_result(ctx, frame, registry, workdir, partition)
+            yield suite_result(ctx, frame, registry, workdir, context.run_id, partition)
 
     return raw_data
 
@@ -118,8 +119,9 @@ def expectation_suite_check(ctx: "PipelineContext") -> dg.AssetChecksDefinition:
         asset=ctx.key("raw_data"), name=CHECK, blocking=_blocking(ctx), description=_check_description(ctx)
     )
     def matches_expectation_suite(
-        raw_data: pd.DataFrame, registry: RegistryResource, workdir: WorkdirResource
+        context: dg.AssetCheckExecutionContext, raw_data: pd.DataFrame, registry: RegistryResource,
+        workdir: WorkdirResource,
     ) -> dg.AssetCheckResult:
-        return suite_result(ctx, raw_data, registry, workdir)
+        return suite_result(ctx, raw_data, registry, workdir, context.run.run_id)
 
     return matches_expectation_suite

@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from ml_pipelines.components import metadata as md
+from ml_pipelines.components.freshness import freshness_policy
 from ml_pipelines.components.policies import fail_fast_on_bad_input
 from ml_pipelines.core.champion import champion_profile
 from ml_pipelines.core.drift import DriftReport
@@ -49,6 +50,7 @@ def production_data_asset(ctx: "PipelineContext", partitions_def: dg.PartitionsD
             else "The serving audit trail (every prediction's input), one partition per day."
         ),
         kinds={"pandas"},
+        freshness_policy=freshness_policy(ctx, "production_data"),
         **ctx.shared_settings("monitoring"),
     )
     @fail_fast_on_bad_input
@@ -74,8 +76,8 @@ def drift_metadata(report: DriftReport, version: str) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "champion": version,
         "dataset_drifted": report.dataset_drifted,
-        "share_drifted": report.share_drifted,
-        "share_threshold": report.share_threshold,
+        "share_drifted": md.number(report.share_drifted),
+        "share_threshold": md.number(report.share_threshold),
         "drifted_columns": dg.MetadataValue.json(report.drifted_columns()),
         "missing_columns": dg.MetadataValue.json(report.missing_columns),
         "rows": report.rows,
@@ -87,7 +89,7 @@ def drift_metadata(report: DriftReport, version: str) -> dict[str, Any]:
     }
     if report.prediction is not None:
         metadata["prediction_drift"] = report.prediction.drifted
-        metadata["prediction_drift_value"] = report.prediction.value
+        metadata["prediction_drift_value"] = md.number(report.prediction.value)
     return metadata
 
 
@@ -100,6 +102,9 @@ def drift_report_asset(ctx: "PipelineContext", partitions_def: dg.PartitionsDefi
         key=key,
         partitions_def=partitions_def,
         ins={"production_data": dg.AssetIn(ctx.key("production_data"))},
+        # the packaged model it judges: an edge in the lineage graph, not an input (the report judges
+        # the registry's champion, which the newest model_package may not be)
+        deps=[ctx.key("model_package")],
         description=ctx.describe(
             "Per-feature drift of a production batch against the champion's reference profile "
             f"(method {drift.method}; the batch counts as drifted when at least "
@@ -128,7 +133,7 @@ def drift_report_asset(ctx: "PipelineContext", partitions_def: dg.PartitionsDefi
             "share_drifted": report.share_drifted, "dataset_drifted": report.dataset_drifted,
             "drifted_columns": report.drifted_columns(),
         })
-        metadata["model_card"] = md.uri_value(publish_card(reg, name, version)["html"])
+        metadata["model_card"] = md.card_link(reg, name, version, "html", publish_card(reg, name, version)["html"])
         for column, png in drift_plots(report, profile, production_data).items():
             metadata[f"plot/{column}"] = md.png_markdown(column, png)
         yield dg.Output(report, metadata=metadata)

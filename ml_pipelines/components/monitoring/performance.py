@@ -66,7 +66,7 @@ def join_metadata(joined: LabelJoin) -> dict[str, Any]:
         "duplicate_ids": joined.duplicate_ids,
         "conflicting_ids": dg.MetadataValue.json(list(joined.conflicting_ids[:50])),
         "unmatched_labels": joined.unmatched_labels,
-        "label_delay_hours": joined.label_delay_hours if joined.label_delay_hours is not None else "unknown",
+        "label_delay_hours": md.number(joined.label_delay_hours),
         "dagster/row_count": joined.labelled,
     }
 
@@ -163,8 +163,8 @@ def performance_metadata(result: ProductionPerformance, metric: str, plot: bytes
         "champion": result.champion.version,
         "labelled_rows": result.rows,
         "landed_at": result.landed_at,
-        "label_delay_hours": result.label_delay_hours if result.label_delay_hours is not None else "unknown",
-        f"metric/{metric}": result.champion.metrics[metric].value,
+        "label_delay_hours": md.number(result.label_delay_hours),
+        f"metric/{metric}": md.number(result.champion.metrics[metric].value),
         "performance_holds": result.verdict.passed,
         "performance_reason": result.verdict.reason,
         "metrics": md.markdown_table(["role", "version", "metric", "value", "95% low", "95% high"], rows),
@@ -172,7 +172,7 @@ def performance_metadata(result: ProductionPerformance, metric: str, plot: bytes
     }
     if result.challenger is not None:
         metadata["challenger"] = result.challenger.version
-        metadata[f"challenger_metric/{metric}"] = result.challenger.metrics[metric].value
+        metadata[f"challenger_metric/{metric}"] = md.number(result.challenger.metrics[metric].value)
     if result.comparison is not None:
         metadata["challenger_vs_champion"] = result.comparison.describe()
     return metadata
@@ -218,7 +218,9 @@ def production_performance_asset(ctx: "PipelineContext", partitions_def: dg.Part
         moves = [(m.moved_at, m.version) for m in reg.alias_history(ctx.name, CHAMPION) if m.version]
         plot = performance_png(metric, history.entries(), moves)
         metadata = performance_metadata(result, metric, plot)
-        metadata["model_card"] = md.uri_value(publish_card(reg, ctx.name, result.champion.version)["html"])
+        version = result.champion.version
+        card = publish_card(reg, ctx.name, version)["html"]
+        metadata["model_card"] = md.card_link(reg, ctx.name, version, "html", card)
         if result.challenger is not None:
             publish_card(reg, ctx.name, result.challenger.version)
         yield dg.Output(result, metadata=metadata)
@@ -228,7 +230,7 @@ def production_performance_asset(ctx: "PipelineContext", partitions_def: dg.Part
             severity=dg.AssetCheckSeverity.ERROR,
             description=result.verdict.reason,
             metadata={"rows": result.rows, "reference": result.verdict.reference or "none",
-                      "drop": result.verdict.drop if result.verdict.drop is not None else "unknown"},
+                      "drop": md.number(result.verdict.drop)},
         )
 
     return production_performance
