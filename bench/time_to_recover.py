@@ -139,6 +139,8 @@ def run(work: Path) -> dict[str, Any]:
     env = {"DAGSTER_HOME": str(dagster_home), "ML_PIPELINES_HOME": str(ml_home), "ML_PIPELINES_ENV": "local"}
     os.environ.update(env)  # the benchmark's own process: its Settings read the same homes
     variables = Settings.from_env().variables
+    with dg.DagsterInstance.from_config(str(dagster_home)):  # the schema once, before dagster dev races to it
+        pass
     port, serve_port = servers.free_port(), servers.free_port()
     with servers.running(
         "dagster dev", [servers.venv_executable("dagster"), "dev", "-f", str(work / "defs.py"), "-d", str(REPO_ROOT),

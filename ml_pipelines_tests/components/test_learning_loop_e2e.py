@@ -72,6 +72,10 @@ def test_the_loop_learns_the_shifted_world_unattended(tmp_path: Path, monkeypatc
     def phase(label: str) -> None:  # shown with -s, or in the report when the test fails
         print(f"[learning loop] {time.monotonic() - started:6.1f}s {label}", flush=True)
 
+    # the instance's SQLite schema is created here, once: the webserver, the daemon and this test
+    # creating it at the same moment race in alembic ("more than one head")
+    with dg.DagsterInstance.from_config(str(dagster_home)):
+        pass
     port, serve_port = servers.free_port(), servers.free_port()
     dagster_dev = servers.running(
         "dagster dev",
