@@ -30,26 +30,11 @@ def holdout(rows: int, seed: int = 0):
     return Predictions(y, (score >= 0.5).astype(int), proba, (0, 1))
 
 
-def indexing_bootstrap(names: list[str], p, samples: int, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """The replaced implementation, as it was (core/evaluation.py before core.bootstrap)."""
-    from ml_pipelines.core.metrics import MetricError, compute_metric
-
-    rng = np.random.default_rng(seed)
-    n = len(p.y_true)
-    values: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(samples):
-        idx = rng.integers(0, n, n)
-        proba = p.proba[idx] if p.proba is not None else None
-        for name in names:
-            try:
-                values[name].append(compute_metric(name, p.y_true[idx], p.y_pred[idx], proba, p.classes))
-            except (MetricError, ValueError):
-                continue
-    return {name: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) for name, v in values.items() if v}
-
-
 def measure(rows: int, samples: int) -> dict[str, Any]:
     from ml_pipelines.core.evaluation import bootstrap_intervals
+
+    # the replaced implementation, kept once, as the tests' reference
+    from ml_pipelines_tests.core.test_bootstrap import indexing_bootstrap
 
     p = holdout(rows)
     old, old_s, old_cpu = timed(lambda: indexing_bootstrap(METRICS, p, samples))
