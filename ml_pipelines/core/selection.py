@@ -82,14 +82,13 @@ class SelectionResult:
         return "\n".join(lines)
 
 
-def cv_sample(features: FeatureSet, sample_rows: int | None, seed: int = 0) -> np.ndarray:
-    """Positions of the training rows cross-validation runs on: all of them, or a sample of
-    sample_rows (stratified by class for classification, so rare classes keep their share)."""
-    _, y = features.xy("train")
+def cv_sample(y: pd.Series, task: str, sample_rows: int | None, seed: int = 0) -> np.ndarray:
+    """Positions of the training rows (targets `y`) cross-validation runs on: all of them, or a sample
+    of sample_rows (stratified by class for classification, so rare classes keep their share)."""
     positions = np.arange(len(y))
     if sample_rows is None or len(y) <= sample_rows:
         return positions
-    stratify = y.to_numpy() if features.task == "classification" and y.value_counts().min() >= 2 else None
+    stratify = y.to_numpy() if task == "classification" and y.value_counts().min() >= 2 else None
     sample, _ = train_test_split(positions, train_size=sample_rows, stratify=stratify, random_state=seed)
     return np.sort(sample)
 
@@ -165,7 +164,7 @@ def select_model(
     """Cross-validate every candidate on the training rows (or a sample of sample_rows of
     them), drop those over the limits, and refit the best on every training row."""
     all_x, all_y = features.xy("train")
-    sample = cv_sample(features, sample_rows, seed)
+    sample = cv_sample(all_y, features.task, sample_rows, seed)
     x, y = all_x.iloc[sample].reset_index(drop=True), all_y.iloc[sample].reset_index(drop=True)
     y_values = y.to_numpy()
     classes = sorted(np.unique(all_y.to_numpy()).tolist()) if features.task == "classification" else None

@@ -312,11 +312,11 @@ def test_a_sample_bounds_cross_validation_and_the_winner_learns_from_every_row(c
     spec = _spec([LOGREG])
     features = build_feature_set(spec, credit_frame)
     _, y = features.xy("train")
-    sample = cv_sample(features, 200, seed=0)
+    sample = cv_sample(y, features.task, 200, seed=0)
     assert len(sample) == 200 and len(set(sample)) == 200
     assert abs(y.iloc[sample].mean() - y.mean()) < 0.02
-    assert (cv_sample(features, None) == np.arange(len(y))).all()
-    assert (cv_sample(features, 10 * len(y)) == np.arange(len(y))).all()
+    assert (cv_sample(y, features.task, None) == np.arange(len(y))).all()
+    assert (cv_sample(y, features.task, 10 * len(y)) == np.arange(len(y))).all()
 
     fitted_rows = []
 
