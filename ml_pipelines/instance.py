@@ -1,12 +1,22 @@
 """Dagster instance plugins for the local instance (dagster.yaml at the repo root).
 
-Run monitoring fails a STARTED run only through its launcher's run worker health
-check, and Dagster's DefaultRunLauncher has none: a run whose worker was killed
-(`kill -9`, an OOM kill, `dagster dev` or `dagster job execute` killed with its
-run) would stay STARTED forever. LocalRunLauncher is the DefaultRunLauncher plus
-that check: the local instance runs every run worker on this machine, and each
-records its pid in its RUN_START event, so a run whose worker process is gone is
-failed by the daemon within run_monitoring.poll_interval_seconds.
+LocalRunLauncher is Dagster's DefaultRunLauncher plus two things:
+
+- A run worker health check. Run monitoring fails a STARTED run only through its
+  launcher's check, and the DefaultRunLauncher has none: a run whose worker was
+  killed (`kill -9`, an OOM kill, `dagster dev` killed with its run) would stay
+  STARTED forever. Every run worker records its pid in its RUN_START event, so a
+  run whose worker process is gone is failed by the daemon within
+  run_monitoring.poll_interval_seconds.
+- Warm run workers (`preload_modules`). The DefaultRunLauncher asks the code server
+  to spawn a fresh interpreter per run, which spends seconds importing torch,
+  scikit-learn, Great Expectations and BentoML before the first step. With
+  `preload_modules` set, the launcher forks each run worker from a forkserver that
+  imported those libraries once, when the first run launched. The worker then runs
+  exactly what `dagster api execute_run` runs. Only third-party libraries may be
+  preloaded: the project's own code must load fresh in every run, or a reloaded spec
+  would run with the definitions of the day the forkserver started. A run whose
+  code location uses another Python than this one goes through the code server.
 
 Imported by the webserver, the daemon and every run worker when they load the
 instance: it imports dagster and psutil only.
@@ -14,31 +24,87 @@ instance: it imports dagster and psutil only.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import psutil
-from dagster import DagsterRun
+from dagster import DagsterRun, Field
 from dagster._core.events import DagsterEventType
-from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
+from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, LaunchRunContext, WorkerStatus
 from dagster._serdes import ConfigurableClassData
 
 PID_CLOCK_SLACK_S = 2.0  # a process created after its run started is another process with a reused pid
+PROJECT_PACKAGE = "ml_pipelines"
+WORKER_PID_TAG = "ml_pipelines/run_worker_pid"  # set at launch, so any process (the UI's too) can terminate the run
 
 
 class LocalRunLauncher(DefaultRunLauncher):
-    """DefaultRunLauncher whose run workers' health run monitoring can check."""
+    """DefaultRunLauncher whose run workers' health run monitoring can check, and which can fork
+    run workers from a warm process (see the module docstring)."""
+
+    def __init__(self, inst_data: ConfigurableClassData | None = None, preload_modules: Sequence[str] = ()):
+        super().__init__(inst_data=inst_data)
+        stale = [name for name in preload_modules if name.split(".")[0] == PROJECT_PACKAGE]
+        if stale:
+            raise ValueError(f"run_launcher.config.preload_modules: {stale} are the project's own code, which "
+                             "must load fresh in every run; list only third-party libraries")
+        self._preload_modules = list(preload_modules)
+        self._warm_context: Any = None
+
+    @classmethod
+    def config_type(cls) -> dict[str, Any]:
+        return {"preload_modules": Field([str], is_required=False, default_value=[],
+                                         description="third-party modules the warm run worker process imports once")}
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: dict[str, Any]) -> LocalRunLauncher:
-        return cls(inst_data=inst_data)
+        return cls(inst_data=inst_data, preload_modules=config_value.get("preload_modules", []))
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        if not self._preload_modules or not _runs_in_this_python(run):
+            super().launch_run(context)
+            return
+        from dagster._grpc.types import ExecuteRunArgs
+        from dagster._serdes import serialize_value
+
+        args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id, instance_ref=self._instance.get_ref())
+        worker = self._warm().Process(target=_execute_run, args=(serialize_value(args),), name=f"run {run.run_id}")
+        worker.start()
+        self._run_ids.add(run.run_id)
+        self._instance.add_run_tags(run.run_id, {WORKER_PID_TAG: str(worker.pid)})
+        self._instance.report_engine_event(
+            f"Run worker forked from the warm process (pid {worker.pid}; preloaded: {', '.join(self._preload_modules)})",
+            run, cls=self.__class__)
+
+    def _warm(self) -> Any:
+        """The forkserver context every warm run worker is forked from; started on first use."""
+        if self._warm_context is None:
+            self._warm_context = multiprocessing.get_context("forkserver")
+            self._warm_context.set_forkserver_preload(self._preload_modules)
+        return self._warm_context
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id) if self.has_instance else None
+        if run is None or run.is_finished or WORKER_PID_TAG not in run.tags:
+            return super().terminate(run_id)
+        self._instance.report_run_canceling(run)
+        try:
+            os.kill(int(run.tags[WORKER_PID_TAG]), signal.SIGINT)  # the run worker's capture_interrupts ends the run as CANCELED
+        except ProcessLookupError:
+            return False
+        return True
 
     @property
     def supports_check_run_worker_health(self) -> bool:
         return True
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
-        records = self._instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_START, limit=1).records
-        event = records[0].event_log_entry if records else None
+        event = _run_start_event(self._instance, run.run_id)
         pid = event.dagster_event.pid if event is not None and event.dagster_event is not None else None
         if event is None or pid is None:
             # nothing to check yet (run monitoring fails a run on anything but RUNNING or SUCCESS)
@@ -48,6 +114,24 @@ class LocalRunLauncher(DefaultRunLauncher):
         return CheckRunHealthResult(
             WorkerStatus.FAILED, f"run worker process {pid} is gone: it was killed or crashed before the run ended"
         )
+
+
+def _execute_run(serialized_args: str) -> None:
+    """The body of `dagster api execute_run`, in a process forked from the warm one."""
+    from dagster._cli.api import execute_run_command
+
+    execute_run_command.callback(input_json=serialized_args, compressed_input_json=None)
+
+
+def _runs_in_this_python(run: DagsterRun) -> bool:
+    origin = run.job_code_origin
+    executable = origin.repository_origin.executable_path if origin is not None else None
+    return executable is not None and os.path.realpath(executable) == os.path.realpath(sys.executable)
+
+
+def _run_start_event(instance: Any, run_id: str) -> Any:
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_START, limit=1).records
+    return records[0].event_log_entry if records else None
 
 
 def _alive_since(pid: int, started_at: float) -> bool:

@@ -7,7 +7,7 @@ from `Settings.child_env(...)`.
 
 Variables:
     ML_PIPELINES_ENV          storage: local (default) | prod
-    ML_PIPELINES_EXECUTOR     execution: multiprocess | in_process | k8s (default: multiprocess
+    ML_PIPELINES_EXECUTOR     execution: in_process | multiprocess | k8s (default: in_process
                               for local, k8s for prod); any storage runs with any executor
     ML_PIPELINES_HOME         local registry, BentoML store, reports, audit log (default ./.ml_pipelines)
     ML_PIPELINES_S3_BUCKET    prod: the bucket for assets, registry and bento exports
@@ -34,7 +34,7 @@ from typing import Any
 
 ENVIRONMENTS = ("local", "prod")
 EXECUTORS = ("multiprocess", "in_process", "k8s")
-DEFAULT_EXECUTOR = {"local": "multiprocess", "prod": "k8s"}
+DEFAULT_EXECUTOR = {"local": "in_process", "prod": "k8s"}
 DEFAULT_HOME = ".ml_pipelines"
 DEFAULT_S3_PREFIX = "ml_pipelines"
 DEFAULT_REPORTS_URL = "http://127.0.0.1:3002"  # make dev has 3000, ml-pipelines serve 3001
@@ -78,7 +78,7 @@ class ServeSettings:
 @dataclass(frozen=True)
 class Settings:
     environment: str = "local"  # where things are stored: local files, or PostgreSQL and S3
-    executor: str = "multiprocess"  # how a run's steps execute: see EXECUTORS
+    executor: str = "in_process"  # how a run's steps execute: see EXECUTORS
     home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).resolve())
     s3_bucket: str | None = None
     s3_prefix: str = DEFAULT_S3_PREFIX

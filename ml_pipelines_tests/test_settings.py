@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+import dagster
+
 from ml_pipelines.defs.resources import PRELOADED_MODULES, platform_executor
 from ml_pipelines.settings import Settings, SettingsError
 
@@ -13,7 +15,7 @@ from ml_pipelines.settings import Settings, SettingsError
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
-        ({}, ("local", "multiprocess")),
+        ({}, ("local", "in_process")),
         ({"ML_PIPELINES_ENV": "prod"}, ("prod", "k8s")),
         # one VM with services: prod storage, steps as local processes
         ({"ML_PIPELINES_ENV": "prod", "ML_PIPELINES_EXECUTOR": "multiprocess"}, ("prod", "multiprocess")),
@@ -40,8 +42,12 @@ def test_a_bad_value_names_its_variable_and_the_choices(name, value, choices):
         Settings.from_env({name: value})
 
 
-def test_the_local_default_forks_steps_from_a_forkserver_with_the_heavy_libraries_preloaded():
-    executor = platform_executor(Settings.from_env({}))
+def test_the_local_default_runs_steps_in_the_run_worker():
+    assert platform_executor(Settings.from_env({})) is dagster.in_process_executor
+
+
+def test_the_multiprocess_executor_forks_steps_from_a_forkserver_with_the_heavy_libraries_preloaded():
+    executor = platform_executor(Settings.from_env({"ML_PIPELINES_EXECUTOR": "multiprocess"}))
     # what the executor is configured with: Dagster's own schema resolves it (an unknown key would fail here)
     resolved = executor.config_schema.resolve_config({})
     assert resolved.success, resolved.errors

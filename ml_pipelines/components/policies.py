@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 import dagster as dg
+from dagster._core.errors import DagsterExecutionInterruptedError  # what an interrupt raises in a step
 
 from ml_pipelines.core.errors import InputError
 from ml_pipelines.spec import PipelineSpec, StageResources
@@ -64,10 +65,27 @@ def _fail_now(exc: InputError) -> dg.Failure:
     return dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False)
 
 
+def _terminated(args: tuple[Any, ...]) -> dg.Failure | None:
+    """A no-retry Failure when the step's run is being terminated, else None.
+
+    A termination interrupts the step (SIGINT), and Dagster retries an interrupted step that
+    has a retry policy (so a preempted Kubernetes pod is retried). Under the in-process
+    executor that retry would carry on the run the user asked to stop, so an interrupt
+    while the run is CANCELING fails the step for good and Dagster ends the run CANCELED."""
+    context = next((a for a in args if isinstance(a, (dg.AssetExecutionContext, dg.AssetCheckExecutionContext,
+                                                       dg.OpExecutionContext))), None)
+    if context is None:
+        return None
+    run = context.instance.get_run_by_id(context.run.run_id)
+    if run is None or run.status != dg.DagsterRunStatus.CANCELING:
+        return None
+    return dg.Failure(description="the run was terminated by request", allow_retries=False)
+
+
 def fail_fast_on_bad_input(fn):
     """Errors that a retry cannot fix (bad data, a bad spec, a checksum mismatch, a failed
     gate: every core.errors.InputError) fail the step at once, with the original message,
-    instead of being retried."""
+    instead of being retried; so does a termination (see _terminated)."""
 
     if inspect.isgeneratorfunction(fn):
 
@@ -77,6 +95,8 @@ def fail_fast_on_bad_input(fn):
                 yield from fn(*args, **kwargs)
             except InputError as exc:
                 raise _fail_now(exc) from exc
+            except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
+                raise (_terminated(args) or exc) from exc
 
         return generator_wrapper
 
@@ -86,5 +106,7 @@ def fail_fast_on_bad_input(fn):
             return fn(*args, **kwargs)
         except InputError as exc:
             raise _fail_now(exc) from exc
+        except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
+            raise (_terminated(args) or exc) from exc
 
     return wrapper

@@ -8,11 +8,13 @@ prod:  assets (S3 pickle IO manager), registry and bento exports in the bucket
        ML_PIPELINES_S3_BUCKET under ML_PIPELINES_S3_PREFIX; the endpoint follows
        boto3's AWS_ENDPOINT_URL and credentials come from the standard AWS chain.
 
-Execution, Settings.executor (ML_PIPELINES_EXECUTOR; multiprocess for local, k8s for prod):
-multiprocess: one process per step, forked from a forkserver that imported the heavy
-              libraries once per run (torch, scikit-learn, GX, BentoML), so a step does not
-              spend seconds re-importing them; steps stay isolated processes.
-in_process:   every step in the run worker's process.
+Execution, Settings.executor (ML_PIPELINES_EXECUTOR; in_process for local, k8s for prod):
+in_process:   every step in the run worker's process. The local default: a run is already
+              its own process, forked warm by the local run launcher (ml_pipelines.instance),
+              so a small run costs little more than its step work.
+multiprocess: one process per step, forked from a forkserver that imports the heavy
+              libraries once per run (torch, scikit-learn, GX, BentoML; about 6 s here),
+              so steps are isolated processes and independent steps run in parallel.
 k8s:          one Kubernetes Job per step (k8s_job_executor).
 """
 

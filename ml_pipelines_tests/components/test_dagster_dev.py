@@ -18,7 +18,7 @@ import psutil
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
-from ml_pipelines.defs.resources import PRELOADED_MODULES
+from ml_pipelines.instance import WORKER_PID_TAG, LocalRunLauncher
 from ml_pipelines_tests import REPO_ROOT, servers
 from ml_pipelines_tests.specs import shipped_attributes, shipped_names
 
@@ -285,38 +285,73 @@ def _sample_process_tree(dev: DagsterDev, seen: dict[int, tuple[int, str]]) -> N
             continue
 
 
-def test_a_ui_launched_run_forks_its_steps_from_a_preloaded_forkserver(dagster_dev: DagsterDev):
-    """The local default executor (ML_PIPELINES_EXECUTOR unset): Dagster's multiprocess executor
-    with forkserver and the heavy libraries preloaded. Read from the run itself: its events name
-    the multiprocess executor and each step's process, and each of those processes was forked by
-    a forkserver that preloaded ml_pipelines.defs.resources.PRELOADED_MODULES."""
-    client = DagsterGraphQLClient("127.0.0.1", port_number=int(dagster_dev.url.rsplit(":", 1)[1]))
-    selection = [dagster.AssetKey(["diabetes_progression", stage]) for stage in ("raw_data", "validated_data")]
+def _submit_and_watch(dev: DagsterDev, stages: tuple[str, ...], seen: dict[int, tuple[int, str]],
+                      until: tuple[dagster.DagsterRunStatus, ...], on_start: Any = None) -> tuple[str, Any]:
+    """Submit diabetes_progression's `stages` as the UI does; sample the process tree until the run is in `until`."""
+    client = DagsterGraphQLClient("127.0.0.1", port_number=int(dev.url.rsplit(":", 1)[1]))
+    selection = [dagster.AssetKey(["diabetes_progression", stage]) for stage in stages]
     run_id = client.submit_job_execution("diabetes_progression_retrain_job", asset_selection=selection)
+
+    def ended() -> Any:
+        _sample_process_tree(dev, seen)
+        status = client.get_run_status(run_id)
+        if on_start is not None and status == dagster.DagsterRunStatus.STARTED:
+            on_start(client, run_id)
+        return status in until and status
+
+    return run_id, servers.wait_until("the UI-launched run to end", ended, READY_TIMEOUT_S, server=dev.server,
+                                      interval=0.1)
+
+
+def test_a_ui_launched_run_is_forked_from_the_warm_process_and_runs_its_steps_in_it(dagster_dev: DagsterDev):
+    """dagster.yaml's LocalRunLauncher forks each run worker from a forkserver that preloaded the
+    configured third-party libraries (not the project's code); the local default executor then
+    runs every step in that worker. Read from the run's events and the process tree."""
     seen: dict[int, tuple[int, str]] = {}
-    status = servers.wait_until(
-        "the UI-launched run to finish",
-        lambda: _sample_process_tree(dagster_dev, seen) or (
-            (s := client.get_run_status(run_id)) in (dagster.DagsterRunStatus.SUCCESS, dagster.DagsterRunStatus.FAILURE)
-            and s),
-        READY_TIMEOUT_S, server=dagster_dev.server, interval=0.1,
-    )
+    stages = ("raw_data", "validated_data")
+    run_id, status = _submit_and_watch(dagster_dev, stages, seen,
+                                       (dagster.DagsterRunStatus.SUCCESS, dagster.DagsterRunStatus.FAILURE))
     with dagster.DagsterInstance.from_config(dagster_dev.env["DAGSTER_HOME"]) as instance:
         events = [e.dagster_event for e in instance.all_logs(run_id) if e.dagster_event is not None]
         assert instance.run_coordinator.dequeue_interval_seconds == 1  # dagster.yaml: no 5 s wait in the queue
+        preloaded = instance.run_launcher._preload_modules  # noqa: SLF001 - the launcher as dagster.yaml built it
+        worker_pid = int(instance.get_run_by_id(run_id).tags[WORKER_PID_TAG])
     assert status == dagster.DagsterRunStatus.SUCCESS, [e.message for e in events if e.is_failure]
     materialized = {e.asset_key for e in events if e.event_type == dagster.DagsterEventType.ASSET_MATERIALIZATION}
-    assert materialized == set(selection)
-    assert any("Executing steps using multiprocess executor" in (e.message or "") for e in events)
+    assert materialized == {dagster.AssetKey(["diabetes_progression", stage]) for stage in stages}
+    assert any("Executing steps in process" in (e.message or "") for e in events)
+    assert {e.pid for e in events if e.event_type == dagster.DagsterEventType.STEP_START} == {worker_pid}
 
-    workers = {e.step_key: e.pid for e in events if e.event_type == dagster.DagsterEventType.STEP_WORKER_STARTED}
-    assert {"diabetes_progression__raw_data", "diabetes_progression__validated_data"} <= set(workers)
-    # a process forked by the forkserver keeps its command line: the forkserver is the one whose parent is not one
-    forked_from = {pid for pid, (_, cmdline) in seen.items() if "multiprocessing.forkserver" in cmdline}
-    forkservers = {pid for pid in forked_from if seen[pid][0] not in forked_from}
-    assert len(forkservers) == 1, {pid: seen[pid] for pid in forked_from}
-    (forkserver,) = forkservers
-    assert all(module in seen[forkserver][1] for module in PRELOADED_MODULES), seen[forkserver][1]
-    for step, pid in workers.items():
-        assert pid in seen, f"the process of {step} ({pid}) was never seen under dagster dev"
-        assert seen[pid][0] == forkserver, f"{step} ran in {pid}, a child of {seen[pid][0]}, not of the forkserver"
+    assert "torch" in preloaded and not any(name.startswith("ml_pipelines") for name in preloaded)
+    assert worker_pid in seen, "the run worker was never seen under dagster dev"
+    warm = seen[worker_pid][0]
+    assert "multiprocessing.forkserver" in seen[warm][1], seen[warm]
+    assert all(repr(name) in seen[warm][1] for name in preloaded), seen[warm][1]
+
+
+def test_a_ui_launched_run_is_terminated_from_the_ui(dagster_dev: DagsterDev):
+    """Terminate, as the UI's button does (the webserver's launcher, not the daemon's that forked
+    the worker): the warm worker gets an interrupt and the run ends CANCELED, its worker gone."""
+    seen: dict[int, tuple[int, str]] = {}
+    asked: list[str] = []
+
+    def terminate_once(client: DagsterGraphQLClient, run_id: str) -> None:
+        if not asked:
+            asked.append(run_id)
+            client.terminate_run(run_id)
+
+    stages = ("raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package")
+    run_id, status = _submit_and_watch(dagster_dev, stages, seen, (
+        dagster.DagsterRunStatus.SUCCESS, dagster.DagsterRunStatus.FAILURE, dagster.DagsterRunStatus.CANCELED),
+        on_start=terminate_once)
+    assert asked == [run_id]
+    assert status == dagster.DagsterRunStatus.CANCELED
+    with dagster.DagsterInstance.from_config(dagster_dev.env["DAGSTER_HOME"]) as instance:
+        worker_pid = int(instance.get_run_by_id(run_id).tags[WORKER_PID_TAG])
+    servers.wait_until("the run worker to exit", lambda: not psutil.pid_exists(worker_pid)
+                       or psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE, 30)
+
+
+def test_the_launcher_refuses_to_preload_the_projects_own_code():
+    with pytest.raises(ValueError, match=r"preload_modules: \['ml_pipelines.definitions'\] are the project's own"):
+        LocalRunLauncher(preload_modules=["pandas", "ml_pipelines.definitions"])

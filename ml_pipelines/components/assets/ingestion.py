@@ -118,6 +118,7 @@ def expectation_suite_check(ctx: "PipelineContext") -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=ctx.key("raw_data"), name=CHECK, blocking=_blocking(ctx), description=_check_description(ctx)
     )
+    @fail_fast_on_bad_input
     def matches_expectation_suite(
         context: dg.AssetCheckExecutionContext, raw_data: pd.DataFrame, registry: RegistryResource,
         workdir: WorkdirResource,
