@@ -35,10 +35,17 @@ def known_work(context: dg.AssetExecutionContext) -> dg.Output[int]:
     return dg.Output(int(block[0]))
 
 
-@dg.asset
+@dg.asset(check_specs=[dg.AssetCheckSpec("positive", asset="streamed")])  # a second output, as drift_report has
 @fail_fast_on_bad_input
 def streamed(context: dg.AssetExecutionContext, known_work: int):
     yield dg.Output(known_work + 1)
+    yield dg.AssetCheckResult(check_name="positive", passed=known_work + 1 > 0)
+
+
+@dg.asset
+@fail_fast_on_bad_input
+def small_work(context: dg.AssetExecutionContext) -> int:
+    return 1
 
 
 def figures(event: dg.DagsterEvent) -> dict:
@@ -61,8 +68,9 @@ def test_a_step_reports_the_memory_and_cpu_of_its_known_work():
     assert work[u.CPU_UTILISATION_PCT] == pytest.approx(100 * work[u.CPU_S] / work[u.WALL_S], rel=0.02)
     assert (work[u.REQUESTED_CPU_CORES], work[u.REQUESTED_MEMORY_MIB], work[u.REQUESTED_GPUS]) == (1.5, 2048.0, 0)
     assert work[u.OWNERS] == "team:ops"
-    # a generator asset is measured up to its Output; an asset without a pod request records none
+    # a generator asset (with a check output too) is measured up to its Output; without a pod request, none
     assert u.WALL_S in usage["streamed"] and u.REQUESTED_CPU_CORES not in usage["streamed"]
+    assert [e.passed for e in result.get_asset_check_evaluations()] == [True]
     # no GPU key without a GPU; on a GPU machine this step held none
     assert work.get(u.GPUS) == (None if u.nvml_probe() is None else 0)
     event = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "known_work")
@@ -72,8 +80,8 @@ def test_a_step_reports_the_memory_and_cpu_of_its_known_work():
 def test_usage_interval_zero_records_nothing(monkeypatch):
     monkeypatch.setenv("ML_PIPELINES_USAGE_INTERVAL", "0")
     with dg.instance_for_test() as instance:
-        result = dg.materialize([known_work], instance=instance)
-    assert materialized_usage(result) == {"known_work": {}}
+        result = dg.materialize([small_work], instance=instance)
+    assert materialized_usage(result) == {"small_work": {}}
 
 
 @pytest.fixture(scope="module")
