@@ -24,6 +24,7 @@ from typing import Any
 
 import dagster as dg
 
+from ml_pipelines.components import metadata as md
 from ml_pipelines.core.usage import OWNERS, StepUsage, UsageSampler, requested_figures
 from ml_pipelines.settings import Settings
 
@@ -54,10 +55,7 @@ def pod_requests(context: dg.AssetExecutionContext) -> dict[str, Any]:
 def usage_metadata(context: dg.AssetExecutionContext, usage: StepUsage) -> dict[str, Any]:
     requests = pod_requests(context)
     numbers = {**usage.figures(), **(requested_figures(requests) if requests else {})}
-    metadata: dict[str, Any] = {
-        key: dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(value)
-        for key, value in numbers.items()
-    }
+    metadata: dict[str, Any] = {key: md.number(value) for key, value in numbers.items()}
     owners = context.assets_def.specs_by_key[context.asset_key].owners
     if owners:
         metadata[OWNERS] = ", ".join(owners)
