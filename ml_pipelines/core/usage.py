@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import psutil
 
@@ -101,7 +101,7 @@ class StepUsage:
 # ---------------------------------------------------------------- Kubernetes quantities
 
 
-def parse_quantity(text: str | int | float) -> float:
+def parse_quantity(text: str | float) -> float:
     """A Kubernetes quantity as a plain number: "500m" -> 0.5, "4Gi" -> 4294967296, "1e9" -> 1e9."""
     match = _QUANTITY.match(str(text).strip())
     if match is None:
@@ -158,10 +158,12 @@ def nvml_probe() -> NvmlProbe | None:
     """The machine's GPUs through NVML, initialised once per process; None without NVML or GPUs."""
     try:
         import pynvml
-
+    except ImportError:
+        return None
+    try:
         pynvml.nvmlInit()
         handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-    except Exception:  # no library, no driver, no device: no GPU figures
+    except pynvml.NVMLError:  # no driver, no device: no GPU figures
         return None
     return NvmlProbe(pynvml, handles) if handles else None
 
@@ -171,10 +173,7 @@ def _torch_cuda() -> Any:
     to do (seconds), and a process that never initialised CUDA has no torch GPU figures."""
     torch = sys.modules.get("torch")
     cuda = getattr(torch, "cuda", None)
-    try:
-        return cuda if cuda is not None and cuda.is_initialized() else None
-    except Exception:
-        return None
+    return cuda if cuda is not None and cuda.is_initialized() else None
 
 
 def _torch_reset_peaks() -> None:
@@ -235,7 +234,7 @@ class UsageSampler:
 
     # ------------------------------------------------------------ life cycle
 
-    def start(self) -> UsageSampler:
+    def start(self) -> Self:
         _torch_reset_peaks()
         self._kernel_peak_valid = _reset_kernel_peak()
         self._children: list[psutil.Process] = []
@@ -269,7 +268,7 @@ class UsageSampler:
             )
         return self.usage
 
-    def __enter__(self) -> UsageSampler:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
