@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from ml_pipelines.cli import audit, demo, init, land, registry, reports, serve, trace
+from ml_pipelines.cli import audit, demo, init, land, registry, reports, serve, trace, usage
 from ml_pipelines.settings import SettingsError
 
 PROG_NAME = "ml-pipelines"
@@ -19,7 +19,7 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain help, as argparse printed it; [a-z] in a help text stays as written
     pretty_exceptions_enable=False,
 )
-for _group in (demo, init, land, serve, reports, audit, trace, registry):
+for _group in (demo, init, land, serve, reports, audit, trace, registry, usage):
     _group.register(app)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.errors import DagsterExecutionInterruptedError  # what an interrupt raises in a step
 
+from ml_pipelines.components.step_usage import record_step_usage
 from ml_pipelines.core.errors import InputError
 from ml_pipelines.spec import PipelineSpec, StageResources
 
@@ -85,7 +86,9 @@ def _terminated(args: tuple[Any, ...]) -> dg.Failure | None:
 def fail_fast_on_bad_input(fn):
     """Errors that a retry cannot fix (bad data, a bad spec, a checksum mismatch, a failed
     gate: every core.errors.InputError) fail the step at once, with the original message,
-    instead of being retried; so does a termination (see _terminated)."""
+    instead of being retried; so does a termination (see _terminated). Every asset's output
+    carries what its step used (step_usage.record_step_usage)."""
+    fn = record_step_usage(fn)
 
     if inspect.isgeneratorfunction(fn):
 
