@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from ml_pipelines.core.evaluation import Evaluation
+from ml_pipelines.core.experiments import DROPPED, LOST, ExperimentRecord
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.gate import GateDecision
 from ml_pipelines.core.registry import ModelRegistry
@@ -154,6 +155,24 @@ def selection_metadata(result: SelectionResult) -> dict[str, Any]:
         "candidates": dg.MetadataValue.md(result.table_markdown()),
         "dropped": len([r for r in result.results if r.dropped]),
         "refit_seconds": number(result.refit_seconds),
+        # numeric, under the same names whatever the metric, so the Plots tab charts them across runs
+        "best_cv_score": number(best.mean),
+        "best_cv_std": number(best.std),
+        "best_fit_seconds": number(best.fit_seconds),
+        "best_latency_ms_per_row": number(best.latency_ms_per_row),
+        "best_size_mb": number(best.size_mb),
+        "candidates_evaluated": number(len(result.results)),
+        "candidates_failed": number(sum(r.failed for r in result.results)),
+    }
+
+
+def experiment_metadata(record: ExperimentRecord, created: bool) -> dict[str, Any]:
+    """Where the run's experiment record is, and how its candidates ended (`ml-pipelines experiments`)."""
+    return {
+        "experiment_run": record.run_id,
+        "experiment_record": "written by this attempt" if created else "kept: an earlier attempt of this run wrote it",
+        "candidates_lost": number(record.count(LOST)),
+        "candidates_dropped": number(record.count(DROPPED)),
     }
 
 
