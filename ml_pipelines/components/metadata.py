@@ -60,6 +60,14 @@ def report_link(path: str) -> dg.MetadataValue:
     return dg.MetadataValue.url(url) if url else uri_value(path)
 
 
+def object_link(registry: ModelRegistry, key: str) -> dg.MetadataValue:
+    """A report stored in the registry's store as a browser link (presigned in S3, the report
+    server's URL for local files); what cannot be linked stays its URI."""
+    settings = Settings.from_env()
+    url = object_url(registry.store, key, home=settings.home, reports_url=settings.reports_url)
+    return dg.MetadataValue.url(url) if url else uri_value(registry.store.uri(key))
+
+
 def card_link(registry: ModelRegistry, pipeline: str, version: str, suffix: str, uri: str) -> dg.MetadataValue:
     """A version's model card as a browser link: presigned in S3 (prod), the report server's URL
     for local files; what cannot be linked stays a path."""
@@ -93,7 +101,8 @@ def frame_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     return {"dagster/row_count": len(frame), "dagster/column_schema": table_schema(frame)}
 
 
-def validation_metadata(report: ValidationReport, champion: str | None) -> dict[str, Any]:
+def validation_metadata(report: ValidationReport, champion: str | None, *, registry: ModelRegistry | None = None,
+                        published: str | None = None) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "expectations_evaluated": report.evaluated,
         "expectations_failed": len(report.failures),
@@ -109,7 +118,10 @@ def validation_metadata(report: ValidationReport, champion: str | None) -> dict[
             metadata[f"unexpected/{failure.column}/{failure.expectation.removeprefix('expect_column_values_')}"] = (
                 failure.unexpected_count
             )
-    if report.docs_path:
+    if published and registry is not None:  # prod: the page in the bucket, presigned
+        metadata["data_docs"] = object_link(registry, published)
+        metadata["data_docs_object"] = registry.store.uri(published)
+    elif report.docs_path:
         metadata["data_docs"] = report_link(report.docs_path)
     return metadata
 

@@ -14,6 +14,7 @@ the experiment history records a run that selected nothing too."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -103,7 +104,7 @@ class SelectionResult:
 
 def _shown(value: float, digits: int) -> str:
     """A number for the table; `-` for one a failed candidate never got."""
-    return "-" if value != value else f"{value:.{digits}f}"  # NaN != NaN
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def candidate_results_of(exc: BaseException) -> tuple[CandidateResult, ...]:

@@ -19,7 +19,7 @@ from ml_pipelines.core.experiments import (
     experiment_record,
 )
 from ml_pipelines.core.selection import CandidateResult, SelectionResult
-from ml_pipelines_tests.core.test_registry import store, store_kind  # noqa: F401 - the parametrized fixtures
+from ml_pipelines_tests.core.test_registry import store, store_kind  # noqa: F401 - the registry suite's stores
 
 PIPELINE = "credit"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -98,7 +98,7 @@ def test_run_ids_are_checked_before_any_key_is_built(bad):
 # ------------------------------------------------------------------ the store
 
 
-def test_one_record_per_run_and_a_retry_writes_nothing(store):
+def test_one_record_per_run_and_a_retry_writes_nothing(store):  # noqa: F811
     log = ExperimentLog(store)
     first = _record("0a1b2c3d-0000-4000-8000-000000000001")
     assert log.append(first) is True
@@ -111,7 +111,7 @@ def test_one_record_per_run_and_a_retry_writes_nothing(store):
     assert json.loads(store.get(f"{PIPELINE}/experiments/{first.run_id}.json"))["recorded_at"] == T0.isoformat()
 
 
-def test_runs_list_oldest_first_and_last_n_keeps_the_newest(store):
+def test_runs_list_oldest_first_and_last_n_keeps_the_newest(store):  # noqa: F811
     log = ExperimentLog(store)
     # written out of order, with run ids that do not sort by time
     runs = {"c-run": T0 + timedelta(hours=1), "a-run": T0 + timedelta(hours=3), "b-run": T0}
@@ -125,7 +125,7 @@ def test_runs_list_oldest_first_and_last_n_keeps_the_newest(store):
         log.get(PIPELINE, "d-run")
 
 
-def test_experiments_live_beside_the_registry_without_making_a_pipeline_appear(store):
+def test_experiments_live_beside_the_registry_without_making_a_pipeline_appear(store):  # noqa: F811
     from ml_pipelines.core.registry import ModelRegistry
 
     ExperimentLog(store).append(_record("run-1"))
