@@ -263,6 +263,18 @@ def test_model_card_link_in_model_package_opens_and_renders_every_section(analys
     _shot(page, "model_card_credit_default.png", full_page=True)
 
 
+def test_plots_tab_charts_the_best_cv_score_of_training(analyst_world: AnalystWorld, page: Page):
+    """trained_model's numeric metadata (the experiment history's summary) is charted too."""
+    page.goto(f"{analyst_world.url}/assets/credit_default/trained_model")
+    try:
+        page.get_by_text("Plots", exact=True).first.click()
+        for label in ("best_cv_score", "candidates_evaluated"):
+            expect(page.get_by_text(label, exact=True).first).to_be_visible()
+        expect(page.locator("canvas").first).to_be_visible()
+    finally:
+        _shot(page, "trained_model_plots_tab_credit_default.png", full_page=True)
+
+
 def test_plots_tab_charts_the_numeric_metrics(analyst_world: AnalystWorld, page: Page):
     """The metrics are numeric metadata, so the metadata section of the asset's overview offers
     Dagster's Plots, one chart per numeric entry across materializations; the images stay in the
