@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from ml_pipelines.core.evaluation import Evaluation
+from ml_pipelines.core.experiments import DROPPED, LOST, ExperimentRecord
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.gate import GateDecision
 from ml_pipelines.core.registry import ModelRegistry
@@ -59,6 +60,14 @@ def report_link(path: str) -> dg.MetadataValue:
     return dg.MetadataValue.url(url) if url else uri_value(path)
 
 
+def object_link(registry: ModelRegistry, key: str) -> dg.MetadataValue:
+    """A report stored in the registry's store as a browser link (presigned in S3, the report
+    server's URL for local files); what cannot be linked stays its URI."""
+    settings = Settings.from_env()
+    url = object_url(registry.store, key, home=settings.home, reports_url=settings.reports_url)
+    return dg.MetadataValue.url(url) if url else uri_value(registry.store.uri(key))
+
+
 def card_link(registry: ModelRegistry, pipeline: str, version: str, suffix: str, uri: str) -> dg.MetadataValue:
     """A version's model card as a browser link: presigned in S3 (prod), the report server's URL
     for local files; what cannot be linked stays a path."""
@@ -92,7 +101,8 @@ def frame_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     return {"dagster/row_count": len(frame), "dagster/column_schema": table_schema(frame)}
 
 
-def validation_metadata(report: ValidationReport, champion: str | None) -> dict[str, Any]:
+def validation_metadata(report: ValidationReport, champion: str | None, *, registry: ModelRegistry | None = None,
+                        published: str | None = None) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "expectations_evaluated": report.evaluated,
         "expectations_failed": len(report.failures),
@@ -108,7 +118,10 @@ def validation_metadata(report: ValidationReport, champion: str | None) -> dict[
             metadata[f"unexpected/{failure.column}/{failure.expectation.removeprefix('expect_column_values_')}"] = (
                 failure.unexpected_count
             )
-    if report.docs_path:
+    if published and registry is not None:  # prod: the page in the bucket, presigned
+        metadata["data_docs"] = object_link(registry, published)
+        metadata["data_docs_object"] = registry.store.uri(published)
+    elif report.docs_path:
         metadata["data_docs"] = report_link(report.docs_path)
     return metadata
 
@@ -154,6 +167,24 @@ def selection_metadata(result: SelectionResult) -> dict[str, Any]:
         "candidates": dg.MetadataValue.md(result.table_markdown()),
         "dropped": len([r for r in result.results if r.dropped]),
         "refit_seconds": number(result.refit_seconds),
+        # numeric, under the same names whatever the metric, so the Plots tab charts them across runs
+        "best_cv_score": number(best.mean),
+        "best_cv_std": number(best.std),
+        "best_fit_seconds": number(best.fit_seconds),
+        "best_latency_ms_per_row": number(best.latency_ms_per_row),
+        "best_size_mb": number(best.size_mb),
+        "candidates_evaluated": number(len(result.results)),
+        "candidates_failed": number(sum(r.failed for r in result.results)),
+    }
+
+
+def experiment_metadata(record: ExperimentRecord, created: bool) -> dict[str, Any]:
+    """Where the run's experiment record is, and how its candidates ended (`ml-pipelines experiments`)."""
+    return {
+        "experiment_run": record.run_id,
+        "experiment_record": "written by this attempt" if created else "kept: an earlier attempt of this run wrote it",
+        "candidates_lost": number(record.count(LOST)),
+        "candidates_dropped": number(record.count(DROPPED)),
     }
 
 

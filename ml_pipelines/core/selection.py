@@ -5,10 +5,16 @@ A ValueError from fitting or predicting (scikit-learn's "needs samples of at lea
 classes", "Input X contains infinity", a bad parameter value) fails the same way on
 every attempt, so it becomes a ModelError naming the candidate (and the columns with
 infinite values, or the classes present) and is not retried; other errors (memory,
-a device) are left to the retry policy."""
+a device) are left to the retry policy. A candidate that fails so during
+cross-validation is dropped with its error (a grid point whose solver refuses its
+penalty must not sink the grid); when every candidate failed, the first failure is
+raised, and when every candidate was dropped for any mix of reasons, a SelectionError
+naming each. Either error carries the candidates' results (candidate_results_of), so
+the experiment history records a run that selected nothing too."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +31,7 @@ from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.metrics import compute_metric
 from ml_pipelines.core.model_io import serialized_size_bytes
 from ml_pipelines.core.models import Candidate, build_model, expand_candidates, predict
-from ml_pipelines.spec import METRIC_DIRECTIONS, PipelineSpec
+from ml_pipelines.spec import METRIC_DIRECTIONS, PipelineSpec, TorchModel
 
 LATENCY_BATCH_ROWS = 1000
 
@@ -40,15 +46,28 @@ class CandidateResult:
     fit_seconds: float
     latency_ms_per_row: float
     size_mb: float
-    dropped: str | None = None
+    # every reason it cannot be selected: over max_latency_ms, over max_size_mb, failed to fit
+    drop_reasons: tuple[str, ...] = ()
+    error: str | None = None  # the failure, when it failed to fit or score (no scores then)
+    # everything the estimator was built with: the spec's params (torch: its settings) and the grid point
+    model_params: dict = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> str | None:
+        """Every reason it was dropped, joined by "; "; None when it competed."""
+        return "; ".join(self.drop_reasons) if self.drop_reasons else None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.fold_scores))
+        return float(np.mean(self.fold_scores)) if self.fold_scores else float("nan")
 
     @property
     def std(self) -> float:
-        return float(np.std(self.fold_scores))
+        return float(np.std(self.fold_scores)) if self.fold_scores else float("nan")
 
 
 @dataclass
@@ -75,11 +94,27 @@ class SelectionResult:
         ]
         for r in self.results:
             status = "**selected**" if r is self.best else (f"dropped: {r.dropped}" if r.dropped else "")
+            status = status.replace("|", "\\|").replace("\n", " ")
             lines.append(
-                f"| {r.label} | {r.mean:.4f} | {r.std:.4f} | {r.latency_ms_per_row:.4f} | "
-                f"{r.size_mb:.3f} | {r.fit_seconds:.2f} | {status} |"
+                f"| {r.label} | {_shown(r.mean, 4)} | {_shown(r.std, 4)} | {_shown(r.latency_ms_per_row, 4)} | "
+                f"{_shown(r.size_mb, 3)} | {_shown(r.fit_seconds, 2)} | {status} |"
             )
         return "\n".join(lines)
+
+
+def _shown(value: float, digits: int) -> str:
+    """A number for the table; `-` for one a failed candidate never got."""
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def candidate_results_of(exc: BaseException) -> tuple[CandidateResult, ...]:
+    """The candidates' results a selection error carries (empty for any other error)."""
+    return tuple(getattr(exc, "candidate_results", ()))
+
+
+def _carrying(exc: Exception, results: list[CandidateResult]) -> Exception:
+    exc.candidate_results = tuple(results)  # type: ignore[attr-defined]
+    return exc
 
 
 def cv_sample(y: pd.Series, task: str, sample_rows: int | None, seed: int = 0) -> np.ndarray:
@@ -149,6 +184,50 @@ def _diagnosis(x: pd.DataFrame, y: pd.Series, task: str) -> str:
     return f" ({'; '.join(notes)})" if notes else ""
 
 
+def model_params(candidate: Candidate) -> dict:
+    """The candidate's settings in full: models[].params (a torch model's own settings) overridden
+    by its grid point."""
+    model = candidate.model
+    if isinstance(model, TorchModel):
+        base = model.model_dump(exclude={"name", "framework", "search"})
+    else:
+        base = dict(model.params)
+    return {**base, **candidate.params}
+
+
+def _cross_validate(
+    candidate: Candidate, template: Pipeline, x: pd.DataFrame, y: pd.Series, y_values: np.ndarray, folds: list,
+    task: str, metric: str, classes: list | None, max_latency_ms: float | None, max_size_mb: float | None,
+    log: Callable[[str], None] | None,
+) -> CandidateResult:
+    """One candidate's fold scores, fit time, latency and size, and every limit it breaks;
+    a ModelError when it fails to fit or score on this data."""
+    scores, fit_seconds, fold_model, val_frame = [], 0.0, None, None
+    for fold, (train_idx, val_idx) in enumerate(folds):
+        fold_model = clone(template)
+        start = time.perf_counter()
+        val_frame = x.iloc[val_idx]
+        with deterministic_failures(candidate, x, y, task):
+            _fit(fold_model, x.iloc[train_idx], y.iloc[train_idx], log)
+            fit_seconds += time.perf_counter() - start
+            predictions, proba = predict(fold_model, val_frame, task)
+        scores.append(compute_metric(metric, y_values[val_idx], predictions, proba, classes))
+        if log:
+            log(f"cv {candidate.label} fold {fold + 1}/{len(folds)}: {metric}={scores[-1]:.4f}")
+    with deterministic_failures(candidate, x, y, task):
+        latency = measure_latency_ms_per_row(fold_model, val_frame, task)
+    size_mb = serialized_size_bytes(fold_model) / 1e6
+    reasons = []
+    if max_latency_ms is not None and latency > max_latency_ms:
+        reasons.append(f"latency {latency:.3f} ms/row > max_latency_ms {max_latency_ms}")
+    if max_size_mb is not None and size_mb > max_size_mb:
+        reasons.append(f"size {size_mb:.2f} MB > max_size_mb {max_size_mb}")
+    return CandidateResult(
+        candidate.label, candidate.model.name, candidate.model.framework, candidate.params,
+        scores, fit_seconds / len(folds), latency, size_mb, tuple(reasons), model_params=model_params(candidate),
+    )
+
+
 def select_model(
     features: FeatureSet,
     candidates: list[Candidate],
@@ -170,43 +249,37 @@ def select_model(
     classes = sorted(np.unique(all_y.to_numpy()).tolist()) if features.task == "classification" else None
     folds = list(_folds(features, y, cv_folds))
     results: list[CandidateResult] = []
+    failures: list[ModelError] = []
     for candidate in candidates:
         template = build_model(candidate, features.columns, features.task, seed)
-        scores, fit_seconds, fold_model, val_frame = [], 0.0, None, None
-        for fold, (train_idx, val_idx) in enumerate(folds):
-            fold_model = clone(template)
-            start = time.perf_counter()
-            val_frame = x.iloc[val_idx]
-            with deterministic_failures(candidate, x, y, features.task):
-                _fit(fold_model, x.iloc[train_idx], y.iloc[train_idx], log)
-                fit_seconds += time.perf_counter() - start
-                predictions, proba = predict(fold_model, val_frame, features.task)
-            scores.append(compute_metric(metric, y_values[val_idx], predictions, proba, classes))
+        try:
+            results.append(_cross_validate(candidate, template, x, y, y_values, folds, features.task, metric,
+                                           classes, max_latency_ms, max_size_mb, log))
+        except ModelError as exc:  # deterministic: this candidate cannot learn from this data
+            failures.append(exc)
             if log:
-                log(f"cv {candidate.label} fold {fold + 1}/{len(folds)}: {metric}={scores[-1]:.4f}")
-        latency = measure_latency_ms_per_row(fold_model, val_frame, features.task)
-        size_mb = serialized_size_bytes(fold_model) / 1e6
-        dropped = None
-        if max_latency_ms is not None and latency > max_latency_ms:
-            dropped = f"latency {latency:.3f} ms/row > max_latency_ms {max_latency_ms}"
-        elif max_size_mb is not None and size_mb > max_size_mb:
-            dropped = f"size {size_mb:.2f} MB > max_size_mb {max_size_mb}"
-        results.append(
-            CandidateResult(
-                candidate.label, candidate.model.name, candidate.model.framework, candidate.params,
-                scores, fit_seconds / len(folds), latency, size_mb, dropped,
-            )
-        )
-    eligible = [(r, c) for r, c in zip(results, candidates) if r.dropped is None]
+                log(f"cv {candidate.label}: dropped, failed to fit: {exc}")
+            results.append(CandidateResult(
+                candidate.label, candidate.model.name, candidate.model.framework, candidate.params, [],
+                float("nan"), float("nan"), float("nan"), (f"failed to fit: {exc}",), str(exc),
+                model_params(candidate),
+            ))
+    eligible = [(r, c) for r, c in zip(results, candidates) if not r.drop_reasons]
     if not eligible:
+        if failures and len(failures) == len(results):
+            raise _carrying(failures[0], results)
         reasons = "; ".join(f"{r.label}: {r.dropped}" for r in results)
-        raise SelectionError(f"every candidate was dropped: {reasons}")
+        raise _carrying(SelectionError(f"every candidate was dropped: {reasons}"), results)
     sign = 1 if METRIC_DIRECTIONS[metric] else -1
     best, best_candidate = max(eligible, key=lambda pair: sign * pair[0].mean)
     model = build_model(best_candidate, features.columns, features.task, seed)
     start = time.perf_counter()
-    with deterministic_failures(best_candidate, all_x, all_y, features.task):
-        _fit(model, all_x, all_y, log)
+    try:
+        with deterministic_failures(best_candidate, all_x, all_y, features.task):
+            _fit(model, all_x, all_y, log)
+    except ModelError as exc:
+        _carrying(exc, results)
+        raise
     return SelectionResult(metric, cv_folds, results, best, model, time.perf_counter() - start,
                            cv_rows=len(sample), train_rows=len(all_y))
 

@@ -7,6 +7,7 @@ on local files, `If-None-Match: *` on S3), which is what serializes alias moves.
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import tempfile
 import time
@@ -121,6 +122,12 @@ class LocalObjectStore(ObjectStore):
         return str(self._path(key))
 
 
+def content_type(key: str) -> str:
+    """The Content-Type S3 answers with: by the key's extension, so a browser opening a presigned
+    URL renders an HTML report (model card, Data Docs page) instead of downloading it."""
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+
 class S3ObjectStore(ObjectStore):
     """Objects in an S3 bucket under a prefix. A PUT is atomic in S3, so a reader
     sees a whole object or none. The endpoint follows boto3's own configuration
@@ -137,14 +144,15 @@ class S3ObjectStore(ObjectStore):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type(key))
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         from botocore.exceptions import ClientError
 
         for attempt in range(CONDITIONAL_WRITE_ATTEMPTS):
             try:
-                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*",
+                                       ContentType=content_type(key))
                 return True
             except ClientError as exc:
                 code = exc.response["Error"]["Code"]

@@ -17,7 +17,6 @@ keep_valid_rows, but no row is dropped for them with warn.
 from __future__ import annotations
 
 import fcntl
-import html
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ml_pipelines.core.data_docs import OFFLINE_STYLES, make_site_offline, write_offline_index
 from ml_pipelines.core.errors import SchemaViolation
 from ml_pipelines.core.retrain_data import ORIGIN_COLUMN
 from ml_pipelines.spec import ColumnType, PipelineSpec, SchemaSpec
@@ -134,8 +134,9 @@ class ValidationReport:
     evaluated: int
     failures: tuple[ExpectationFailure, ...]
     row_count: int
-    docs_path: str | None = None
+    docs_path: str | None = None  # the validation's page: a file:// URL in the site
     engine: str = "great_expectations"
+    docs_site: str | None = None  # the Data Docs site folder the page is in
 
     def summary_lines(self) -> list[str]:
         return [
@@ -356,7 +357,6 @@ def build_suite(schema: ResolvedSchema, name: str):
 GX_DATASOURCE = "pipeline"
 GX_DATA_ASSET = "raw_data"  # what the Data Docs index shows as the data asset
 GX_DOCS_SITE = "local_site"  # a file context's default Data Docs site, under uncommitted/data_docs/
-OFFLINE_STYLES = Path(__file__).with_name("data_docs_offline.css")
 
 
 def run_suite(
@@ -419,47 +419,21 @@ def _validate(context, frame: pd.DataFrame, schema: ResolvedSchema, suite_name: 
     )
     result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
     (identifier, validation), *_ = result.run_results.items()
-    docs_path = None
+    docs_path = site = None
     if docs:
         urls = context.get_docs_sites_urls(resource_identifier=identifier, site_names=[GX_DOCS_SITE])
         docs_path = urls[0]["site_url"] if urls else None
-        write_offline_index(Path(context.root_directory, "uncommitted", "data_docs", GX_DOCS_SITE))
+        site = Path(context.root_directory, "uncommitted", "data_docs", GX_DOCS_SITE)
+        make_site_offline(site)  # styled with no internet: no CDN links left (core.data_docs)
+        write_offline_index(site)
     return ValidationReport(
         success=bool(validation.success),
         evaluated=len(validation.results),
         failures=tuple(_failures(validation)),
         row_count=len(frame),
         docs_path=docs_path,
+        docs_site=str(site) if site else None,
     )
-
-
-OFFLINE_INDEX = "offline_index.html"
-
-
-def write_offline_index(site: Path) -> Path:
-    """`offline_index.html` beside GX's index.html: every validation page of the site (suite, run
-    name, time, data asset), newest first, as plain HTML. GX's own index builds its table with
-    scripts from CDNs, so without internet it shows no rows; this page needs none."""
-    rows = []
-    for page in (site / "validations").glob("*/*/*/*.html"):
-        suite, run_name, run_time = page.parts[-4:-1]
-        asset = page.stem.split("-", 1)[-1]
-        rows.append((run_time, suite, run_name, asset, page.relative_to(site).as_posix()))
-    cells = "\n".join(
-        f'<tr><td>{html.escape(t)}</td><td>{html.escape(s)}</td><td><a href="{html.escape(link)}">'
-        f"{html.escape(r)}</a></td><td>{html.escape(a)}</td></tr>"
-        for t, s, r, a, link in sorted(rows, reverse=True)
-    )
-    styles = OFFLINE_STYLES.read_text()
-    index = site / OFFLINE_INDEX
-    index.write_text(
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Validations</title><style>{styles}</style>"
-        f"</head><body><div class='navbar'><a href='index.html'>Great Expectations Data Docs</a></div>"
-        f"<div class='container-fluid'><h1>Validations</h1><table><thead><tr><th>run time</th><th>suite</th>"
-        f"<th>run name (Dagster run id)</th><th>data asset</th></tr></thead><tbody>{cells}</tbody></table>"
-        f"</div></body></html>"
-    )
-    return index
 
 
 def _failures(validation) -> list[ExpectationFailure]:

@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMANDS: dict[str, tuple[str, list[str]]] = {
     "": ("Declarative ML pipelines", ["--install-completion", "--show-completion", "--help",
                                       "demo", "init", "land", "serve", "reports", "audit", "trace",
-                                      "registry", "usage"]),
+                                      "registry", "usage", "experiments"]),
     "demo": ("materialize every demo pipeline", ["--pipelines", "NAME"]),
     "init": ("write a starter spec", ["NAME", "--from", "--target", "--task", "--out", "--force",
                                       "auto|classification|regression"]),

@@ -9,13 +9,14 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from ml_pipelines.core import selection as selection_module
 from ml_pipelines.core.features import FeatureSet, build_feature_set
 from ml_pipelines.core.models import Candidate, expand_candidates
-from ml_pipelines.core.selection import SelectionError, _folds, cv_sample, select_model
+from ml_pipelines.core.selection import SelectionError, _folds, candidate_results_of, cv_sample, select_model
 from ml_pipelines.datasets.credit import generate
 from ml_pipelines_tests.specs import make_spec
 
@@ -24,6 +25,14 @@ SLOW_SECONDS_PER_ROW = 1e-3
 
 class SlowClassifier(LogisticRegression):
     """A real classifier whose probabilities take 1 ms per row: breaks any tight latency limit."""
+
+    def predict_proba(self, X):
+        time.sleep(SLOW_SECONDS_PER_ROW * len(X))
+        return super().predict_proba(X)
+
+
+class SlowForest(RandomForestClassifier):
+    """Large (60 trees) and slow (1 ms per row): breaks both limits at once."""
 
     def predict_proba(self, X):
         time.sleep(SLOW_SECONDS_PER_ROW * len(X))
@@ -69,6 +78,10 @@ DUMMY = {"name": "dummy", "estimator": "sklearn.dummy.DummyClassifier"}
 LOGREG = {"name": "logreg", "estimator": "sklearn.linear_model.LogisticRegression"}
 FOREST = {"name": "forest", "estimator": "sklearn.ensemble.RandomForestClassifier", "params": {"n_estimators": 60}}
 SLOW = {"name": "slow", "estimator": "ml_pipelines_tests.core.test_selection:SlowClassifier"}
+SLOW_FOREST = {"name": "slow_forest", "estimator": "ml_pipelines_tests.core.test_selection:SlowForest",
+               "params": {"n_estimators": 60}}
+# scaled features are negative: MultinomialNB refuses them when it fits ("Negative values in data")
+NAIVE_BAYES = {"name": "nb", "estimator": "sklearn.naive_bayes.MultinomialNB"}
 
 
 # ------------------------------------------------------------------ picking the winner
@@ -203,6 +216,52 @@ def test_a_candidate_over_max_size_is_dropped_with_the_reason(credit_frame):
     assert re.fullmatch(r"size \d+\.\d{2} MB > max_size_mb 0\.5", by_name["forest"].dropped)
     assert by_name["logreg"].dropped is None
     assert result.best is by_name["logreg"]
+
+
+def test_a_candidate_over_both_limits_is_dropped_with_both_reasons(credit_frame):
+    _, result = _select(credit_frame, [SLOW_FOREST, LOGREG], max_latency_ms=0.5, max_size_mb=0.5)
+    by_name = {r.model_name: r for r in result.results}
+    both = by_name["slow_forest"]
+    assert len(both.drop_reasons) == 2
+    assert re.fullmatch(r"latency \d+\.\d{3} ms/row > max_latency_ms 0\.5", both.drop_reasons[0])
+    assert re.fullmatch(r"size \d+\.\d{2} MB > max_size_mb 0\.5", both.drop_reasons[1])
+    assert both.dropped == "; ".join(both.drop_reasons)
+    assert result.best is by_name["logreg"] and by_name["logreg"].drop_reasons == ()
+    status = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in result.table_markdown().splitlines()[2:]}
+    assert "latency" in status["slow_forest"] and "size" in status["slow_forest"]
+
+
+def test_a_candidate_that_fails_to_fit_is_dropped_with_its_error_and_the_rest_compete(credit_frame):
+    lines: list[str] = []
+    _, result = _select(credit_frame, [NAIVE_BAYES, LOGREG], log=lines.append)
+    by_name = {r.model_name: r for r in result.results}
+    failed = by_name["nb"]
+    assert failed.failed and failed.error.startswith("models.nb: candidate nb failed on this data: ")
+    assert "Negative values" in failed.error
+    assert failed.drop_reasons == (f"failed to fit: {failed.error}",)
+    assert failed.fold_scores == [] and np.isnan(failed.mean) and np.isnan(failed.latency_ms_per_row)
+    assert result.best is by_name["logreg"]
+    assert any(line.startswith("cv nb: dropped, failed to fit: models.nb:") for line in lines)
+    row = next(line for line in result.table_markdown().splitlines() if line.startswith("| nb |"))
+    assert row.startswith("| nb | - | - | - | - | - | dropped: failed to fit: models.nb:"), row
+
+
+def test_a_selection_that_selects_nothing_carries_every_candidates_result(credit_frame):
+    from ml_pipelines.core.errors import ModelError
+
+    spec = _spec([NAIVE_BAYES, SLOW])
+    features = build_feature_set(spec, credit_frame)
+    with pytest.raises(SelectionError) as caught:
+        select_model(features, expand_candidates(list(spec.models)), metric="roc_auc", cv_folds=2, max_latency_ms=0.5)
+    assert re.search(r"nb: failed to fit: models.nb: .*Negative values.*; slow: latency \d", str(caught.value))
+    assert [r.label for r in candidate_results_of(caught.value)] == ["nb", "slow"]
+    # every candidate failed to fit: the first failure itself, still a ModelError naming it
+    spec = _spec([NAIVE_BAYES])
+    with pytest.raises(ModelError, match=r"^models.nb: candidate nb failed on this data: ") as caught:
+        select_model(build_feature_set(spec, credit_frame), expand_candidates(list(spec.models)), metric="roc_auc",
+                     cv_folds=2)
+    assert [r.label for r in candidate_results_of(caught.value)] == ["nb"]
+    assert candidate_results_of(ValueError("other")) == ()
 
 
 def test_every_candidate_dropped_raises_naming_each_reason(credit_frame):

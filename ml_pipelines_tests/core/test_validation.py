@@ -254,6 +254,7 @@ def test_data_docs_list_every_validation_of_the_persistent_context(tmp_path, cle
     offline = (site / "offline_index.html").read_text()
     assert offline.count("<tr><td>") == 2 and ">run-1</a>" in offline and ">raw_data</td>" in offline
     assert "ml_pipelines: styles for Great Expectations Data Docs" in pages[0].read_text()
+    assert "https://maxcdn.bootstrapcdn.com" not in pages[0].read_text()  # no CDN links (core.data_docs)
     assert run_suite(clean.iloc[:150], schema, suite_name="ephemeral").docs_path is None
 
 

@@ -384,7 +384,8 @@ def test_freshness_policies_from_the_spec_are_evaluated(analyst_world: AnalystWo
 
 # numeric entries Dagster's Plots tab charts across materializations, per stage
 NUMERIC = {
-    "trained_model": ["cv_roc_auc_mean", "cv_roc_auc_std"],
+    "trained_model": ["cv_roc_auc_mean", "cv_roc_auc_std", "best_cv_score", "best_fit_seconds",
+                      "best_latency_ms_per_row", "best_size_mb", "candidates_evaluated", "candidates_dropped"],
     "evaluation": ["metric/roc_auc", "metric/accuracy", "test_rows"],
     "model_package": ["metric/roc_auc"],
     "drift_report": ["share_drifted", "share_threshold"],

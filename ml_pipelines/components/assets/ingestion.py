@@ -1,5 +1,6 @@
 """raw_data: the source as ingested, and the Great Expectations suite that gates it."""
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -8,12 +9,14 @@ import pandas as pd
 from ml_pipelines.components import metadata as md
 from ml_pipelines.components.policies import fail_fast_on_bad_input
 from ml_pipelines.core.champion import champion_schema
+from ml_pipelines.core.data_docs import page_in_site, publish_validation
 from ml_pipelines.core.features import check_required_columns
 from ml_pipelines.core.hashing import frame_hash
 from ml_pipelines.core.labels import LabelledBatches
 from ml_pipelines.core.retrain_data import join_window, provenance_of, window_batches
 from ml_pipelines.core.sources import coerce_declared_types, describe_source, load_source
-from ml_pipelines.core.validation import run_suite, spec_schema
+from ml_pipelines.core.storage import S3ObjectStore
+from ml_pipelines.core.validation import ValidationReport, run_suite, spec_schema
 from ml_pipelines.resources import RegistryResource, WorkdirResource
 from ml_pipelines.settings import Settings
 
@@ -49,8 +52,19 @@ def suite_result(
         passed=report.success,
         severity=dg.AssetCheckSeverity.ERROR if _blocking(ctx) else dg.AssetCheckSeverity.WARN,
         description=None if report.success else "; ".join(report.summary_lines())[:1000],
-        metadata=md.validation_metadata(report, champion),
+        metadata=md.validation_metadata(report, champion, registry=registry.registry(),
+                                        published=_publish_docs(ctx, report, registry)),
     )
+
+
+def _publish_docs(ctx: "PipelineContext", report: ValidationReport, registry: RegistryResource) -> str | None:
+    """In the prod profile (the registry in S3, the step's disk gone with its pod), the validation's
+    Data Docs page goes to the bucket under the pipeline's prefix; returns its key there."""
+    store = registry.registry().store
+    if not (isinstance(store, S3ObjectStore) and report.docs_path and report.docs_site):
+        return None
+    site = Path(report.docs_site)
+    return publish_validation(store, ctx.name, site, page_in_site(report.docs_path, site))
 
 
 def with_window(ctx: "PipelineContext", source: pd.DataFrame, registry: RegistryResource) -> pd.DataFrame:
