@@ -72,7 +72,9 @@ def _terminated(args: tuple[Any, ...]) -> dg.Failure | None:
     A termination interrupts the step (SIGINT), and Dagster retries an interrupted step that
     has a retry policy (so a preempted Kubernetes pod is retried). Under the in-process
     executor that retry would carry on the run the user asked to stop, so an interrupt
-    while the run is CANCELING fails the step for good and Dagster ends the run CANCELED."""
+    while the run is CANCELING fails the step for good and Dagster ends the run CANCELED.
+    A step (or a retry) that starts while its run is CANCELING fails the same way: the
+    interrupt may land in Dagster's code around the step, which retries without us."""
     context = next((a for a in args if isinstance(a, (dg.AssetExecutionContext, dg.AssetCheckExecutionContext,
                                                        dg.OpExecutionContext))), None)
     if context is None:
@@ -94,6 +96,8 @@ def fail_fast_on_bad_input(fn):
 
         @functools.wraps(fn)
         def generator_wrapper(*args, **kwargs):
+            if stop := _terminated(args):
+                raise stop
             try:
                 yield from fn(*args, **kwargs)
             except InputError as exc:
@@ -105,6 +109,8 @@ def fail_fast_on_bad_input(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if stop := _terminated(args):
+            raise stop
         try:
             return fn(*args, **kwargs)
         except InputError as exc:
