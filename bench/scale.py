@@ -124,9 +124,11 @@ def run_once(rows: int, root: Path) -> dict[str, Any]:
         )
         wall = time.perf_counter() - started
         steps = _step_windows(instance, result.run_id)
+    selection = result.output_for_node(f"{spec.name}__trained_model")
     stored = {
         e.asset_key.path[-1]: int(e.materialization.metadata["stored_bytes"].value)
         for e in result.get_asset_materialization_events()
+        if "stored_bytes" in e.materialization.metadata  # an output the IO manager stored
     }
     return {
         "rows": rows,
@@ -138,7 +140,8 @@ def run_once(rows: int, root: Path) -> dict[str, Any]:
         },
         "stored_bytes": stored,
         "pickled_bytes": _pickled_sizes(io_root, spec.name),
-        "selected": result.output_for_node(f"{spec.name}__trained_model").best.label,
+        "selected": selection.best.label,
+        "refit_s": selection.refit_seconds,  # the winner's fit on every training row, inside trained_model
     }
 
 

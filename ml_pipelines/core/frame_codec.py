@@ -90,24 +90,32 @@ class _FramePickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO, frames: list[bytes]):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.frames = frames
+        self.seen: dict[int, tuple[pd.DataFrame, Any]] = {}  # id -> (the frame, kept alive; its reference)
 
     def persistent_id(self, obj: Any) -> Any:
         if type(obj) is not pd.DataFrame:  # subclasses keep their own pickling
             return None
+        if id(obj) in self.seen:  # one frame held twice is stored once, and loads as one object
+            return self.seen[id(obj)][1]
         data = parquet_bytes(obj)
-        if data is None:
-            return None
-        self.frames.append(data)
-        return ("parquet", len(self.frames) - 1)
+        reference = None
+        if data is not None:
+            self.frames.append(data)
+            reference = ("parquet", len(self.frames) - 1)
+        self.seen[id(obj)] = (obj, reference)
+        return reference
 
 
 class _FrameUnpickler(pickle.Unpickler):
     def __init__(self, pickled: memoryview, frames: list[memoryview]):
         super().__init__(io.BytesIO(pickled))
         self.frames = frames
+        self.loaded: dict[int, pd.DataFrame] = {}
 
     def persistent_load(self, pid: Any) -> Any:
         kind, index = pid
         if kind != "parquet":
             raise pickle.UnpicklingError(f"unknown stored reference {kind!r}")
-        return read_parquet(self.frames[index])
+        if index not in self.loaded:
+            self.loaded[index] = read_parquet(self.frames[index])
+        return self.loaded[index]

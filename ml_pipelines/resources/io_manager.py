@@ -37,8 +37,9 @@ class ObjectStoreIOManager(UPathIOManager):
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         data = frame_codec.dumps(obj)
-        self.store.put(self._key(path), data)
-        context.add_output_metadata({"uri": dg.MetadataValue.path(self.store.uri(self._key(path))), "stored_bytes": len(data)})
+        key = self._key(path)
+        self.store.put(key, data)
+        context.add_output_metadata({"uri": dg.MetadataValue.path(self.store.uri(key)), "stored_bytes": len(data)})
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         try:
@@ -58,7 +59,8 @@ class ObjectStoreIOManager(UPathIOManager):
     def _handle_transition_to_partitioned_asset(self, context: dg.OutputContext, path: UPath) -> None:
         # an asset that became partitioned: its old single object stands where the partitions' folder goes
         if self.path_exists(path):
-            context.log.warning(f"removing {self.store.uri(self._key(path))}, stored before {context.asset_key} was partitioned")
+            stored = self.store.uri(self._key(path))
+            context.log.warning(f"removing {stored}, stored before {context.asset_key.to_user_string()} was partitioned")
             self.unlink(path)
 
     def get_op_output_relative_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:

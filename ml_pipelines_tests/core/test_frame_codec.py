@@ -56,11 +56,14 @@ def test_typed_outputs_keep_their_frames_as_parquet():
     features = build_feature_set(spec, validated.frame).with_lineage(
         data_version=frame_hash(validated.frame), schema=schema, partitions=("2026-01-01",)
     )
-    for value, frames in ((validated, 1), (features, 2), ({"a": validated, "b": validated}, 2)):
+    for value, frames in ((validated, 1), (features, 2), ({"a": validated, "b": features}, 3)):
         data = frame_codec.dumps(value)
         assert _frames_stored(data) == frames
         back = frame_codec.loads(data)
         assert type(back) is type(value)
+    # one frame object held twice is stored once, and comes back as one object
+    twice = frame_codec.loads(frame_codec.dumps({"a": validated, "b": validated.frame}))
+    assert twice["a"].frame is twice["b"]
     back = frame_codec.loads(frame_codec.dumps(features))
     pd.testing.assert_frame_equal(back.train, features.train, check_exact=True)
     pd.testing.assert_frame_equal(back.test, features.test, check_exact=True)

@@ -3,8 +3,6 @@
 pickle IO managers' key layout, partitions load as a dict, typed outputs come back whole,
 op outputs work, and a write that fails leaves the stored object as it was."""
 
-from __future__ import annotations
-
 import pickle
 
 import dagster as dg
