@@ -116,7 +116,9 @@ def run_once(rows: int, root: Path) -> dict[str, Any]:
     resources = {**local_resources(root), "io_manager": LocalFrameIOManager(base_dir=str(io_root))}
     defs = dg.Definitions.merge(build_pipeline_defs(spec), dg.Definitions(resources=resources))
     job = defs.resolve_job_def(f"{spec.name}_retrain_job")
-    with dg.DagsterInstance.local_temp(tempdir=str(root / "dagster_home")) as instance, MemorySampler() as memory:
+    home = root / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance, MemorySampler() as memory:
         started = time.perf_counter()
         result = job.execute_in_process(
             instance=instance, raise_on_error=True,
