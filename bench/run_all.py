@@ -14,7 +14,7 @@ import time
 
 from bench._common import RESULTS_DIR, print_table
 
-BENCHMARKS = ("orchestration_overhead", "validation_throughput")
+BENCHMARKS = ("orchestration_overhead", "validation_throughput", "scale")
 
 
 def main() -> int:
@@ -43,6 +43,18 @@ def main() -> int:
             f"pandas {validation['pandas']['rows_per_s']:,.0f} rows/s",
             f"GX {validation['great_expectations']['rows_per_s']:,.0f} rows/s",
             f"GX takes {validation['ratio_time_gx_over_pandas']:.1f}x the pandas time",
+        ])
+    scale = _load("scale") if "scale" not in failed else None
+    if scale:
+        verdict = scale["verdict"]
+        rows.append([
+            f"scale ({verdict['rows']:,} rows, {' + '.join(scale['candidates'])})",
+            f"pickled {verdict['pickled_bytes'] / 1e6:,.0f} MB between steps",
+            (f"{verdict['wall_s']:.0f}s wall, peak {verdict['peak_gb']:.2f} GB,"
+             f" stored {verdict['stored_bytes'] / 1e6:,.0f} MB"),
+            (f"stored {verdict['stored_over_pickled']:.2f}x pickled; evaluation"
+             f" {verdict['evaluation_over_training']:.2f}x training;"
+             f" non-linear steps: {', '.join(verdict['nonlinear_steps']) or 'none'}"),
         ])
     print_table("summary (bench/results/*.json)", ["benchmark", "baseline", "measured", "ratio"], rows)
     if failed:

@@ -553,8 +553,12 @@ def keep_valid_rows(
         raise SchemaViolation(
             f"{pipeline}: {int(bad.sum())} rows break the schema and on_failure is block: " + ", ".join(problems)
         )
-    kept = frame.loc[~bad].reset_index(drop=True)
-    return ValidatedData(kept, schema, int(bad.sum()), partitions), counts
+    dropped = int(bad.sum())
+    if dropped == 0 and frame.index.equals(pd.RangeIndex(len(frame))):
+        kept = frame  # nothing to drop: the same rows and index, without a copy of every row
+    else:
+        kept = frame.loc[~bad].reset_index(drop=True)
+    return ValidatedData(kept, schema, dropped, partitions), counts
 
 
 def check_with_pandas(frame: pd.DataFrame, schema: ResolvedSchema) -> ValidationReport:

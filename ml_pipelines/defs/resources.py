@@ -3,10 +3,12 @@
 Storage, Settings.environment (ML_PIPELINES_ENV):
 
 local: registry, BentoML store, reports and the audit log under ML_PIPELINES_HOME
-       (default ./.ml_pipelines); Dagster's default filesystem IO manager.
-prod:  assets (S3 pickle IO manager), registry and bento exports in the bucket
+       (default ./.ml_pipelines); step outputs in DAGSTER_HOME/storage (LocalFrameIOManager).
+prod:  step outputs (S3FrameIOManager), registry and bento exports in the bucket
        ML_PIPELINES_S3_BUCKET under ML_PIPELINES_S3_PREFIX; the endpoint follows
        boto3's AWS_ENDPOINT_URL and credentials come from the standard AWS chain.
+Both IO managers are one implementation (resources/io_manager.py): DataFrames between
+steps as Parquet, everything else pickled.
 
 Execution, Settings.executor (ML_PIPELINES_EXECUTOR; in_process for local, k8s for prod):
 in_process:   every step in the run worker's process. The local default: a run is already
@@ -26,7 +28,9 @@ import dagster as dg
 from ml_pipelines.core.layout import LocalLayout
 from ml_pipelines.resources import (
     BentoStoreResource,
+    LocalFrameIOManager,
     PredictionLogResource,
+    S3FrameIOManager,
     S3RegistryResource,
     WorkdirResource,
     local_resources,
@@ -35,14 +39,12 @@ from ml_pipelines.settings import Settings
 
 
 def prod_resources(settings: Settings) -> dict[str, object]:
-    from dagster_aws.s3 import S3PickleIOManager, S3Resource
-
     # the bucket stays an EnvVar: Dagster resolves it in each step's process and never shows its value
     bucket = dg.EnvVar("ML_PIPELINES_S3_BUCKET")
     prefix = settings.s3_prefix
     scratch = Path(tempfile.gettempdir()) / "ml_pipelines"  # per pod; durable things go to S3
     return {
-        "io_manager": S3PickleIOManager(s3_resource=S3Resource(), s3_bucket=bucket, s3_prefix=f"{prefix}/io"),
+        "io_manager": S3FrameIOManager(bucket=bucket, prefix=f"{prefix}/io"),
         "registry": S3RegistryResource(bucket=bucket, prefix=prefix),
         "bento_store": BentoStoreResource(home=str(scratch / "bentoml"), export_bucket=bucket, export_prefix=prefix),
         "workdir": WorkdirResource(root=str(scratch / "work")),
@@ -80,7 +82,9 @@ def platform_executor(settings: Settings) -> dg.ExecutorDefinition:
 
 
 def platform_resources(settings: Settings) -> dict[str, object]:
-    return local_resources(settings.home) if settings.environment == "local" else prod_resources(settings)
+    if settings.environment == "local":
+        return {**local_resources(settings.home), "io_manager": LocalFrameIOManager()}
+    return prod_resources(settings)
 
 
 @dg.definitions

@@ -411,3 +411,20 @@ def test_block_refuses_column_level_failures_and_warn_drops_no_row_for_them(clea
         keep_valid_rows(frame, resolved, block=True, pipeline="loans")
     kept, counts = keep_valid_rows(frame, resolved, block=False, pipeline="loans")
     assert len(kept.frame) == ROWS and counts == {}
+
+
+def test_keep_valid_rows_copies_nothing_when_no_row_fails_and_reindexes_when_rows_drop(clean, schema):
+    from ml_pipelines.core.validation import keep_valid_rows
+
+    kept, counts = keep_valid_rows(clean, schema, block=True, pipeline="loans")
+    assert kept.frame is clean and kept.dropped_rows == 0 and counts == {}  # no 10M-row copy for nothing
+    # a frame with a gappy index still comes back with a fresh 0..n-1 index
+    gappy = clean.iloc[::2]
+    kept, _ = keep_valid_rows(gappy, schema, block=True, pipeline="loans")
+    assert kept.frame is not gappy and kept.frame.index.equals(pd.RangeIndex(len(gappy)))
+    pd.testing.assert_frame_equal(kept.frame, gappy.reset_index(drop=True))
+    bad = clean.copy()
+    bad.loc[[3, 5], "age"] = 150
+    kept, counts = keep_valid_rows(bad, schema, block=False, pipeline="loans")
+    assert kept.dropped_rows == 2 and len(kept.frame) == ROWS - 2
+    assert kept.frame.index.equals(pd.RangeIndex(ROWS - 2)) and 150 not in kept.frame["age"].tolist()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tarfile
@@ -21,16 +20,16 @@ import httpx
 import numpy as np
 import pandas as pd
 import yaml
-from dagster_aws.s3 import S3PickleIOManager
 from dagster_k8s import k8s_job_executor
 
 from ml_pipelines.components import build_pipeline_defs
+from ml_pipelines.core import frame_codec
 from ml_pipelines.core.layout import registry_for
 from ml_pipelines.core.records import VersionRecord
 from ml_pipelines.core.storage import S3ObjectStore
 from ml_pipelines.datasets.credit import generate
 from ml_pipelines.defs.resources import resources
-from ml_pipelines.resources import BentoStoreResource, S3RegistryResource
+from ml_pipelines.resources import BentoStoreResource, S3FrameIOManager, S3RegistryResource
 from ml_pipelines.settings import Settings
 from ml_pipelines_tests.prod.common import JOB, PIPELINE, REPO_ROOT, ROWS, STAGES, credit_spec
 
@@ -41,7 +40,7 @@ def test_the_real_definitions_switch_to_s3_and_kubernetes_in_prod(prod_env):
     defs = load_definitions()
     assert defs.executor is k8s_job_executor
     platform = defs.resources
-    assert isinstance(platform["io_manager"], S3PickleIOManager)
+    assert isinstance(platform["io_manager"], S3FrameIOManager)
     assert isinstance(platform["registry"], S3RegistryResource)
     assert isinstance(platform["bento_store"], BentoStoreResource)
     export = platform["bento_store"].export_store()
@@ -75,11 +74,16 @@ def test_a_pipeline_materializes_into_the_bucket_and_reads_back(prod_env):
     raw = result.asset_materializations_for_node(f"{PIPELINE}__raw_data")[0]
     assert raw.metadata["files"].value == [f"s3://{bucket.name}/{csv_key}"]
 
-    # IO manager objects: one pickle per asset under <prefix>/io
+    # IO manager objects: one per asset under <prefix>/io, its DataFrames as Parquet
     io_keys = bucket.keys(prod_env.key("io") + "/")
     assert {key.rsplit("/", 1)[-1] for key in io_keys} >= set(STAGES)
-    stored = pickle.loads(bucket.get(prod_env.key("io", PIPELINE, "raw_data")))
+    stored_bytes = bucket.get(prod_env.key("io", PIPELINE, "raw_data"))
+    assert stored_bytes.startswith(frame_codec.MAGIC)
+    stored = frame_codec.loads(stored_bytes)
     pd.testing.assert_frame_equal(stored.reset_index(drop=True), frame, check_dtype=False)
+    assert raw.metadata["stored_bytes"].value == len(stored_bytes)
+    features = frame_codec.loads(bucket.get(prod_env.key("io", PIPELINE, "features")))
+    assert len(features.train) + len(features.test) == len(frame)
 
     # the registry version: record.json is the commit point, every artifact beside it
     version = result.output_for_node(f"{PIPELINE}__model_package").version

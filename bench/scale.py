@@ -1,0 +1,300 @@
+"""The credit_default chain at scale: seconds and peak memory per step, a fitted
+per-million-rows slope per step, the whole run, and the bytes stored between steps.
+
+The shipped spec (ml_pipelines/defs/pipelines/credit_default/defs.yaml) with the candidate
+list trimmed to logreg + gbm (gbm keeps its grid) and the generator's `rows` set, run as
+the `credit_default_retrain_job` through Dagster in process on a temp SQLite instance,
+with the project's IO manager (LocalFrameIOManager: DataFrames as Parquet) on a temp
+folder. Each size runs in a fresh child process (after an untimed 5,000-row run in that
+process for imports and first-use costs), so its peak memory is its own.
+
+Per step: wall seconds (STEP_START -> STEP_SUCCESS in the event log) and the peak RSS of
+the process while the step ran (sampled every 50 ms). Slopes (seconds per million rows):
+between each pair of adjacent sizes, and a least-squares fit over all sizes; a step is
+linear when its slope between the two largest sizes is within 1.3x its slope between the
+two before. Bytes between steps: what the IO manager stored (each output's stored_bytes),
+against the same outputs pickled as Dagster's pickle IO managers store them (counted
+after the run, outside the timings): the baseline of the same run.
+
+Targets at 10M rows (2-core machine): the whole run under 240 s, peak memory under 6 GB,
+every step linear, evaluation no slower than training, stored bytes under 40% of pickle.
+
+    python -m bench.scale [--rows 100000 1000000 10000000] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from bench._common import print_table, write_results
+from bench.orchestration_overhead import SPEC_FILE, _step_seconds, thread_limit
+
+SIZES = (100_000, 1_000_000, 10_000_000)
+CANDIDATES = ("logreg", "gbm")
+STORED = ("raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package")
+TARGETS = {"wall_s": 240.0, "peak_gb": 6.0, "slope_ratio": 1.3, "bytes_ratio": 0.4}
+
+
+def load_spec(rows: int):
+    from ml_pipelines.spec import PipelineSpec
+
+    attributes = yaml.safe_load(SPEC_FILE.read_text())["attributes"]
+    attributes["source"].setdefault("params", {})["rows"] = rows
+    attributes["models"] = [m for m in attributes["models"] if m["name"] in CANDIDATES]
+    return PipelineSpec.model_validate(attributes)
+
+
+class MemorySampler:
+    """This process's RSS every `every` seconds, with the time of each sample."""
+
+    def __init__(self, every: float = 0.05):
+        import psutil
+
+        self.process, self.every = psutil.Process(), every
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self.process.memory_info().rss))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak(self, start: float = 0.0, end: float = float("inf")) -> int:
+        return max((rss for t, rss in self.samples if start <= t <= end), default=0)
+
+
+class PickleCounter:
+    """A file that only counts what is written to it."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        size = memoryview(data).nbytes
+        self.bytes += size
+        return size
+
+
+def pickled_size(value: Any) -> int:
+    counter = PickleCounter()
+    pickle.dump(value, counter, protocol=pickle.HIGHEST_PROTOCOL)  # the protocol Dagster pickles with
+    return counter.bytes
+
+
+def run_once(rows: int, root: Path) -> dict[str, Any]:
+    """One retrain job at `rows`: per-step seconds and peak RSS, bytes stored and pickled."""
+    import dagster as dg
+
+    from ml_pipelines.components import build_pipeline_defs
+    from ml_pipelines.resources import LocalFrameIOManager, local_resources
+
+    spec = load_spec(rows)
+    io_root = root / "io"
+    resources = {**local_resources(root), "io_manager": LocalFrameIOManager(base_dir=str(io_root))}
+    defs = dg.Definitions.merge(build_pipeline_defs(spec), dg.Definitions(resources=resources))
+    job = defs.resolve_job_def(f"{spec.name}_retrain_job")
+    home = root / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance, MemorySampler() as memory:
+        started = time.perf_counter()
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=True,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+        wall = time.perf_counter() - started
+        steps = _step_windows(instance, result.run_id)
+    selection = result.output_for_node(f"{spec.name}__trained_model")
+    stored = {
+        e.asset_key.path[-1]: int(e.materialization.metadata["stored_bytes"].value)
+        for e in result.get_asset_materialization_events()
+        if "stored_bytes" in e.materialization.metadata  # an output the IO manager stored
+    }
+    return {
+        "rows": rows,
+        "wall_s": wall,
+        "peak_rss_bytes": memory.peak(),
+        "steps": {
+            step: {"seconds": end - start, "peak_rss_bytes": memory.peak(start, end)}
+            for step, (start, end) in steps.items()
+        },
+        "stored_bytes": stored,
+        "pickled_bytes": _pickled_sizes(io_root, spec.name),
+        "selected": selection.best.label,
+        "refit_s": selection.refit_seconds,  # the winner's fit on every training row, inside trained_model
+    }
+
+
+def _step_windows(instance, run_id: str) -> dict[str, tuple[float, float]]:
+    """(start, end) timestamps per step, from the run's event log."""
+    seconds = _step_seconds(instance, run_id)
+    windows: dict[str, tuple[float, float]] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is not None and event.step_key and event.event_type_value == "STEP_SUCCESS":
+            step = event.step_key.split("__", 1)[-1]
+            windows[step] = (entry.timestamp - seconds[step], entry.timestamp)
+    return windows
+
+
+def _pickled_sizes(io_root: Path, pipeline: str) -> dict[str, int]:
+    """Each stored output as Dagster's pickle IO managers would have written it."""
+    from ml_pipelines.core import frame_codec
+
+    return {
+        name: pickled_size(frame_codec.loads((io_root / pipeline / name).read_bytes()))
+        for name in STORED
+        if (io_root / pipeline / name).exists()
+    }
+
+
+def child(rows: int, threads: int, out: Path) -> None:
+    """One size in this process: an untimed 5,000-row run first, then the measured one."""
+    with thread_limit(threads):
+        for size in (5_000, rows):
+            root = Path(tempfile.mkdtemp(prefix=f"bench-scale-{size}-"))
+            try:
+                outcome = run_once(size, root)
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+    outcome["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    out.write_text(json.dumps(outcome))
+
+
+def measure(rows: int, threads: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
+        out = Path(folder) / "outcome.json"
+        load = round(os.getloadavg()[0], 2)
+        command = [sys.executable, "-m", "bench.scale", "--child", str(rows), "--threads", str(threads), "--out", str(out)]
+        subprocess.run(command, check=True)
+        outcome = json.loads(out.read_text())
+    outcome["load_average_before"] = load
+    return outcome
+
+
+# ---------------------------------------------------------------- analysis
+
+
+def slopes(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Seconds per million rows for each step (and the whole run): between adjacent sizes, a
+    least-squares fit over all sizes, and the last adjacent slope over the one before."""
+    sizes = np.array([o["rows"] for o in outcomes], dtype=float) / 1e6
+    names = [*outcomes[-1]["steps"], "whole run"]
+    table = {}
+    for name in names:
+        seconds = np.array([
+            o["wall_s"] if name == "whole run" else o["steps"].get(name, {}).get("seconds", 0.0) for o in outcomes
+        ])
+        adjacent = [float((seconds[i + 1] - seconds[i]) / (sizes[i + 1] - sizes[i])) for i in range(len(sizes) - 1)]
+        fitted = float(np.polyfit(sizes, seconds, 1)[0]) if len(sizes) > 1 else None
+        ratio = adjacent[-1] / adjacent[-2] if len(adjacent) > 1 and adjacent[-2] > 0 else None
+        table[name] = {"seconds": seconds.tolist(), "adjacent_s_per_million": adjacent,
+                       "fitted_s_per_million": fitted, "last_slope_over_previous": ratio}
+    return table
+
+
+def verdicts(outcomes: list[dict[str, Any]], slope_table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    largest = outcomes[-1]
+    steps = largest["steps"]
+    stored, pickled = sum(largest["stored_bytes"].values()), sum(largest["pickled_bytes"].values())
+    # a step under a second at the largest size has no slope worth judging
+    nonlinear = {
+        name: row["last_slope_over_previous"] for name, row in slope_table.items()
+        if name != "whole run" and row["last_slope_over_previous"] is not None and row["seconds"][-1] >= 1.0
+        and row["last_slope_over_previous"] > TARGETS["slope_ratio"]
+    }
+    return {
+        "rows": largest["rows"],
+        "wall_s": largest["wall_s"],
+        "wall_within_target": largest["wall_s"] < TARGETS["wall_s"],
+        "peak_gb": largest["peak_rss_bytes"] / 1e9,
+        "peak_within_target": largest["peak_rss_bytes"] / 1e9 < TARGETS["peak_gb"],
+        "nonlinear_steps": nonlinear,
+        "evaluation_over_training": steps["evaluation"]["seconds"] / steps["trained_model"]["seconds"],
+        "stored_bytes": stored,
+        "pickled_bytes": pickled,
+        "stored_over_pickled": stored / pickled,
+        "bytes_within_target": stored / pickled < TARGETS["bytes_ratio"],
+    }
+
+
+def report(outcomes: list[dict[str, Any]], slope_table: dict[str, dict[str, Any]], verdict: dict[str, Any]) -> None:
+    sizes = [f"{o['rows']:,}" for o in outcomes]
+    print_table(
+        "seconds per step (and peak RSS, GB) at each size; slopes in seconds per million rows",
+        ["step", *[f"{s} s" for s in sizes], *[f"{s} GB" for s in sizes], "fitted slope", "last/previous slope"],
+        [
+            [name, *row["seconds"],
+             *[(o["peak_rss_bytes"] if name == "whole run" else o["steps"].get(name, {}).get("peak_rss_bytes", 0)) / 1e9
+               for o in outcomes],
+             row["fitted_s_per_million"], row["last_slope_over_previous"] or ""]
+            for name, row in slope_table.items()
+        ],
+    )
+    print_table(
+        "bytes stored between steps (IO manager, Parquet) vs the same outputs pickled",
+        ["rows", "stored MB", "pickled MB", "stored / pickled"],
+        [[f"{o['rows']:,}", sum(o["stored_bytes"].values()) / 1e6, sum(o["pickled_bytes"].values()) / 1e6,
+          sum(o["stored_bytes"].values()) / sum(o["pickled_bytes"].values())] for o in outcomes],
+    )
+    print(
+        f"\nat {verdict['rows']:,} rows: whole run {verdict['wall_s']:.1f}s (target < {TARGETS['wall_s']:.0f}s), "
+        f"peak {verdict['peak_gb']:.2f} GB (target < {TARGETS['peak_gb']} GB), evaluation/training "
+        f"{verdict['evaluation_over_training']:.2f}x (target <= 1), stored/pickled {verdict['stored_over_pickled']:.3f}x "
+        f"(target < {TARGETS['bytes_ratio']}); steps over the {TARGETS['slope_ratio']}x slope ratio: "
+        f"{verdict['nonlinear_steps'] or 'none'}"
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=list(SIZES), help="sizes, ascending")
+    parser.add_argument("--threads", type=int, default=0, help="native threads per pool; 0 = library defaults")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, args.threads, args.out)
+        return None
+    if args.rows != sorted(args.rows) or len(args.rows) < 2:
+        parser.error("--rows takes at least two sizes, ascending")
+    outcomes = []
+    for rows in args.rows:
+        print(f"scale: credit_default ({', '.join(CANDIDATES)}), {rows:,} rows ...", flush=True)
+        outcomes.append(measure(rows, args.threads))
+        print(f"  whole run {outcomes[-1]['wall_s']:.1f}s, peak {outcomes[-1]['peak_rss_bytes'] / 1e9:.2f} GB", flush=True)
+    slope_table = slopes(outcomes)
+    verdict = verdicts(outcomes, slope_table)
+    payload = {"pipeline": "credit_default", "candidates": list(CANDIDATES), "sizes": args.rows,
+               "threads": args.threads or "library defaults", "targets": TARGETS, "verdict": verdict,
+               "slopes": slope_table, "runs": outcomes}
+    path = write_results("scale", payload)
+    report(outcomes, slope_table, verdict)
+    print(f"results: {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
