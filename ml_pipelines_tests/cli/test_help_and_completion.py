@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMANDS: dict[str, tuple[str, list[str]]] = {
     "": ("Declarative ML pipelines", ["--install-completion", "--show-completion", "--help",
                                       "demo", "init", "land", "serve", "reports", "audit", "trace",
-                                      "registry"]),
+                                      "registry", "reproduce", "diff"]),
     "demo": ("materialize every demo pipeline", ["--pipelines", "NAME"]),
     "init": ("write a starter spec", ["NAME", "--from", "--target", "--task", "--out", "--force",
                                       "auto|classification|regression"]),
@@ -31,13 +31,18 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "reports": ("serve model cards and Data Docs over HTTP", ["--port", "--host", "[default: 127.0.0.1]"]),
     "audit": ("print the audit trail", ["PIPELINE", "--since", "--limit"]),
     "trace": ("trace a prediction back", ["REQUEST_ID"]),
-    "registry": ("inspect and move model versions", ["list", "show", "promote", "rollback", "history"]),
+    "reproduce": ("rebuild a version from its stored data and spec", ["PIPELINE", "VERSION", "--tolerance",
+                                                                       "--format", "[text|json]"]),
+    "diff": ("what changed between two versions", ["PIPELINE", "V1", "V2", "--format", "[text|json]"]),
+    "registry": ("inspect and move model versions", ["list", "show", "promote", "rollback", "history", "gc"]),
     "registry list": ("versions, aliases, metrics", ["PIPELINE"]),
     "registry show": ("one version with its lineage", ["PIPELINE", "VERSION"]),
     "registry promote": ("make a version the champion", ["PIPELINE", "VERSION", "--reason", "--alias",
                                                          "champion|challenger"]),
     "registry rollback": ("move the champion back", ["PIPELINE"]),
     "registry history": ("every alias move, oldest first", ["PIPELINE", "--alias", "--json", "champion|challenger"]),
+    "registry gc": ("remove old versions' snapshots and artifacts", ["PIPELINE", "--dry-run", "--keep",
+                                                                    "--grace-hours", "--format"]),
 }
 
 
