@@ -12,7 +12,7 @@ Dagster side: build_pipeline_defs(spec) + local resources in a temp dir, its
 (the default filesystem IO manager pickles every asset output between steps).
 
 Plain side: load_source -> spec_schema -> run_suite -> keep_valid_rows ->
-build_feature_set -> select_model -> evaluate (+ plots) -> gate_for ->
+build_feature_set (+ store_training_data) -> select_model -> evaluate (+ plots) -> gate_for ->
 package_version (the same function the model_package asset calls: artifacts,
 profile, registry version, BentoML model, bento, promotion, card), with the
 arguments the assets pass (Data Docs included, as the asset check writes them).
@@ -88,6 +88,7 @@ def plain_chain(spec, root: Path) -> dict[str, Any]:
     from ml_pipelines.core.records import Trigger
     from ml_pipelines.core.registry import ModelRegistry
     from ml_pipelines.core.selection import select_for_spec
+    from ml_pipelines.core.snapshots import store_training_data
     from ml_pipelines.core.sources import coerce_declared_types, load_source
     from ml_pipelines.core.storage import LocalObjectStore
     from ml_pipelines.core.validation import keep_valid_rows, run_suite, spec_schema
@@ -119,6 +120,9 @@ def plain_chain(spec, root: Path) -> dict[str, Any]:
     features = build_feature_set(spec, validated.frame).with_lineage(
         data_version=frame_hash(validated.frame), schema=schema, partitions=()
     )
+    # what the features asset does too: the data as it entered features, in the registry
+    features = features.with_data_snapshot(
+        store_training_data(registry, name, validated.frame, features.data_version))
     lap("features")
 
     selection = select_for_spec(spec, features)

@@ -664,6 +664,25 @@ class StageResources(StrictModel):
         return value
 
 
+# ---------------------------------------------------------------- registry
+
+
+class RetentionSpec(StrictModel):
+    keep_versions: int = Field(
+        default=20, ge=1,
+        description="`ml-pipelines registry gc` keeps the snapshots and artifacts of this many newest versions "
+        "(default 20); older ones lose them, their records stay. Champions, challengers and any version an "
+        "alias ever pointed at are always kept, and so is training data a kept version shares.",
+    )
+
+
+class RegistrySpec(StrictModel):
+    retention: RetentionSpec = Field(
+        default_factory=RetentionSpec,
+        description="What `ml-pipelines registry gc` keeps: {keep_versions: 20} by default.",
+    )
+
+
 # ---------------------------------------------------------------- the spec
 
 
@@ -706,6 +725,10 @@ class PipelineSpec(StrictModel):
     )
     resources: dict[Literal["ingest", "validate", "features", "train", "evaluate", "package"], StageResources] = (
         Field(default_factory=dict, description="Kubernetes step-pod resources per stage; none by default.")
+    )
+    registry: RegistrySpec = Field(
+        default_factory=RegistrySpec,
+        description="The model registry: how many versions keep their data snapshots and artifacts (retention).",
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

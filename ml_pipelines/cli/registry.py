@@ -1,4 +1,5 @@
-"""`ml-pipelines registry ...`: list, show, promote and roll back model versions, and print the alias history.
+"""`ml-pipelines registry ...`: list, show, promote and roll back model versions, print the alias history,
+and remove old versions' files (gc, cli/retention.py).
 
 The registry checks every pipeline name and version id; a bad one, like any
 RegistryError, prints one line `error: ...` and exits 2."""
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ml_pipelines.cli import retention
 from ml_pipelines.cli._common import exit_with, fail
 from ml_pipelines.settings import Settings
 
@@ -83,6 +85,11 @@ def show_lines(registry: ModelRegistry, record: VersionRecord) -> list[str]:
         "artifacts:",
         *(f"  {name}  sha256:{digest}" for name, digest in sorted(record.artifacts.items())),
     ]
+    if record.snapshot is not None:  # what it was built from (core.snapshots)
+        lines.append(f"snapshot:      {record.snapshot.data_rows} rows, {record.snapshot.bytes} bytes "
+                     "(`ml-pipelines reproduce` rebuilds from it)")
+        lines += [f"  {name:<16} {f.bytes:>10} bytes  sha256:{f.sha256}  {f.key}"
+                  for name, f in sorted(record.snapshot.files.items())]
     for suffix in ("html", "md"):
         key = registry.card_key(record.pipeline, record.version, suffix)
         if registry.store.exists(key):
@@ -215,4 +222,6 @@ def register(app: typer.Typer) -> None:
     group.command("promote", help="make a version the champion (or --alias challenger)")(promote)
     group.command("rollback", help="move the champion back to the previous one")(rollback)
     group.command("history", help="every alias move, oldest first (--json for scripts)")(history)
+    group.command("gc", help="remove old versions' snapshots and artifacts (registry.retention); records stay")(
+        retention.gc)
     app.add_typer(group, name="registry", help="inspect and move model versions")

@@ -59,3 +59,7 @@ class RegistryError(InputError):
 
 class ChecksumError(RegistryError):
     """An artifact's bytes do not match the sha256 in its version record."""
+
+
+class SnapshotError(RegistryError):
+    """What a version was built from is missing, was collected, or cannot be stored or read back exactly."""

@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ml_pipelines.core.errors import FeatureError
-from ml_pipelines.core.records import ModelInputs
+from ml_pipelines.core.records import ModelInputs, StoredFile
 from ml_pipelines.core.retrain_data import ORIGIN_COLUMN, Provenance, newest_production_positions, provenance_of
 from ml_pipelines.dotted import import_dotted
 from ml_pipelines.expressions import ExpressionError, check_expression, evaluate_expression
@@ -43,6 +43,19 @@ class FeatureColumns:
 
 
 @dataclass(frozen=True)
+class SplitPositions:
+    """Which rows of the data as it entered `features` became the training and the test rows:
+    positions in that frame, in the order the rows were used."""
+
+    train: np.ndarray
+    test: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.train) + len(self.test)
+
+
+@dataclass(frozen=True)
 class FeatureSet:
     train: pd.DataFrame  # inputs, slice columns and the target
     test: pd.DataFrame
@@ -55,9 +68,14 @@ class FeatureSet:
     partitions: tuple[str, ...] = ()
     provenance: Provenance | None = None  # rows from the source and from each production batch
     holdout: str = "random"  # random | time | newest production rows
+    split: SplitPositions | None = None  # the rows train and test came from
+    data_snapshot: StoredFile | None = None  # that data, stored in the registry (core.snapshots)
 
     def with_lineage(self, *, data_version: str, schema: Any, partitions: tuple[str, ...]) -> FeatureSet:
         return replace(self, data_version=data_version, schema=schema, partitions=partitions)
+
+    def with_data_snapshot(self, stored: StoredFile) -> FeatureSet:
+        return replace(self, data_snapshot=stored)
 
     def input_types(self) -> dict[str, str]:
         """Column type per raw model input, from the validation rules or the dtype."""
@@ -208,37 +226,78 @@ def build_preprocessor(columns: FeatureColumns) -> Pipeline:
     )
 
 
-def split_frame(frame: pd.DataFrame, target: str, split: SplitSpec, task: str) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+def split_positions(
+    frame: pd.DataFrame, target: str, split: SplitSpec, task: str
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Positions of the training and test rows of frame, in the order they are used, and whether the
+    split was stratified."""
     if len(frame) < 4:
         raise FeatureError(f"split: {len(frame)} rows are too few to split into train and test")
+    positions = np.arange(len(frame))
     if split.by == "time":
-        ordered = frame.sort_values(split.column, kind="stable")
-        cut = int(round(len(ordered) * (1 - split.test_size)))
-        return ordered.iloc[:cut].reset_index(drop=True), ordered.iloc[cut:].reset_index(drop=True), False
+        order = frame[split.column].reset_index(drop=True).sort_values(kind="stable").index.to_numpy()
+        cut = int(round(len(frame) * (1 - split.test_size)))
+        return order[:cut], order[cut:], False
     stratify = None
     if task == "classification":
         counts = frame[target].value_counts()
         n_test = int(np.ceil(len(frame) * split.test_size))
         if counts.min() >= 2 and n_test >= len(counts):
             stratify = frame[target]
-    train, test = train_test_split(
-        frame, test_size=split.test_size, random_state=split.seed, stratify=stratify
-    )
-    return train.reset_index(drop=True), test.reset_index(drop=True), stratify is not None
+    train, test = train_test_split(positions, test_size=split.test_size, random_state=split.seed, stratify=stratify)
+    return train, test, stratify is not None
 
 
-def split_newest_production(frame: pd.DataFrame, test_size: float) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+def split_frame(frame: pd.DataFrame, target: str, split: SplitSpec, task: str) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    train, test, stratified = split_positions(frame, target, split, task)
+    return _rows(frame, train), _rows(frame, test), stratified
+
+
+def _rows(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    return frame.iloc[positions].reset_index(drop=True)
+
+
+def newest_production_split(frame: pd.DataFrame, test_size: float) -> tuple[np.ndarray, np.ndarray] | None:
     """When labelled production rows are in the data, the holdout is the newest of them
-    (time order), so candidate and champion are compared on the world as it is now."""
+    (time order), so candidate and champion are compared on the world as it is now:
+    the positions of the training and the test rows, or None without production rows."""
     positions = newest_production_positions(frame, test_size)
     if positions is None:
         return None
     test_mask = np.zeros(len(frame), dtype=bool)
     test_mask[positions] = True
-    return frame.loc[~test_mask].reset_index(drop=True), frame.loc[test_mask].reset_index(drop=True)
+    return np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
 
 
 def build_feature_set(spec: PipelineSpec, frame: pd.DataFrame) -> FeatureSet:
+    """The spec's features and its train/test split of frame (the validated data)."""
+    data, columns = _feature_frame(spec, frame)
+    newest = newest_production_split(frame, spec.features.split.test_size)
+    if newest is not None:
+        split, stratified, holdout = SplitPositions(*newest), False, "newest production rows"
+    else:
+        train, test, stratified = split_positions(data, spec.target, spec.features.split, spec.task)
+        split, holdout = SplitPositions(train, test), "time" if spec.features.split.by == "time" else "random"
+    return FeatureSet(_rows(data, split.train), _rows(data, split.test), columns, spec.target, spec.task, stratified,
+                      provenance=provenance_of(frame), holdout=holdout, split=split)
+
+
+def feature_set_from_split(
+    spec: PipelineSpec, frame: pd.DataFrame, split: SplitPositions, *, stratified: bool, holdout: str
+) -> FeatureSet:
+    """The feature set of a stored split: the same training and test rows, in the same order, that
+    build_feature_set chose when the version was built (`ml-pipelines reproduce`)."""
+    data, columns = _feature_frame(spec, frame)
+    if split.rows != len(data) or (len(split.train) and split.train.max() >= len(data)) or (
+        len(split.test) and split.test.max() >= len(data)
+    ):
+        raise FeatureError(f"split: the stored split names {split.rows} rows; the data has {len(data)}")
+    return FeatureSet(_rows(data, split.train), _rows(data, split.test), columns, spec.target, spec.task, stratified,
+                      provenance=provenance_of(frame), holdout=holdout, split=split)
+
+
+def _feature_frame(spec: PipelineSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, FeatureColumns]:
+    """The columns of frame the model, the slices and the split read; checked."""
     check_required_columns(frame, spec, "features")
     columns = resolve_feature_columns(spec, frame)
     if frame[spec.target].isna().any():
@@ -249,13 +308,4 @@ def build_feature_set(spec: PipelineSpec, frame: pd.DataFrame) -> FeatureSet:
     keep = list(dict.fromkeys([*columns.inputs, *spec.evaluation.slices, spec.target]))
     if spec.features.split.by == "time":
         keep.append(spec.features.split.column)
-    data = frame[list(dict.fromkeys(keep))]
-    provenance = provenance_of(frame)
-    newest = split_newest_production(frame.reset_index(drop=True), spec.features.split.test_size)
-    if newest is not None:
-        train, test = (part[data.columns] for part in newest)
-        holdout = "newest production rows"
-        return FeatureSet(train, test, columns, spec.target, spec.task, False, provenance=provenance, holdout=holdout)
-    train, test, stratified = split_frame(data, spec.target, spec.features.split, spec.task)
-    holdout = "time" if spec.features.split.by == "time" else "random"
-    return FeatureSet(train, test, columns, spec.target, spec.task, stratified, provenance=provenance, holdout=holdout)
+    return frame[list(dict.fromkeys(keep))], columns

@@ -6,9 +6,9 @@ champion by the gate's rule, else `challenger` (recorded, shadow-scored when the
 spec asks, never served to callers). The model_package asset and the benchmark's plain-Python
 baseline both call it, so there is one packaging workflow.
 
-A version becomes visible only when it can be served: artifacts, BentoML model,
-bento and export are made first, and the registry record that names them is
-committed last. Within a run the version id is derived from the run id, so a
+A version becomes visible only when it can be served and rebuilt: artifacts, the
+snapshot of what it was built from (core.snapshots), BentoML model, bento and export
+are made first, and the registry record that names them is committed last. Within a run the version id is derived from the run id, so a
 retried step rebuilds the same uncommitted version (replacing what a failed or
 killed attempt left) or, when the record is already committed, only finishes the
 promotion and the card. Child processes die with the step (core.child_process).
@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from ml_pipelines.core.records import ServingPackage, Trigger, VersionRecord, js
 from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.core.retrain_data import Provenance
 from ml_pipelines.core.selection import SelectionResult
+from ml_pipelines.core.snapshots import check_data_present, stage_snapshot
 from ml_pipelines.core.sources import describe_source
 from ml_pipelines.core.storage import ObjectStore
 from ml_pipelines.settings import Settings
@@ -156,7 +157,7 @@ def package_version(
         record = registry.require_servable(name, version)
     else:
         fields = record_fields(spec, selection, evaluation, features, decision, trigger)
-        record = _build_and_commit(target, name, version, selection, evaluation, features, fields)
+        record = _build_and_commit(target, spec, version, selection, evaluation, features, fields)
     previous = _move_once(registry, record, alias, trigger, decision, resumed=resumed)
     say(Stage.PROMOTED)
     if log is not None:
@@ -172,12 +173,12 @@ def package_version(
 
 
 def _build_and_commit(
-    target: _Target, name: str, version: str, selection: SelectionResult, evaluation: Evaluation,
+    target: _Target, spec: PipelineSpec, version: str, selection: SelectionResult, evaluation: Evaluation,
     features: FeatureSet, fields: dict[str, Any],
 ) -> VersionRecord:
     """Everything serving needs, then the record: the commit point. What an earlier
-    attempt at this version left (staged artifacts, BentoML model, bento) is replaced."""
-    registry, home = target.registry, target.bentoml_home
+    attempt at this version left (staged artifacts, snapshot, BentoML model, bento) is replaced."""
+    registry, home, name = target.registry, target.bentoml_home, spec.name
     package = ServingPackage(
         bentoml_model=f"{name}:{version}",
         bento=bento_tag_for(name, version),
@@ -186,8 +187,8 @@ def _build_and_commit(
     with tempfile.TemporaryDirectory(prefix=f"{name}-package-") as tmp:
         artifact_dir = Path(tmp) / "artifacts"
         artifact_dir.mkdir()
-        write_artifacts(artifact_dir, selection, evaluation, features)
-        record = registry.stage(name, artifact_dir, version=version, package=package, **fields)
+        record = stage_version(registry, spec, version, artifact_dir, selection, evaluation, features,
+                               package=package, **fields)
         target.say(Stage.ARTIFACTS_STAGED)
         (artifact_dir / RECORD_FILE).write_bytes(record.to_json())  # lets a bento serve without the registry
         discard_uncommitted(home, package)
@@ -202,9 +203,28 @@ def _build_and_commit(
         archive = export_bento(built, bentoml_home=home, env=target.child_env)
         target.export_store.put(export_key(name, version), archive)
         target.say(Stage.EXPORTED)
-    registry.commit(record)
+    commit_version(registry, record)
     target.say(Stage.COMMITTED)
     return record
+
+
+def stage_version(
+    registry: ModelRegistry, spec: PipelineSpec, version: str, artifact_dir: Path, selection: SelectionResult,
+    evaluation: Evaluation, features: FeatureSet, /, **fields: Any,
+) -> VersionRecord:
+    """Upload a version's artifacts (written into artifact_dir) and its snapshot (core.snapshots: spec,
+    environment, split, and the training data the features step stored), uncommitted; returns the
+    record that commit_version makes visible."""
+    write_artifacts(artifact_dir, selection, evaluation, features)
+    record = registry.stage(spec.name, artifact_dir, version=version, **fields)
+    return replace(record, snapshot=stage_snapshot(registry, spec, features, version))
+
+
+def commit_version(registry: ModelRegistry, record: VersionRecord) -> VersionRecord:
+    """The commit point: the record, once the shared training data it names is known to be there."""
+    if record.snapshot is not None:
+        check_data_present(registry, record.snapshot)
+    return registry.commit(record)
 
 
 def _build_output(target: _Target) -> Callable[[str], None]:

@@ -74,6 +74,39 @@ class ServingPackage:
 
 
 @dataclass(frozen=True)
+class StoredFile:
+    """One object a version keeps in the registry's store, by key; its sha256 is checked on every read."""
+
+    key: str
+    sha256: str
+    bytes: int
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StoredFile:
+        return cls(str(data["key"]), str(data["sha256"]), int(data["bytes"]))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a version was built from (core.snapshots): its training data as it entered `features`
+    (shared by every version built from the same data), its spec, its environment and its split."""
+
+    files: dict[str, StoredFile]  # data.parquet, spec.yaml, environment.json, split.parquet
+    data_rows: int
+    seeds: dict[str, Any]  # every seed the build used, by what it seeds
+    split: dict[str, Any]  # holdout (random | time | newest production rows), stratified, train_rows, test_rows
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files.values())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        files = {name: StoredFile.from_dict(f) for name, f in data["files"].items()}
+        return cls(files, int(data["data_rows"]), dict(data.get("seeds") or {}), dict(data.get("split") or {}))
+
+
+@dataclass(frozen=True)
 class VersionRecord:
     pipeline: str
     version: str
@@ -103,6 +136,8 @@ class VersionRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     # None in records written before packaging was atomic: nothing says such a version can be served
     package: ServingPackage | None = None
+    # what it was built from, for `ml-pipelines reproduce` and `diff`; None in records written before snapshots
+    snapshot: Snapshot | None = None
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -120,6 +155,7 @@ class VersionRecord:
         serving = raw.pop("serving", None) or extra.pop("serving", None) or {}
         trusted = raw.pop("trusted_roots", None) or extra.pop("trusted_roots", None) or ()
         package = raw.pop("package", None)
+        snapshot = raw.pop("snapshot", None)
         return cls(
             **{
                 **raw,
@@ -131,6 +167,7 @@ class VersionRecord:
                 "provenance": Provenance.from_dict(raw.get("provenance") or {}),
                 "extra": extra,
                 "package": ServingPackage(**package) if package else None,
+                "snapshot": Snapshot.from_dict(snapshot) if snapshot else None,
             }
         )
 

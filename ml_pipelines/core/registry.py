@@ -6,6 +6,10 @@ Layout inside an ObjectStore, per pipeline:
     <pipeline>/versions/<version>/record.json        created last, only if absent: the commit point
     <pipeline>/aliases/<alias>.json                  the newest move of an alias (a hint, see alias_log)
     <pipeline>/alias_history/<alias>/<n>.json        move n of an alias, created only if absent
+    <pipeline>/versions/<version>/snapshot/<file>    what it was built from (core.snapshots), staged with the artifacts
+    <pipeline>/data/<data hash>.parquet              training data, shared by the versions built from it
+    <pipeline>/versions/<version>/collected.json     written by `registry gc` (core.retention) when it removed the
+                                                     version's artifacts and snapshot; the record stays
 A version without record.json (a killed or failed packaging) is invisible, and a
 retry of the same version replaces what it staged. Pipeline names and version ids
 are checked (core.identifiers) before any key is built from them.
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_pipelines.core import alias_log
-from ml_pipelines.core.errors import ChecksumError, RegistryError
+from ml_pipelines.core.errors import ChecksumError, RegistryError, SnapshotError
 from ml_pipelines.core.identifiers import check_pipeline_name, check_version_id, is_pipeline_name, new_version_id
 from ml_pipelines.core.records import AliasMove, VersionRecord
 from ml_pipelines.core.storage import ObjectNotFound, ObjectStore
@@ -32,6 +36,7 @@ from ml_pipelines.core.storage import ObjectNotFound, ObjectStore
 ALIASES = ("champion", "challenger")
 TRACKED_LIBRARIES = ("pandas", "numpy", "scikit-learn", "torch", "great-expectations", "bentoml", "dagster", "skops")
 RECORD_KEY = "record.json"
+COLLECTED_KEY = "collected.json"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -140,6 +145,23 @@ class ModelRegistry:
             )
         return record
 
+    def collected(self, pipeline: str, version: str) -> dict[str, Any] | None:
+        """What `registry gc` noted when it removed the version's artifacts and snapshot, or None."""
+        try:
+            return json.loads(self.store.get(f"{self.version_prefix(pipeline, version)}/{COLLECTED_KEY}"))
+        except ObjectNotFound:
+            return None
+
+    def require_not_collected(self, pipeline: str, version: str) -> None:
+        """A SnapshotError saying when and why gc removed the version's files, if it did."""
+        note = self.collected(pipeline, version)
+        if note is not None:
+            raise SnapshotError(
+                f"{pipeline} version {version}: its artifacts and snapshot were removed by `registry gc` at "
+                f"{note.get('collected_at')} ({note.get('reason')}); its record remains, but it can no longer be "
+                "loaded or rebuilt"
+            )
+
     def fetch_artifacts(self, pipeline: str, version: str, destination: Path) -> Path:
         """Copy a version's artifacts to destination, verifying each checksum first."""
         record = self.get_version(pipeline, version)
@@ -149,6 +171,7 @@ class ModelRegistry:
             try:
                 data = self.store.get(key)
             except ObjectNotFound as exc:
+                self.require_not_collected(pipeline, version)
                 raise ChecksumError(f"{self.store.uri(key)}: artifact is missing") from exc
             actual = sha256_bytes(data)
             if actual != expected:
@@ -237,7 +260,11 @@ class ModelRegistry:
         key = f"{self.version_prefix(pipeline, version)}/artifacts/{name}"
         if expected is None:
             raise RegistryError(f"{pipeline} {version} has no artifact {name!r}")
-        data = self.store.get(key)
+        try:
+            data = self.store.get(key)
+        except ObjectNotFound as exc:
+            self.require_not_collected(pipeline, version)
+            raise ChecksumError(f"{self.store.uri(key)}: artifact is missing") from exc
         if sha256_bytes(data) != expected:
             raise ChecksumError(f"{self.store.uri(key)}: checksum mismatch; refusing to load")
         return data

@@ -46,6 +46,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def uri(self, key: str) -> str: ...
 
+    def size(self, key: str) -> int:
+        """The object's size in bytes; ObjectNotFound when it is not there."""
+        return len(self.get(key))
+
 
 class LocalObjectStore(ObjectStore):
     def __init__(self, root: str | Path):
@@ -121,6 +125,12 @@ class LocalObjectStore(ObjectStore):
     def uri(self, key: str) -> str:
         return str(self._path(key))
 
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+
 
 def content_type(key: str) -> str:
     """The Content-Type S3 answers with: by the key's extension, so a browser opening a presigned
@@ -181,6 +191,16 @@ class S3ObjectStore(ObjectStore):
         except ClientError as exc:
             if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
                 return False
+            raise
+
+    def size(self, key: str) -> int:
+        from botocore.exceptions import ClientError
+
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                raise ObjectNotFound(key) from exc
             raise
 
     def list(self, prefix: str) -> list[str]:

@@ -27,6 +27,7 @@ from ml_pipelines.core import packaging
 from ml_pipelines.core.identifiers import version_id_for_run
 from ml_pipelines.core.records import Trigger
 from ml_pipelines.core.registry import ModelRegistry
+from ml_pipelines.core.snapshots import store_training_data
 from ml_pipelines.core.storage import LocalObjectStore
 from ml_pipelines_tests import REPO_ROOT
 from ml_pipelines_tests.core.test_child_process import is_alive, wait_until
@@ -46,6 +47,7 @@ class Candidate:
     evaluation: object
     features: object
     pickled: Path  # the same four, for a subprocess
+    frame: object  # the data the features came from, stored in each registry a test packages into
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +64,15 @@ def candidate(tmp_path_factory, one_thread) -> Candidate:
     frame = load_source(spec.source, base_dir=None, env={}).frame
     schema = spec_schema(spec, frame, reference=None)
     features = build_feature_set(spec, frame).with_lineage(data_version=frame_hash(frame), schema=schema, partitions=())
+    # what the features step does: the data in the registry (each test's registry gets it again, in package())
+    stored = store_training_data(registry_of(tmp_path_factory.mktemp("data")), NAME, frame, features.data_version)
+    features = features.with_data_snapshot(stored)
     selection = select_for_spec(spec, features)
     evaluation = evaluate_for_spec(spec, selection.model, features, champion=None)
     evaluation.plots = evaluation_plots(evaluation, spec.task, spec.gate_metric)
     pickled = tmp_path_factory.mktemp("candidate") / "candidate.pickle"
     pickled.write_bytes(pickle.dumps((spec, selection, evaluation, features)))  # written here, read by our own child
-    return Candidate(spec, selection, evaluation, features, pickled)
+    return Candidate(spec, selection, evaluation, features, pickled, frame)
 
 
 def registry_of(root: Path) -> ModelRegistry:
@@ -75,9 +80,11 @@ def registry_of(root: Path) -> ModelRegistry:
 
 
 def package(candidate: Candidate, root: Path, run_id: str, **kwargs) -> packaging.PackagedVersion:
+    registry = registry_of(root)
+    store_training_data(registry, NAME, candidate.frame, candidate.features.data_version)
     return packaging.package_version(
         candidate.spec, candidate.selection, candidate.evaluation, candidate.features,
-        registry=registry_of(root), bentoml_home=root / "bentoml", trigger=Trigger(run_id, "manual"), **kwargs,
+        registry=registry, bentoml_home=root / "bentoml", trigger=Trigger(run_id, "manual"), **kwargs,
     )
 
 

@@ -1,11 +1,11 @@
 """The model registry (core.registry) over an object store: immutable versions,
 aliases with history, checksums, trusted loading and atomic writes.
 
-Every test takes the `store` fixture, so each runs against each ObjectStore
-implementation: LocalObjectStore, and S3ObjectStore on a real S3 API (moto's
-server on loopback, the `s3` fixture from service_fixtures.py). Each `STORES`
-entry is a factory plus the Python source that rebuilds the same store in a
-subprocess, for the killed-write test.
+Every test takes the `store` fixture (core/conftest.py), so each runs against each
+ObjectStore implementation: LocalObjectStore, and S3ObjectStore on a real S3 API
+(moto's server on loopback, the `s3` fixture from service_fixtures.py). Each
+`STORES` entry is a factory plus the Python source that rebuilds the same store in
+a subprocess, for the killed-write test.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,48 +30,8 @@ from sklearn.pipeline import Pipeline
 from ml_pipelines.core.model_io import PIPELINE_FILE, UntrustedArtifactError, save_model
 from ml_pipelines.core.records import ServingPackage, Trigger, VersionRecord
 from ml_pipelines.core.registry import ChecksumError, ModelRegistry, RegistryError, library_versions, sha256_bytes
-from ml_pipelines.core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
+from ml_pipelines.core.storage import LocalObjectStore, ObjectStore
 from ml_pipelines_tests import REPO_ROOT
-
-
-@dataclass(frozen=True)
-class StoreKind:
-    make: Callable[[Path], ObjectStore]
-    # Python source, evaluated in a subprocess with `root` bound to the same Path, that builds an
-    # ObjectStore over the same objects
-    rebuild: str
-    # a fixture the store needs first (a server, and the environment that points at it)
-    requires: str | None = None
-
-
-STORES = {
-    "local": StoreKind(lambda root: LocalObjectStore(root / "store"), "LocalObjectStore(root / 'store')"),
-    # the bucket comes from ML_PIPELINES_TEST_BUCKET, set by the store fixture; the endpoint and
-    # credentials from the standard AWS variables the `s3` fixture sets (inherited by subprocesses)
-    "s3": StoreKind(
-        lambda root: S3ObjectStore(os.environ["ML_PIPELINES_TEST_BUCKET"], f"registry-tests/{root.name}/store"),
-        "S3ObjectStore(os.environ['ML_PIPELINES_TEST_BUCKET'], f'registry-tests/{root.name}/store')",
-        requires="s3",
-    ),
-}
-
-
-@pytest.fixture(params=sorted(STORES))
-def store_kind(request) -> StoreKind:
-    return STORES[request.param]
-
-
-@pytest.fixture
-def store(store_kind, tmp_path, request, monkeypatch) -> ObjectStore:
-    if store_kind.requires:
-        bucket = request.getfixturevalue(store_kind.requires)
-        monkeypatch.setenv("ML_PIPELINES_TEST_BUCKET", bucket.name)
-    return store_kind.make(tmp_path)
-
-
-@pytest.fixture
-def registry(store) -> ModelRegistry:
-    return ModelRegistry(store)
 
 
 def _artifacts(directory: Path, files: dict[str, bytes] | None = None) -> Path:

@@ -8,7 +8,9 @@ from ml_pipelines.components import metadata as md
 from ml_pipelines.components.policies import fail_fast_on_bad_input
 from ml_pipelines.core.features import FeatureSet, build_feature_set
 from ml_pipelines.core.hashing import frame_hash
+from ml_pipelines.core.snapshots import store_training_data
 from ml_pipelines.core.validation import ValidatedData
+from ml_pipelines.resources import RegistryResource
 
 if TYPE_CHECKING:
     from ml_pipelines.components.factory import PipelineContext
@@ -27,21 +29,30 @@ def features_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
         ins={"validated_data": validated_in},
         description=ctx.describe(
             "Train and test frames plus the resolved feature spec. Derived columns and encoders "
-            "are fitted inside the model so serving applies the same transform."
+            "are fitted inside the model so serving applies the same transform. The data as it entered "
+            "this step is stored in the registry, once per data hash, for reproduce and diff."
         ),
         kinds={"pandas", "sklearn"},
         **ctx.stage_settings("features", "features"),
     )
     @fail_fast_on_bad_input
-    def features(context: dg.AssetExecutionContext, validated_data) -> dg.Output[FeatureSet]:
+    def features(
+        context: dg.AssetExecutionContext, validated_data, registry: RegistryResource
+    ) -> dg.Output[FeatureSet]:
         validated = ValidatedData.combine(validated_data)
+        data_version = frame_hash(validated.frame)
         feature_set = build_feature_set(spec, validated.frame).with_lineage(
-            data_version=frame_hash(validated.frame), schema=validated.schema, partitions=validated.partitions
+            data_version=data_version, schema=validated.schema, partitions=validated.partitions
         )
+        # the data as it entered this step, in the registry (once per data hash): what reproduce rebuilds from
+        reg = registry.registry()
+        stored = store_training_data(reg, spec.name, validated.frame, data_version)
+        feature_set = feature_set.with_data_snapshot(stored)
         return dg.Output(
             feature_set,
             data_version=dg.DataVersion(feature_set.data_version),
-            metadata=md.features_metadata(feature_set, ctx.key("raw_data")),
+            metadata={**md.features_metadata(feature_set, ctx.key("raw_data")),
+                      "data_snapshot": reg.store.uri(stored.key), "data_snapshot_bytes": stored.bytes},
         )
 
     return features
