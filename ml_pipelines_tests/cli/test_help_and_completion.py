@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMANDS: dict[str, tuple[str, list[str]]] = {
     "": ("Declarative ML pipelines", ["--install-completion", "--show-completion", "--help",
                                       "demo", "init", "land", "serve", "reports", "audit", "trace",
-                                      "registry"]),
+                                      "registry", "status"]),
     "demo": ("materialize every demo pipeline", ["--pipelines", "NAME"]),
     "init": ("write a starter spec", ["NAME", "--from", "--target", "--task", "--out", "--force",
                                       "auto|classification|regression"]),
@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
                                                          "champion|challenger"]),
     "registry rollback": ("move the champion back", ["PIPELINE"]),
     "registry history": ("every alias move, oldest first", ["PIPELINE", "--alias", "--json", "champion|challenger"]),
+    "status": ("is every pipeline healthy", ["PIPELINES", "--json"]),
 }
 
 
