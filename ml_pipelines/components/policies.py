@@ -2,10 +2,10 @@
 concurrency pools, the run-time limit and team run tags, the idle watchdog, the retry policy
 for transient failures, and fail-fast for deterministic ones."""
 
-import _thread
 import contextlib
 import functools
 import inspect
+import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -123,8 +123,10 @@ def _terminated(args: tuple[Any, ...]) -> dg.Failure | None:
 
 
 def _interrupt_step(verdict: IdleVerdict) -> None:
-    """Interrupt the main thread, where the step runs, as a termination would (SIGINT)."""
-    _thread.interrupt_main()
+    """Interrupt the main thread, where the step runs, as a termination would: a real SIGINT sent
+    to that thread, which also wakes a step blocked in a sleep or a read (`_thread.interrupt_main`
+    only runs the handler once the thread is back in Python)."""
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
 
 @contextlib.contextmanager
