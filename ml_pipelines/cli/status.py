@@ -36,7 +36,8 @@ def instance_home(settings: Settings) -> Path:
 
 def status(
     pipelines: Annotated[list[str] | None, typer.Argument(
-        help="pipelines to report on (default: every spec under ml_pipelines/defs/pipelines)", show_default=False)] = None,
+        help="pipelines to report on (default: every spec under ml_pipelines/defs/pipelines)",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document, for tools")] = False,
 ) -> None:
     settings = Settings.from_env()
@@ -143,7 +144,8 @@ def _checks(instance: Any, pipeline: str) -> list[Any]:
     keys = [dg.AssetCheckKey(dg.AssetKey([pipeline, asset]), name) for asset, name in CHECKS]
     found = []
     for key, record in instance.event_log_storage.get_latest_asset_check_execution_by_key(keys).items():
-        evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
+        event = record.event.dagster_event if record.event is not None else None
+        evaluation = event.event_specific_data if event is not None else None
         if not isinstance(evaluation, dg.AssetCheckEvaluation):
             continue  # planned, or its step failed before it was evaluated
         found.append(CheckFact(key.asset_key.path[-1], key.name, evaluation.passed, bool(evaluation.blocking),
@@ -152,4 +154,5 @@ def _checks(instance: Any, pipeline: str) -> list[Any]:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("status", help="is every pipeline healthy? exits 1 when one needs a human (for cron or a probe)")(status)
+    app.command("status", help="is every pipeline healthy? exits 1 when one needs a human (for cron or a "
+                "probe)")(status)

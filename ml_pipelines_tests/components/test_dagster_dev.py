@@ -3,6 +3,7 @@ through its GraphQL API the way the UI reads it."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -402,7 +403,7 @@ def _no_version_left(dev: DagsterDev, pipeline: str) -> None:
 
     home = Path(dev.env["ML_PIPELINES_HOME"])
     assert registry_at(home).list_versions(pipeline) == []
-    left = [str(p) for p in (home / "registry").rglob("*") if pipeline in str(p)] if (home / "registry").exists() else []
+    left = [str(p) for p in (home / "registry").rglob("*") if pipeline in str(p)]
     assert left == [], f"{pipeline} left registry files behind: {left}"
 
 
@@ -472,11 +473,12 @@ def test_training_steps_share_the_train_pool_and_a_teams_second_run_waits(dagste
         assert all(r.dagster_run.tags["team"] in ("ops-a", "ops-b") for r in runs.values())
         intervals = sorted([_training_interval(instance, first, "ops_a"), _training_interval(instance, second, "ops_a"),
                             _training_interval(instance, other, "ops_b")])
-        blocked = [e.message for r in runs for e in _events(instance, r) if "blocked by limit for pool" in (e.message or "")]
+        blocked = [e.message for r in runs for e in _events(instance, r)
+                   if "blocked by limit for pool" in (e.message or "")]
 
     assert [r.dagster_run.status for r in runs.values()] == [dagster.DagsterRunStatus.SUCCESS] * 3
     assert runs[second].start_time >= runs[first].end_time, "a team's second run started before its first ended"
     assert runs[other].start_time < runs[second].start_time
-    for (_, end), (start, _) in zip(intervals, intervals[1:]):
+    for (_, end), (start, _) in itertools.pairwise(intervals):
         assert end <= start, f"training steps overlap: {intervals}"
     assert blocked and all(m.endswith("pool train") for m in blocked), blocked

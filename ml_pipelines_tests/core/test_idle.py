@@ -83,6 +83,6 @@ def test_the_watchdog_leaves_a_busy_process_alone_and_is_silent_after_stop():
 def test_process_cpu_counts_a_child_process_that_computes():
     cpu = ProcessCpu()
     before = cpu.seconds()
-    subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 1.0\n"
-                    "while time.process_time() < end: pass"], check=True)
+    spin = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", spin], check=True)
     assert cpu.seconds() - before >= 0.9
