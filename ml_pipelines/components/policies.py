@@ -145,7 +145,7 @@ def ended_when_idle(args: tuple[Any, ...]) -> Iterator[None]:
     except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
         if watchdog.verdict is None:
             raise
-        step = context.op_execution_context.op_handle.to_string()
+        step = str(context.op_execution_context.op_handle)
         stage = STAGE_OF_ASSET.get(step.rsplit("__", 1)[-1], "<stage>")
         raise dg.Failure(description=watchdog.verdict.reason(step, f"resources.{stage}.idle_timeout"),
                          allow_retries=False) from exc
