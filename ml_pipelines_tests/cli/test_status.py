@@ -1,5 +1,5 @@
 """`ml-pipelines status` against a real (SQLite) Dagster instance and local registry in a known
-state: nothing yet, a champion, a failed run behind it, a queued run, a drift report and a
+state: nothing yet, a champion, a failed run behind it, a running run, a drift report and a
 production performance measurement; the exit status a cron job or a probe reads."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ml_pipelines_tests.helpers import materialize
 from ml_pipelines_tests.ops_location import ops_attributes
 from ml_pipelines_tests.specs import make_spec, shipped_attributes, shipped_names
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("one_thread")]
 
 PIPELINE = "diabetes_progression"  # a shipped spec: status reads the specs of the project
 MONITORED = "credit_default"  # a shipped spec with production data and labels
@@ -45,8 +45,9 @@ def status_json(capsys, *pipelines: str) -> tuple[int, dict]:
 def test_the_checks_status_reads_are_every_check_the_factory_builds():
     built = set()
     for name in shipped_names():
-        graph = build_pipeline_defs(make_spec(**shipped_attributes(name))).resolve_asset_graph()
-        built |= {(key.asset_key.path[-1], key.name) for key in graph.asset_check_keys}
+        defs = build_pipeline_defs(make_spec(**shipped_attributes(name)))
+        for definition in [*(defs.assets or []), *(defs.asset_checks or [])]:
+            built |= {(key.asset_key.path[-1], key.name) for key in definition.check_keys}
     assert built == set(CHECKS)
 
 
@@ -73,20 +74,20 @@ def test_status_reports_each_state_and_exits_non_zero_when_a_human_is_needed(hom
         quick["evaluation"]["gate"]["min"] = 0.99  # no model reaches it: the blocking floor fails
         failed = materialize(make_spec(**quick), ml_home, instance)
         assert not failed.success
-        queued = dg.DagsterRun(job_name=f"{PIPELINE}_retrain_job", status=dg.DagsterRunStatus.QUEUED,
-                               tags={"pipeline": PIPELINE})
-        instance.add_run(queued)
+        running = dg.DagsterRun(job_name=f"{PIPELINE}_retrain_job", status=dg.DagsterRunStatus.STARTED,
+                                tags={"pipeline": PIPELINE})
+        instance.add_run(running)
         code, report = status_json(capsys, PIPELINE)
     health = report["pipelines"][0]
     assert code == 1
     assert health["champion"] is not None  # the champion stays; the failed candidate was not registered
-    assert health["queued"] == [queued.run_id] and health["running"] == []
+    assert health["running"] == [running.run_id] and health["queued"] == []
     assert health["problems"][0] == f"the last run failed: {failed.result.run_id} ({PIPELINE}_retrain_job)"
     assert health["problems"][1].startswith("blocking check evaluation/meets_floor fails: "), health["problems"]
 
     assert main(["status", PIPELINE]) == 1
     text = capsys.readouterr().out
-    assert f"== {PIPELINE}: NEEDS A HUMAN" in text and "runs:          1 queued, 0 running" in text
+    assert f"== {PIPELINE}: NEEDS A HUMAN" in text and "runs:          0 queued, 1 running" in text
     assert "evaluation/meets_floor (blocking) fails" in text
     assert "drift:         not monitored (no monitoring.production_data)" in text
 
