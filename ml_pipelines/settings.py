@@ -17,6 +17,8 @@ Variables:
     ML_PIPELINES_SERVING      the model service (see ServeSettings)
     ML_PIPELINES_TRUSTED_MODULES  comma-separated packages a spec may name code from, on top of
                               the defaults (ml_pipelines.dotted.trusted_modules)
+    ML_PIPELINES_USAGE_INTERVAL   seconds between a step's memory samples (default 0.1; 0 records no
+                              usage figures): see ml_pipelines.core.usage
 Specs may name any variable as ${VAR} in a path or {{ env.VAR }} in a connection;
 those are resolved at run time from `Settings.variables`.
 """
@@ -38,6 +40,7 @@ DEFAULT_EXECUTOR = {"local": "in_process", "prod": "k8s"}
 DEFAULT_HOME = ".ml_pipelines"
 DEFAULT_S3_PREFIX = "ml_pipelines"
 DEFAULT_REPORTS_URL = "http://127.0.0.1:3002"  # make dev has 3000, ml-pipelines serve 3001
+DEFAULT_USAGE_INTERVAL_S = 0.1
 # every child process we start stays offline and quiet
 QUIET_ENV = {"BENTOML_DO_NOT_TRACK": "True", "DAGSTER_DISABLE_TELEMETRY": "1"}
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -88,6 +91,8 @@ class Settings:
     extra_trusted_modules: tuple[str, ...] = ()
     # ML_PIPELINES_REPORTS_URL: where `ml-pipelines reports` serves model cards and Data Docs (local)
     reports_url: str = DEFAULT_REPORTS_URL
+    # ML_PIPELINES_USAGE_INTERVAL: seconds between a step's usage samples; 0: no usage figures
+    usage_interval_s: float = DEFAULT_USAGE_INTERVAL_S
     # the whole environment, for ${VAR} in specs and for child processes; never printed
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -106,6 +111,7 @@ class Settings:
             serve=ServeSettings.from_environ(environ),
             extra_trusted_modules=_module_names(environ, "ML_PIPELINES_TRUSTED_MODULES"),
             reports_url=(environ.get("ML_PIPELINES_REPORTS_URL") or DEFAULT_REPORTS_URL).rstrip("/"),
+            usage_interval_s=_non_negative(environ, "ML_PIPELINES_USAGE_INTERVAL", DEFAULT_USAGE_INTERVAL_S),
             environ=environ,
         )
 
@@ -140,6 +146,13 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+def _non_negative(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(environ, name, default)
+    if not value >= 0:  # also refuses nan
+        raise SettingsError(f"{name}={environ.get(name)!r} must be 0 or more")
+    return value
 
 
 def _module_names(environ: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -6,21 +6,21 @@ import sys
 
 import typer
 
-from ml_pipelines.cli import audit, demo, init, land, registry, reports, serve, status, trace
+from ml_pipelines.cli import audit, demo, init, land, registry, reports, serve, status, trace, usage
 from ml_pipelines.settings import SettingsError
 
 PROG_NAME = "ml-pipelines"
 
 app = typer.Typer(
     name=PROG_NAME,
-    help="Declarative ML pipelines on Dagster: demo, scaffold, land, serve, audit, trace, the model registry "
-    "and platform status.",
+    help="Declarative ML pipelines on Dagster: demo, scaffold, land, serve, audit, trace, the model registry, "
+    "platform status and usage.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,  # plain help, as argparse printed it; [a-z] in a help text stays as written
     pretty_exceptions_enable=False,
 )
-for _group in (demo, init, land, serve, reports, audit, trace, registry, status):
+for _group in (demo, init, land, serve, reports, audit, trace, registry, status, usage):
     _group.register(app)
 
 

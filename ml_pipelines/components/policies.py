@@ -14,6 +14,7 @@ import dagster as dg
 from dagster._core.errors import DagsterExecutionInterruptedError  # what an interrupt raises in a step
 from dagster._core.storage.tags import MAX_RUNTIME_SECONDS_TAG as MAX_RUNTIME_TAG  # "dagster/max_runtime"
 
+from ml_pipelines.components.step_usage import record_step_usage
 from ml_pipelines.core.errors import InputError
 from ml_pipelines.core.idle import IdleVerdict, IdleWatchdog
 from ml_pipelines.spec import PipelineSpec, StageResources
@@ -157,7 +158,9 @@ def fail_fast_on_bad_input(fn):
     """Errors that a retry cannot fix (bad data, a bad spec, a checksum mismatch, a failed
     gate: every core.errors.InputError) fail the step at once, with the original message,
     instead of being retried; so do a termination (see _terminated) and an idle step
-    (ended_when_idle)."""
+    (ended_when_idle). Every asset's output carries what its step used
+    (step_usage.record_step_usage)."""
+    fn = record_step_usage(fn)
 
     if inspect.isgeneratorfunction(fn):
 

@@ -10,6 +10,7 @@ from sklearn import metrics as skm
 
 from ml_pipelines.core.drift import DriftReport, ReferenceProfile
 from ml_pipelines.core.evaluation import Evaluation
+from ml_pipelines.core.utilisation import UtilisationReport
 
 FIGSIZE = (4.2, 3.2)
 DPI = 80
@@ -187,5 +188,29 @@ def performance_png(metric: str, entries: list[dict], champion_moves: list[tuple
     ax.set_ylabel(metric)
     ax.tick_params(axis="x", labelsize=6, rotation=30)
     if entries:
+        ax.legend(fontsize=6)
+    return _png(plt, fig)
+
+
+def utilisation_png(report: UtilisationReport) -> bytes:
+    """Per group: CPU-hours used beside CPU-hours requested, and the p95 peak memory beside the
+    largest memory request (requests only where the group's pods made them)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    groups = report.groups
+    fig, (cpu_ax, memory_ax) = plt.subplots(1, 2, figsize=(2 * FIGSIZE[0], FIGSIZE[1]), dpi=DPI)
+    x = np.arange(len(groups))
+    names = [g.group for g in groups]
+    cpu_ax.bar(x - 0.2, [g.cpu_hours for g in groups], 0.4, label="used")
+    cpu_ax.bar(x + 0.2, [g.cpu_hours_requested for g in groups], 0.4, label="requested")
+    cpu_ax.set(title="CPU-hours", xticks=x)
+    memory_ax.bar(x - 0.2, [g.peak_rss_mib_p95 for g in groups], 0.4, label="peak RSS (p95)")
+    memory_ax.bar(x + 0.2, [g.memory_requested_mib_max or 0 for g in groups], 0.4, label="requested")
+    memory_ax.set(title="Memory (MiB)", xticks=x)
+    for ax in (cpu_ax, memory_ax):
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=6)
         ax.legend(fontsize=6)
     return _png(plt, fig)

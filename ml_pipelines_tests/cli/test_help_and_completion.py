@@ -21,7 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMANDS: dict[str, tuple[str, list[str]]] = {
     "": ("Declarative ML pipelines", ["--install-completion", "--show-completion", "--help",
                                       "demo", "init", "land", "serve", "reports", "audit", "trace",
-                                      "registry", "status"]),
+                                      "registry", "status",
+                                      "usage"]),
     "demo": ("materialize every demo pipeline", ["--pipelines", "NAME"]),
     "init": ("write a starter spec", ["NAME", "--from", "--target", "--task", "--out", "--force",
                                       "auto|classification|regression"]),
@@ -39,6 +40,8 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "registry rollback": ("move the champion back", ["PIPELINE"]),
     "registry history": ("every alias move, oldest first", ["PIPELINE", "--alias", "--json", "champion|challenger"]),
     "status": ("is every pipeline healthy", ["PIPELINES", "--json"]),
+    "usage": ("CPU-hours, GPU-hours and peak memory", ["--since", "--by", "--json", "pipeline|owner|stage",
+                                                      "[default: 7d]"]),
 }
 
 

@@ -44,6 +44,8 @@ UPSTREAM = {
 MONITORING_UPSTREAM = {"production_data": set(), "drift_report": {"production_data", "model_package"}}
 # with monitoring.labels: ground truth joins the batches; a retrain window reads the labelled ones
 LABELS_UPSTREAM = {"labels": {"production_data"}, "production_performance": {"labels"}}
+# the platform's own assets (ml_pipelines/defs/platform.py) -> their group
+PLATFORM_ASSETS = {("platform", "utilisation"): "platform"}
 # asset -> {check: blocking}
 CHECKS = {
     "raw_data": {"matches_expectation_suite": True},
@@ -184,9 +186,11 @@ def test_every_demo_asset_is_listed_with_its_upstream(repository):
             assert node["groupName"] == pipeline
             listed_owners = [f"team:{o['team']}" if "team" in o else o["email"] for o in node["owners"]]
             assert listed_owners == owners, f"{pipeline}/{stage} owners {listed_owners}"
-    # nothing else is listed, and no edge crosses pipelines
-    expected_keys = {(p, s) for p, a in SPECS.items() for s in _expected_upstream(a)}
+    # nothing else is listed but the platform's own assets, and no edge crosses pipelines
+    expected_keys = {(p, s) for p, a in SPECS.items() for s in _expected_upstream(a)} | set(PLATFORM_ASSETS)
     assert set(assets) == expected_keys, f"unexpected: {sorted(set(assets) - expected_keys)}"
+    for key, group in PLATFORM_ASSETS.items():
+        assert assets[key]["groupName"] == group and assets[key]["dependencyKeys"] == []
 
 
 def test_gating_checks_are_attached(repository):
