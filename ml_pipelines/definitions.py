@@ -21,10 +21,11 @@ import dagster as dg
 
 from ml_pipelines import __version__
 from ml_pipelines.components.factory import SPEC_HASH_KEY
+from ml_pipelines.components.policies import DEFAULT_OWNER
 from ml_pipelines.core.errors import SpecFileError
 from ml_pipelines.core.spec_files import check_spec_files, spec_files
 
-DEFAULT_OWNERS = ["team:ml-platform"]
+DEFAULT_OWNERS = [DEFAULT_OWNER]
 
 
 def with_policies(spec: dg.AssetSpec) -> dg.AssetSpec:

@@ -649,6 +649,28 @@ class StageResources(StrictModel):
     cpu: str | None = Field(default=None, description='Kubernetes CPU quantity: "2", "500m", 1.5.')
     memory: str | None = Field(default=None, description='Kubernetes memory quantity: "4Gi", "512Mi", "1e9".')
     gpu: int = Field(default=0, ge=0, description="GPUs for the step pod (default 0).")
+    max_runtime: str | None = Field(
+        default=None,
+        description="Longest time the stage may run (e.g. 2h). The pipeline's jobs carry the sum over their "
+        "stages as Dagster's dagster/max_runtime run tag; run monitoring ends a run that passes it.",
+    )
+    idle_timeout: str | None = Field(
+        default=None,
+        description="End the step when its process (with its children) stays below 5% of one CPU core (and, "
+        "with gpu > 0, below 5% GPU utilisation) for this long, e.g. 15m; the run fails naming the step.",
+    )
+
+    @field_validator("max_runtime", "idle_timeout")
+    @classmethod
+    def _duration_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    def seconds(self, field: Literal["max_runtime", "idle_timeout"]) -> int | None:
+        """max_runtime or idle_timeout in whole seconds; None when unset."""
+        value = getattr(self, field)
+        return int(parse_duration(value).total_seconds()) if value is not None else None
 
     @field_validator("cpu", "memory", mode="before")
     @classmethod
@@ -724,7 +746,8 @@ class PipelineSpec(StrictModel):
         description="Production data, drift, ground truth and retraining; off by default.",
     )
     resources: dict[Literal["ingest", "validate", "features", "train", "evaluate", "package"], StageResources] = (
-        Field(default_factory=dict, description="Kubernetes step-pod resources per stage; none by default.")
+        Field(default_factory=dict, description="Per stage: Kubernetes step-pod resources, the run-time limit and "
+              "the idle timeout; none by default.")
     )
     registry: RegistrySpec = Field(
         default_factory=RegistrySpec,

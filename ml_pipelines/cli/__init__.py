@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from ml_pipelines.cli import audit, demo, experiments, init, land, registry, reports, serve, trace, usage, versions
+from ml_pipelines.cli import audit, demo, experiments, init, land, registry, reports, serve, status, trace, usage, versions
 from ml_pipelines.settings import SettingsError
 
 PROG_NAME = "ml-pipelines"
@@ -14,13 +14,13 @@ PROG_NAME = "ml-pipelines"
 app = typer.Typer(
     name=PROG_NAME,
     help="Declarative ML pipelines on Dagster: demo, scaffold, land, serve, audit, trace, the model registry, "
-    "reproducing and comparing versions, the experiment history and resource usage.",
+    "reproducing and comparing versions, the experiment history, platform status and usage.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,  # plain help, as argparse printed it; [a-z] in a help text stays as written
     pretty_exceptions_enable=False,
 )
-for _group in (demo, init, land, serve, reports, audit, trace, registry, versions, usage, experiments):
+for _group in (demo, init, land, serve, reports, audit, trace, registry, versions, status, usage, experiments):
     _group.register(app)
 
 

@@ -17,7 +17,7 @@ import dagster as dg
 
 from ml_pipelines.components.assets import evaluation, features, ingestion, packaging, training, validation
 from ml_pipelines.components.monitoring import build_monitoring_defs
-from ml_pipelines.components.policies import RETRY_POLICY, stage_op_tags, stage_pool
+from ml_pipelines.components.policies import RETRY_POLICY, run_tags, stage_op_tags, stage_pool
 from ml_pipelines.spec import PipelineSpec
 
 STAGES = ("raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package")
@@ -103,7 +103,8 @@ def build_pipeline_defs(spec: PipelineSpec, *, base_dir: Path | None = None) -> 
 
 
 def chain_jobs(ctx: PipelineContext) -> list:
-    """`<name>_retrain_job` (the first) and, for a partitioned source, `<name>_ingest_job`."""
+    """`<name>_retrain_job` (the first) and, for a partitioned source, `<name>_ingest_job`; their run
+    tags (policies.run_tags) carry the team and the stages' summed max_runtime."""
     name = ctx.name
     partitioned = ctx.partitions_def is not None
     retrained = STAGES[2:] if partitioned else STAGES
@@ -113,7 +114,7 @@ def chain_jobs(ctx: PipelineContext) -> list:
             selection=dg.AssetSelection.assets(*[ctx.key(s) for s in retrained]),
             description=f"Re-materialize {name} from {'features' if partitioned else 'raw_data'} to model_package; "
             "the promotion gate decides whether the new version becomes champion.",
-            tags={"pipeline": name},
+            tags=run_tags(ctx.spec, retrained),
             op_retry_policy=RETRY_POLICY,
         )
     ]
@@ -123,7 +124,7 @@ def chain_jobs(ctx: PipelineContext) -> list:
                 f"{name}_ingest_job",
                 selection=dg.AssetSelection.assets(ctx.key("raw_data"), ctx.key("validated_data")),
                 partitions_def=ctx.partitions_def,
-                tags={"pipeline": name},
+                tags=run_tags(ctx.spec, ("raw_data", "validated_data")),
                 op_retry_policy=RETRY_POLICY,
             )
         )

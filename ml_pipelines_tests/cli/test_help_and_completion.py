@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMANDS: dict[str, tuple[str, list[str]]] = {
     "": ("Declarative ML pipelines", ["--install-completion", "--show-completion", "--help",
                                       "demo", "init", "land", "serve", "reports", "audit", "trace",
-                                      "registry", "reproduce", "diff", "usage", "experiments"]),
+                                      "registry", "reproduce", "diff", "status", "usage", "experiments"]),
     "demo": ("materialize every demo pipeline", ["--pipelines", "NAME"]),
     "init": ("write a starter spec", ["NAME", "--from", "--target", "--task", "--out", "--force",
                                       "auto|classification|regression"]),
@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "registry history": ("every alias move, oldest first", ["PIPELINE", "--alias", "--json", "champion|challenger"]),
     "registry gc": ("remove old versions' snapshots and artifacts", ["PIPELINE", "--dry-run", "--keep",
                                                                     "--grace-hours", "--format"]),
+    "status": ("is every pipeline healthy", ["PIPELINES", "--json"]),
     "usage": ("CPU-hours, GPU-hours and peak memory", ["--since", "--by", "--json", "pipeline|owner|stage",
                                                       "[default: 7d]"]),
 }

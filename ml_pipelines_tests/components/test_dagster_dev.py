@@ -3,7 +3,9 @@ through its GraphQL API the way the UI reads it."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
 import signal
 import time
@@ -16,15 +18,16 @@ import dagster
 import httpx
 import psutil
 import pytest
+import yaml
 from dagster_graphql import DagsterGraphQLClient
 
 from ml_pipelines.instance import WORKER_PID_TAG, LocalRunLauncher
-from ml_pipelines_tests import REPO_ROOT, servers
+from ml_pipelines_tests import REPO_ROOT, ops_location, servers
 from ml_pipelines_tests.specs import shipped_attributes, shipped_names
 
 pytestmark = pytest.mark.timeout(420)
 
-READY_TIMEOUT_S = 120
+READY_TIMEOUT_S = 240  # two code locations load before the webserver answers; slower on a busy machine
 LOCATION = "ml_pipelines"  # workspace.yaml and [tool.dg.project] code_location_name: `make dev` and `dg dev` agree
 DEMO_PIPELINES = ("credit_default", "diabetes_progression")
 DEFAULT_OWNERS = ["team:ml-platform"]  # what definitions.py gives an asset whose spec names no owner
@@ -128,9 +131,15 @@ def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
         "ML_PIPELINES_HOME": str(root / "ml_pipelines_home"),
         "ML_PIPELINES_ENV": "local",
     }
+    # the operations tests' code location (ml_pipelines_tests/ops_location.py) loads beside the project's own
+    ops_workspace = root / "ops_workspace.yaml"
+    ops_workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": {
+        "module_name": "ml_pipelines_tests.ops_location", "location_name": ops_location.LOCATION,
+        "working_directory": str(REPO_ROOT)}}]}))
     with servers.running(
         "dagster dev",
-        [servers.venv_executable("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        [servers.venv_executable("dagster"), "dev", "-w", "workspace.yaml", "-w", str(ops_workspace),
+         "-h", "127.0.0.1", "-p", str(port)],
         log_path=root / "dagster_dev.log",
         env=env,
         ready=f"{url}/server_info",
@@ -145,7 +154,7 @@ def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
 def repository(dagster_dev: DagsterDev) -> dict[str, Any]:
     data = dagster_dev.graphql(REPOSITORY_QUERY)["repositoriesOrError"]
     assert data["__typename"] == "RepositoryConnection", data
-    nodes = data["nodes"]
+    nodes = [n for n in data["nodes"] if n["location"]["name"] != ops_location.LOCATION]
     assert len(nodes) == 1, [n["name"] for n in nodes]
     assert nodes[0]["location"]["name"] == LOCATION
     return nodes[0]
@@ -359,3 +368,121 @@ def test_a_ui_launched_run_is_terminated_from_the_ui(dagster_dev: DagsterDev):
 def test_the_launcher_refuses_to_preload_the_projects_own_code():
     with pytest.raises(ValueError, match=r"preload_modules: \['ml_pipelines.definitions'\] are the project's own"):
         LocalRunLauncher(preload_modules=["pandas", "ml_pipelines.definitions"])
+
+
+# ---------------------------------------------------------------- operations: idle steps, runaway runs, pools, team queues
+# under this daemon, with dagster.yaml as shipped, on the pipelines of ml_pipelines_tests/ops_location.py
+
+RUN_MONITORING_POLL_S = 10  # dagster.yaml run_monitoring.poll_interval_seconds
+IDLE_SAMPLE_S = 1.0  # core.idle.sample_interval(5 s): how late the idle watchdog can see idleness
+SLACK_S = 5  # a step's start and failure events, a run worker's exit: written by a busy 2-core machine
+ENDED = (dagster.DagsterRunStatus.SUCCESS, dagster.DagsterRunStatus.FAILURE, dagster.DagsterRunStatus.CANCELED)
+TRAINING = ("raw_data", "validated_data", "features", "trained_model")
+
+
+def _launch(dev: DagsterDev, pipeline: str, stages: tuple[str, ...] | None = None) -> str:
+    client = DagsterGraphQLClient("127.0.0.1", port_number=int(dev.url.rsplit(":", 1)[1]))
+    selection = [dagster.AssetKey([pipeline, stage]) for stage in stages] if stages else None
+    return client.submit_job_execution(f"{pipeline}_retrain_job", repository_location_name=ops_location.LOCATION,
+                                       repository_name="__repository__", asset_selection=selection)
+
+
+def _wait_ended(dev: DagsterDev, instance: dagster.DagsterInstance, run_ids: list[str], timeout: float) -> None:
+    servers.wait_until(f"runs {run_ids} to end",
+                       lambda: all(instance.get_run_by_id(i).status in ENDED for i in run_ids), timeout,
+                       server=dev.server)
+
+
+def _events(instance: dagster.DagsterInstance, run_id: str, step: str | None = None) -> list[Any]:
+    return [e for e in instance.all_logs(run_id)
+            if e.dagster_event is not None and (step is None or e.dagster_event.step_key == step)]
+
+
+def _of_type(events: list[Any], kind: dagster.DagsterEventType) -> list[Any]:
+    return [e for e in events if e.dagster_event.event_type == kind]
+
+
+def _no_version_left(dev: DagsterDev, pipeline: str) -> None:
+    from ml_pipelines_tests.helpers import registry_at
+
+    home = Path(dev.env["ML_PIPELINES_HOME"])
+    assert registry_at(home).list_versions(pipeline) == []
+    left = [str(p) for p in (home / "registry").rglob("*") if pipeline in str(p)]
+    assert left == [], f"{pipeline} left registry files behind: {left}"
+
+
+def test_an_idle_step_and_a_runaway_run_are_ended_without_a_registry_version(dagster_dev: DagsterDev):
+    """resources.ingest.idle_timeout 5s: the sleeping step is ended by the idle watchdog within its
+    limit plus one sample, and fails for good naming itself, its CPU and its limit.
+    resources.ingest.max_runtime 15s: the job's dagster/max_runtime tag, which run monitoring
+    enforces within one poll interval. Both runs at once (two teams, two run slots)."""
+    idle_run, runaway_run = _launch(dagster_dev, "ops_idle"), _launch(dagster_dev, "ops_runaway")
+    with dagster.DagsterInstance.from_config(dagster_dev.env["DAGSTER_HOME"]) as instance:
+        _wait_ended(dagster_dev, instance, [idle_run, runaway_run], 120)
+        idle_step = _events(instance, idle_run, "ops_idle__raw_data")
+        runaway = instance.get_run_record_by_id(runaway_run)
+        runaway_messages = [e.message or "" for e in _events(instance, runaway_run)]
+        assert instance.get_run_by_id(idle_run).status == dagster.DagsterRunStatus.FAILURE
+        worker_pids = [int(instance.get_run_by_id(r).tags[WORKER_PID_TAG]) for r in (idle_run, runaway_run)]
+
+    starts = _of_type(idle_step, dagster.DagsterEventType.STEP_START)
+    failures = _of_type(idle_step, dagster.DagsterEventType.STEP_FAILURE)
+    assert len(starts) == 1 and len(failures) == 1, "an idle step is not retried"
+    took = failures[0].timestamp - starts[0].timestamp
+    assert ops_location.IDLE_TIMEOUT_S <= took <= ops_location.IDLE_TIMEOUT_S + IDLE_SAMPLE_S + SLACK_S, took
+    reason = failures[0].dagster_event.event_specific_data.error.message
+    assert "step ops_idle__raw_data was idle for" in reason, reason
+    assert re.search(r"CPU \d+\.\d% of one core \(threshold 5%\)", reason), reason
+    assert "its limit is resources.ingest.idle_timeout = 5s" in reason, reason
+
+    assert runaway.dagster_run.tags["dagster/max_runtime"] == str(ops_location.MAX_RUNTIME_S)
+    assert runaway.dagster_run.status == dagster.DagsterRunStatus.FAILURE
+    ran = runaway.end_time - runaway.start_time
+    assert ops_location.MAX_RUNTIME_S <= ran <= ops_location.MAX_RUNTIME_S + RUN_MONITORING_POLL_S + SLACK_S, ran
+    assert any(f"maximum runtime of {ops_location.MAX_RUNTIME_S} seconds" in m for m in runaway_messages)
+
+    for pid in worker_pids:
+        servers.wait_until("the run worker to exit", lambda pid=pid: not psutil.pid_exists(pid)
+                           or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30)
+    for pipeline in ("ops_idle", "ops_runaway"):
+        _no_version_left(dagster_dev, pipeline)
+
+
+def _training_interval(instance: dagster.DagsterInstance, run_id: str, pipeline: str) -> tuple[float, float]:
+    events = _events(instance, run_id, f"{pipeline}__trained_model")
+    start = _of_type(events, dagster.DagsterEventType.STEP_START)
+    done = _of_type(events, dagster.DagsterEventType.STEP_SUCCESS)
+    assert len(start) == 1 and len(done) == 1, [e.dagster_event.event_type for e in events]
+    return start[0].timestamp, done[0].timestamp
+
+
+def test_training_steps_share_the_train_pool_and_a_teams_second_run_waits(dagster_dev: DagsterDev):
+    """dagster.yaml: pools.default_limit 1 (training runs in the `train` pool) and one run per
+    team. Team ops-a launches two runs, team ops-b one: ops-a's second run waits in the queue
+    while a run slot is free and ops-b's run starts; no two training steps overlap; all finish."""
+    with dagster.DagsterInstance.from_config(dagster_dev.env["DAGSTER_HOME"]) as instance:
+        config = instance.get_concurrency_config()
+        assert config.pool_config.default_pool_limit == 1
+        assert {"key": "team", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in (
+            config.run_queue_config.tag_concurrency_limits)
+        first, second = _launch(dagster_dev, "ops_a", TRAINING), _launch(dagster_dev, "ops_a", TRAINING)
+        servers.wait_until("ops_a's first run to start",
+                           lambda: instance.get_run_by_id(first).status != dagster.DagsterRunStatus.QUEUED, 60)
+        other = _launch(dagster_dev, "ops_b", TRAINING)
+        servers.wait_until("ops_b's run to start",
+                           lambda: instance.get_run_by_id(other).status != dagster.DagsterRunStatus.QUEUED, 60)
+        assert instance.get_run_by_id(second).status == dagster.DagsterRunStatus.QUEUED
+        _wait_ended(dagster_dev, instance, [first, second, other], 300)
+        runs = {i: instance.get_run_record_by_id(i) for i in (first, second, other)}
+        assert all(r.dagster_run.tags["team"] in ("ops-a", "ops-b") for r in runs.values())
+        intervals = sorted([_training_interval(instance, first, "ops_a"), _training_interval(instance, second, "ops_a"),
+                            _training_interval(instance, other, "ops_b")])
+        blocked = [e.message for r in runs for e in _events(instance, r)
+                   if "blocked by limit for pool" in (e.message or "")]
+
+    assert [r.dagster_run.status for r in runs.values()] == [dagster.DagsterRunStatus.SUCCESS] * 3
+    assert runs[second].start_time >= runs[first].end_time, "a team's second run started before its first ended"
+    assert runs[other].start_time < runs[second].start_time
+    for (_, end), (start, _) in itertools.pairwise(intervals):
+        assert end <= start, f"training steps overlap: {intervals}"
+    assert blocked and all(m.endswith("pool train") for m in blocked), blocked

@@ -188,6 +188,7 @@ def test_the_production_instance_file_loads_as_a_dagster_instance(postgres, tmp_
         assert concurrency.pool_config.pool_granularity.value == "op"
         limits = {limit["key"]: limit for limit in concurrency.run_queue_config.tag_concurrency_limits}
         assert limits["pipeline"]["limit"] == 2 and limits["ml_pipelines/trigger"]["value"] == "sensor"
+        assert limits["team"] == {"key": "team", "value": {"applyLimitPerUniqueValue": True}, "limit": 2}
         assert instance.get_settings("retention")["schedule"]["purge_after_days"] == 90
         launcher_data = instance._ref.run_launcher_data  # noqa: SLF001 - the launcher as configured, unbuilt
         assert (launcher_data.module_name, launcher_data.class_name) == ("dagster_k8s", "K8sRunLauncher")

@@ -1,0 +1,59 @@
+"""components/policies.py: the run tags and pools a spec's resources become, and the idle
+watchdog ending a step that does nothing (in process; under a real daemon in test_dagster_dev)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pydantic import ValidationError
+
+from ml_pipelines.components.policies import GPU_POOL, TRAIN_POOL, run_tags, stage_pool
+from ml_pipelines_tests.helpers import materialize
+from ml_pipelines_tests.ops_location import ops_attributes
+from ml_pipelines_tests.specs import make_spec
+
+CHAIN = ("raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package")
+
+
+def test_a_jobs_max_runtime_is_the_sum_over_its_stages_and_its_team_the_first_owner():
+    spec = make_spec(**ops_attributes("p", resources={"ingest": {"max_runtime": "15s"}, "train": {"max_runtime": "2h"},
+                                                      "package": {"cpu": "1"}}))
+    assert run_tags(spec, CHAIN) == {"pipeline": "p", "team": "p", "dagster/max_runtime": str(15 + 2 * 3600)}
+    assert run_tags(spec, CHAIN[2:])["dagster/max_runtime"] == "7200"  # a partitioned source's retrain job
+    assert run_tags(spec, ("raw_data", "validated_data"))["dagster/max_runtime"] == "15"
+
+
+def test_a_spec_without_limits_or_owners_sets_no_max_runtime_and_the_default_team():
+    attributes = ops_attributes("p")
+    attributes["owners"] = []
+    assert run_tags(make_spec(**attributes), CHAIN) == {"pipeline": "p", "team": "ml-platform"}
+    attributes["owners"] = ["jo@example.com", "team:x"]
+    assert run_tags(make_spec(**attributes), CHAIN)["team"] == "jo@example.com"
+
+
+def test_training_runs_in_the_train_pool_or_the_gpu_pool_and_nothing_else_in_a_pool():
+    assert stage_pool(make_spec(**ops_attributes("p")), "trained_model") == TRAIN_POOL
+    gpu = make_spec(**ops_attributes("p", resources={"train": {"gpu": 1}}))
+    assert stage_pool(gpu, "trained_model") == GPU_POOL
+    assert {stage_pool(gpu, s) for s in CHAIN if s != "trained_model"} == {None}
+
+
+@pytest.mark.parametrize("field", ["max_runtime", "idle_timeout"])
+def test_a_limit_that_is_not_a_duration_is_refused_naming_its_field(field):
+    with pytest.raises(ValidationError, match=rf"resources\.train\.{field}\n.*'ten minutes' is not a duration"):
+        make_spec(**ops_attributes("p", resources={"train": {field: "ten minutes"}}))
+
+
+@pytest.mark.timeout(120)
+def test_an_idle_step_is_ended_and_fails_without_retries_naming_itself(platform_root):
+    spec = make_spec(**ops_attributes("sleepy", sleep_s=60, resources={"ingest": {"idle_timeout": "2s"}}))
+    started = time.monotonic()
+    result = materialize(spec, platform_root)
+    assert time.monotonic() - started < 30  # not the 60 s the generator sleeps
+    assert not result.success
+    errors = result.step_errors()
+    assert len(errors) == 1 and "step sleepy__raw_data was idle for 2s" in errors[0], errors
+    assert "its limit is resources.ingest.idle_timeout = 2s" in errors[0]
+    assert not [e for e in result.result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert result.materialized() == set() and result.registry.list_versions("sleepy") == []
