@@ -13,12 +13,18 @@ Before Dagster parses any spec, core.spec_files checks the YAML text of every sp
 under the defs folder (alias bombs, duplicate keys). Dagster loads a code location as one
 unit, so a bad spec file fails the whole location, as any other spec error does; these
 checks make that failure immediate and name every bad file, line and key at once.
+
+The component tree is built from the package's own defs module, not found through a
+pyproject.toml above it (dg.ComponentTree.for_project): the package installed from its
+wheel (the user-code image, docker/Dockerfile) has none. In a checkout both give the same
+tree, rooted at the repository.
 """
 
 from pathlib import Path
 
 import dagster as dg
 
+import ml_pipelines.defs
 from ml_pipelines import __version__
 from ml_pipelines.components.factory import SPEC_HASH_KEY
 from ml_pipelines.components.policies import DEFAULT_OWNER
@@ -51,4 +57,5 @@ def build_checked_defs(tree: dg.ComponentTree) -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_checked_defs(dg.ComponentTree.for_project(path_within_project=Path(__file__).parent))
+    project_root = Path(__file__).resolve().parent.parent
+    return build_checked_defs(dg.ComponentTree.from_module(ml_pipelines.defs, project_root))

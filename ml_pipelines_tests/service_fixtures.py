@@ -20,7 +20,7 @@ from ml_pipelines_tests.services import (
 )
 
 # variables that would send boto3 somewhere other than the test's endpoint
-_AWS_OVERRIDES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE",
+AWS_OVERRIDES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE",
                   "AWS_ENDPOINT_URL_S3", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
 
 
@@ -61,7 +61,7 @@ class S3Bucket:
 def s3(moto_server, monkeypatch) -> S3Bucket:
     """A new bucket on the moto server (made with the real boto3 client), and the
     standard AWS variables pointing this process, and its children, at the server."""
-    for name in _AWS_OVERRIDES:
+    for name in AWS_OVERRIDES:
         monkeypatch.delenv(name, raising=False)
     for name, value in s3_environment(moto_server.endpoint).items():
         monkeypatch.setenv(name, value)

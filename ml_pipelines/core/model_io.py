@@ -44,9 +44,14 @@ def _trusted_loads(data: bytes, source: str, extra_roots: tuple[str, ...]):
     return sio.loads(data, trusted=untrusted)
 
 
+def saved_with_torch(directory: Path) -> bool:
+    """Whether save_model wrote a torch estimator into directory (loading it needs torch)."""
+    return not (directory / PIPELINE_FILE).exists()
+
+
 def load_model(directory: Path, extra_trusted_roots: tuple[str, ...] = ()) -> Pipeline:
-    pipeline_file = directory / PIPELINE_FILE
-    if pipeline_file.exists():
+    if not saved_with_torch(directory):
+        pipeline_file = directory / PIPELINE_FILE
         return _trusted_loads(pipeline_file.read_bytes(), str(pipeline_file), extra_trusted_roots)
     from ml_pipelines.core.torch_model import load_torch_estimator
 

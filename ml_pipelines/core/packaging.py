@@ -360,7 +360,6 @@ def build_bento(
     child = {
         **(env if env is not None else Settings.from_env().child_env()),
         "ML_PIPELINES_SERVE_PIPELINE": pipeline,
-        "ML_PIPELINES_SERVE_VERSION": version,
         "ML_PIPELINES_SERVE_FROM": "bento",  # the record ships inside the BentoML model
         "BENTOML_HOME": str(bentoml_home),
         "BENTOML_DO_NOT_TRACK": "True",

@@ -5,6 +5,9 @@ the build imports the service module, which reads its configuration on import (a
 through @bentoml.service(envs=...), the environment the bento serves with), and because
 BentoML's public API writes to the store of the process's BENTOML_HOME. With an artifact
 directory the model is saved first (bentoml.models.create), then the bento is built.
+
+The bento's image (what `bentoml containerize` builds, `bento_image`) is declared by the
+service (ml_pipelines.serving.service), as BentoML reads it from there.
 """
 
 from __future__ import annotations
@@ -12,12 +15,40 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ml_pipelines.core.model_io import saved_with_torch
+
+if TYPE_CHECKING:
+    from bentoml.images import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-RUNTIME_PACKAGES = [
-    "bentoml", "pandas", "numpy", "scikit-learn", "skops", "torch", "pydantic", "scipy", "pyyaml",
-]
+VERSION_ARG = "version"  # the bento's argument that names the version it carries (bentoml.use_arguments)
+# what the service imports, pinned to the versions that trained and packaged the model
+RUNTIME_PACKAGES = ["bentoml", "pandas", "numpy", "scikit-learn", "skops", "pydantic", "scipy", "pyyaml"]
+# the image `bentoml containerize` builds on; podman and buildah swap it with `--opt from=IMAGE`
+BASE_IMAGE = "python:3.11-slim"
+TORCH_INDEX = "https://download.pytorch.org/whl/cpu"  # torch==<version>+cpu, without CUDA's packages
+AUDIT_HOME = "/var/lib/ml_pipelines"
+
+
+def bento_image(model_dir: Path) -> Image:
+    """The bento's image: BASE_IMAGE with RUNTIME_PACKAGES at this environment's versions, and
+    torch (the CPU build, from TORCH_INDEX) only when the model in model_dir is a torch model.
+    No distro is named: BentoML would add that distro's default packages (apt-get install of a
+    compiler, git and gnupg) as the image's first command, and every package here installs from a
+    wheel, so the image stays small."""
+    import bentoml
+
+    image = bentoml.images.Image(base_image=BASE_IMAGE, distro="none", lock_python_packages=False)
+    packages = [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES]
+    if saved_with_torch(model_dir):
+        packages += [f"--extra-index-url {TORCH_INDEX}", f"torch=={metadata.version('torch')}"]
+    # the audit trail's home when ML_PIPELINES_HOME points there (docker/k8s, docker-compose.yaml): a volume
+    # mounted on it starts with this folder's owner, the image's user
+    return image.python_packages(*packages).run(f"mkdir -p {AUDIT_HOME} && chown bentoml:bentoml {AUDIT_HOME}")
 
 
 def _save_model(pipeline: str, version: str, artifact_dir: Path, details: Path) -> str:
@@ -48,8 +79,8 @@ def _build(pipeline: str, version: str) -> str:
         description=f"{pipeline} model {version}, served by ml_pipelines",
         include=["ml_pipelines/**/*.py", "ml_pipelines/**/*.yaml"],
         exclude=["ml_pipelines/defs/**", "**/__pycache__"],
-        python={"packages": RUNTIME_PACKAGES, "lock_packages": False},
         models=[f"{pipeline}:{version}"],
+        args={VERSION_ARG: version},
         build_ctx=str(PROJECT_ROOT),
     )
     return str(bento.tag)

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 log = logging.getLogger("ml_pipelines.serving")
 
@@ -30,9 +31,22 @@ PARENT_POLL_SECONDS = 1.0
 
 
 def parent_is_gone(parent_pid: int | None) -> bool:
-    """True when the process that started this one has exited (we were re-parented)."""
+    """True when the process that started this one has exited (we were re-parented). Without the
+    parent's pid, a parent of pid 1 means re-parented to init, except in a container whose first
+    process is `bentoml serve` itself (a containerized bento's entrypoint execs it)."""
     ppid = os.getppid()
-    return ppid == 1 or (parent_pid is not None and ppid != parent_pid)
+    if parent_pid is not None:
+        return ppid != parent_pid
+    return ppid == 1 and not is_bentoml_server(1)
+
+
+def is_bentoml_server(pid: int) -> bool:
+    """Whether process `pid` is a `bentoml serve` (from its command line; False where there is no /proc)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return "serve" in argv and any(os.path.basename(arg) == "bentoml" for arg in argv)
 
 
 def stop_with_parent(parent_pid: int | None) -> None:

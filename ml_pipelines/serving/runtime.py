@@ -52,14 +52,15 @@ class ServingConfig:
     parent_pid: int | None = None  # `bentoml serve` under `ml-pipelines serve`: workers stop with it
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ServingConfig:
+    def from_settings(cls, settings: Settings, bento_version: str | None = None) -> ServingConfig:
+        """bento_version: the version a bento carries (its argument), pinned over the settings' version."""
         serve = settings.serve
         if not serve.pipeline:
             raise RuntimeError("ML_PIPELINES_SERVE_PIPELINE is not set; start with `ml-pipelines serve <pipeline>`")
         return cls(
             pipeline=serve.pipeline,
             home=settings.home,
-            pinned_version=serve.version,
+            pinned_version=bento_version or serve.version,
             audit=serve.audit,
             api_keys=parse_api_keys(serve.api_keys),
             watch_seconds=serve.watch_seconds,

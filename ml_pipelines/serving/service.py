@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException
 from ml_pipelines import __version__
 from ml_pipelines.core.feedback import FeedbackError, parse_feedback
 from ml_pipelines.serving.audit import AuditWriter, utc_timestamp
+from ml_pipelines.serving.bento import VERSION_ARG, bento_image
 from ml_pipelines.serving.http import ApiKeyAuth, ErrorEnvelope, OpenAPIDocument, check_api_key, service_document
 from ml_pipelines.serving.lifecycle import stop_server, stop_with_parent
 from ml_pipelines.serving.limits import BodySizeLimit
@@ -63,7 +64,9 @@ from ml_pipelines.serving.schema import (
 from ml_pipelines.settings import Settings
 from ml_pipelines.spec import ServingSpec
 
-CONFIG = ServingConfig.from_settings(Settings.from_env())
+# a bento names the version it carries in its arguments (bento.yaml `args`, serving.bento), which
+# BentoML sets before it imports this module from the bento; elsewhere there are none
+CONFIG = ServingConfig.from_settings(Settings.from_env(), bento_version=vars(bentoml.use_arguments()).get(VERSION_ARG))
 try:
     _VERSION = CONFIG.initial_version()
     _RECORD = CONFIG.load(_VERSION).record  # the whole check, once per process; the model is not kept
@@ -166,15 +169,19 @@ def _publish(state: ServingState) -> None:
 
 
 def _bento_envs() -> list[dict[str, str]]:
-    """Inside a bento (and while one is built): the environment that serves its model from it."""
+    """Inside a bento (and while one is built): the environment that serves its model from it. The
+    same for every version of the pipeline (the version is the bento's argument), so that the
+    layers of its image up to the model's files are cached from one version to the next."""
     if not CONFIG.from_bento:
         return []
-    values = {"ML_PIPELINES_SERVE_PIPELINE": CONFIG.pipeline, "ML_PIPELINES_SERVE_VERSION": _VERSION,
-              "ML_PIPELINES_SERVE_FROM": "bento"}
+    values = {"ML_PIPELINES_SERVE_PIPELINE": CONFIG.pipeline, "ML_PIPELINES_SERVE_FROM": "bento"}
     return [{"name": name, "value": value} for name, value in values.items()]
 
 
-@bentoml.service(name=f"{CONFIG.pipeline}_service", traffic={"timeout": 30}, envs=_bento_envs())
+@bentoml.service(
+    name=f"{CONFIG.pipeline}_service", traffic={"timeout": 30}, envs=_bento_envs(),
+    image=bento_image(CONFIG.model_dir(_VERSION)) if CONFIG.from_bento else None,
+)
 class ModelService:
     predictor = bentoml.depends(Predictor)
 

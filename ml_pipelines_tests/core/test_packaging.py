@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -113,9 +114,18 @@ def assert_servable(root: Path, version: str) -> None:
     assert (Path(model.path) / packaging.RECORD_FILE).read_bytes() == record.to_json()
     bento = BentoStore(root / "bentoml" / "bentos").get(record.package.bento)
     assert str(bento.tag) == record.package.bento
-    # the environment that serves the bento's own model (declared by the service, public API)
+    # the environment that serves the bento's own model (declared by the service, public API): the same
+    # for every version, which the bento names in its arguments instead (its image's layers stay cached)
     assert {e.name: e.value for e in bento.info.envs} == {
-        "ML_PIPELINES_SERVE_PIPELINE": NAME, "ML_PIPELINES_SERVE_VERSION": version, "ML_PIPELINES_SERVE_FROM": "bento"}
+        "ML_PIPELINES_SERVE_PIPELINE": NAME, "ML_PIPELINES_SERVE_FROM": "bento"}
+    assert bento.info.args == {"version": version}
+    # its image (bentoml containerize): the serving libraries at the versions that packaged it; no torch for an
+    # sklearn model, and none of BentoML's default apt-get of a compiler and git
+    requirements = bento.info.image.python_requirements.split()
+    assert f"scikit-learn=={metadata.version('scikit-learn')}" in requirements
+    assert f"pandas=={metadata.version('pandas')}" in requirements
+    assert not [r for r in requirements if r.startswith("torch")]
+    assert bento.info.image.commands == [] and bento.info.image.base_image == "python:3.11-slim"
 
 
 def assert_consistent(root: Path, new_version: str) -> None:
@@ -297,3 +307,22 @@ def test_the_package_uses_bentoml_public_apis_only():
         if PRIVATE_BENTOML.search(line)
     ]
     assert not offenders, offenders
+
+
+def test_the_bento_image_brings_torch_only_for_a_torch_model(tmp_path):
+    """The serving image of an sklearn model has no torch (about 700 MB); a torch model's gets the CPU
+    build of the version that trained it, from the PyTorch index (PyPI's torch pulls CUDA's packages)."""
+    from ml_pipelines.core.model_io import PIPELINE_FILE, PREPROCESS_FILE
+    from ml_pipelines.serving.bento import TORCH_INDEX, bento_image
+
+    sklearn_model, torch_model = tmp_path / "sklearn", tmp_path / "torch"
+    for folder, name in ((sklearn_model, PIPELINE_FILE), (torch_model, PREPROCESS_FILE)):
+        folder.mkdir()
+        (folder / name).write_bytes(b"")
+    sklearn_requirements = bento_image(sklearn_model).python_requirements.splitlines()
+    torch_requirements = bento_image(torch_model).python_requirements.splitlines()
+    assert f"scikit-learn=={metadata.version('scikit-learn')}" in sklearn_requirements
+    assert not [r for r in sklearn_requirements if "torch" in r]
+    assert "+cpu" in metadata.version("torch")
+    assert f"torch=={metadata.version('torch')}" in torch_requirements
+    assert f"--extra-index-url {TORCH_INDEX}" in torch_requirements

@@ -36,10 +36,12 @@ from dagster_k8s.job import construct_dagster_k8s_job, get_k8s_job_name, get_use
 from dagster_postgres import DagsterPostgresStorage
 
 from ml_pipelines.components import build_pipeline_defs
+from ml_pipelines.core.packaging import bento_tag_for
 from ml_pipelines.components.policies import DEFAULT_REQUESTS, GPU_POOL
 from ml_pipelines.defs.resources import platform_executor
 from ml_pipelines.resources import local_resources
 from ml_pipelines.settings import Settings
+from ml_pipelines_tests.containers import USER_CODE_IMAGE
 from ml_pipelines_tests.prod.common import DOCKER_DIR, JOB, PIPELINE, REPO_ROOT, credit_spec, production_instance_config
 from ml_pipelines_tests.servers import venv_executable
 
@@ -196,7 +198,7 @@ def test_the_production_instance_file_loads_as_a_dagster_instance(postgres, tmp_
 
 def test_the_compose_instance_file_loads_too(postgres, tmp_path, monkeypatch):
     config = dagster_instance_config(str(DOCKER_DIR), "compose.dagster.yaml")[0]
-    assert "run_launcher" not in config  # runs are launched in the daemon's container
+    assert "run_launcher" not in config  # runs are launched through the user-code server, and run in its container
     monkeypatch.setenv("DAGSTER_PG_URL", postgres.create_database("dagster_compose_file"))
     home = tmp_path / "home"
     home.mkdir()
@@ -250,6 +252,17 @@ def test_docker_compose_config_accepts_the_stack(tmp_path):
         assert environment["DAGSTER_PG_URL"].startswith("postgresql+psycopg2://dagster:")
         assert environment["AWS_ENDPOINT_URL"] == "http://minio:9000"
         assert services[name]["build"]["dockerfile"] == "docker/Dockerfile"
+        # the image prod/test_containers.py builds and runs, built by users from the public defaults
+        assert services[name]["image"] == USER_CODE_IMAGE.removeprefix("localhost/")
+        assert services[name]["build"]["args"] == {
+            "BASE_IMAGE": "python:3.11-slim", "TORCH_SOURCE": "--index-url https://download.pytorch.org/whl/cpu"}
+    # the runs execute in user_code, and their steps' logs reach the webserver through a shared volume
+    storage = {name: {(v["source"], v["target"]) for v in services[name]["volumes"]}
+               for name in ("user_code", "webserver", "daemon")}
+    assert all(("dagster-storage", "/opt/dagster/home/storage") in mounts for mounts in storage.values()), storage
+    # the model service runs the image `bentoml containerize` names after credit_default's bento
+    assert services["model_service"]["image"].split(":")[0] == bento_tag_for("credit_default", "any").split(":")[0]
+    assert services["postgres"]["image"] == "postgres:16" and services["minio"]["image"].startswith("minio/minio")
     mounts = {(v["source"], v["target"]) for v in services["daemon"]["volumes"]}
     assert (str(DOCKER_DIR / "compose.dagster.yaml"), "/opt/dagster/home/dagster.yaml") in mounts
     assert services["user_code"]["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -309,6 +322,9 @@ def test_helm_values_reference_secrets_by_name_and_match_the_instance_file():
     deployment = values["dagster-user-deployments"]["deployments"][0]
     assert deployment["envSecrets"] == [{"name": "ml-pipelines-secrets"}]
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "ml_pipelines.definitions"]
+    # the image docker/Dockerfile builds (prod/test_containers.py), in the cluster's registry
+    image = deployment["image"]
+    assert f"{image['repository'].rsplit('/', 1)[-1]}:{image['tag']}" == USER_CODE_IMAGE.removeprefix("localhost/")
     assert values["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
 
     # the chart's instance settings agree with docker/dagster.yaml

@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ml_pipelines.core.packaging import bento_tag_for
 from ml_pipelines_tests.servers import REPO_ROOT, venv_executable
 
 MANIFEST = REPO_ROOT / "docker" / "k8s" / "model-service.yaml"
@@ -129,7 +130,9 @@ def test_env_names_the_pipeline_and_reads_api_keys_from_a_secret():
 
 def test_image_is_a_containerized_bento_serving_on_the_port():
     c = container()
-    assert c["image"].startswith("ml-pipelines-credit-default:")
+    # the image `bentoml containerize` builds from credit_default's bento is named after the bento
+    # (prod/test_containers.py builds and runs one), in the cluster's registry
+    assert c["image"].rsplit("/", 1)[-1].split(":")[0] == bento_tag_for("credit_default", "any").split(":")[0]
     assert c["args"][0] == "serve"
     assert c["args"][c["args"].index("--port") + 1] == str(SERVING_PORT)
     security = by_kind("Deployment")["spec"]["template"]["spec"]["securityContext"]

@@ -267,3 +267,37 @@ def test_a_predictor_that_cannot_restart_stops_the_server(platform, trained, tmp
         log = server.log_tail(10**6)
         assert f"cannot serve {PIPELINE} {trained.first}" in log and "stopping the server" in log, log[-3000:]
         wait_until("the port to be free", lambda: port_is_free(url), STOP_TIMEOUT_S)
+
+
+# ------------------------------------------------------------------ a worker's parent, without its pid
+
+
+def test_a_worker_re_parented_to_init_is_orphaned_unless_init_is_bentoml_serve(monkeypatch):
+    """Outside `ml-pipelines serve` (no ML_PIPELINES_SERVE_PARENT) a worker whose parent is pid 1 was
+    re-parented to init, and refuses to start; in a containerized bento, pid 1 is `bentoml serve` itself
+    (the image's entrypoint execs it), and its workers start (prod/test_containers.py runs one)."""
+    from ml_pipelines.serving import lifecycle
+
+    commands = {1: ["/sbin/init"]}
+    monkeypatch.setattr(lifecycle.os, "getppid", lambda: 1)
+    monkeypatch.setattr(lifecycle, "Path", lambda path: _FakeProc(commands, path))
+    assert lifecycle.parent_is_gone(None)
+    commands[1] = ["/app/.venv/bin/python3", "/app/.venv/bin/bentoml", "serve", "/home/bentoml/bento", "--port", "3000"]
+    assert not lifecycle.parent_is_gone(None)
+    assert lifecycle.parent_is_gone(4242)  # a known parent is compared by its pid
+    commands[1] = ["/app/.venv/bin/bentoml", "build"]
+    assert lifecycle.parent_is_gone(None)
+    monkeypatch.setattr(lifecycle.os, "getppid", lambda: 4242)
+    assert not lifecycle.parent_is_gone(None) and not lifecycle.parent_is_gone(4242)
+
+
+@dataclass
+class _FakeProc:
+    commands: dict[int, list[str]]
+    path: str
+
+    def read_bytes(self) -> bytes:
+        pid = int(self.path.split("/")[2])
+        if pid not in self.commands:
+            raise FileNotFoundError(self.path)
+        return "\0".join(self.commands[pid]).encode() + b"\0"
