@@ -148,7 +148,8 @@ def make_base(name: str) -> None:
             tar.stdout.close()
             tar.wait(timeout=60)
         if imported.returncode != 0 or tar.returncode != 0:
-            raise ContainerError(f"podman import failed ({imported.returncode}, tar {tar.returncode}):\n{imported.stderr}")
+            raise ContainerError(f"podman import failed ({imported.returncode}, tar {tar.returncode}):\n"
+                                 f"{imported.stderr}")
 
 
 def torch_wheel_dir() -> Path:

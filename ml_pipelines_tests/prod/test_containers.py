@@ -118,8 +118,9 @@ def containerized_run(user_code_image, postgres, moto_server, tmp_path_factory) 
         folder.chmod(0o777)  # the image's user (uid 10001) writes there
     grpc_port, ui_port = servers.free_port(), servers.free_port()
     name = f"ml-pipelines-user-code-{secrets.token_hex(4)}"
+    address = ["--host", "127.0.0.1", "--port", str(grpc_port)]  # the image's CMD, replaced
     container = containers.run_command(user_code_image.image_id, name=name, env=storage_env,
-                                       volumes=[f"{home}:{home}"], args=["--host", "127.0.0.1", "--port", str(grpc_port)])
+                                       volumes=[f"{home}:{home}"], args=address)
     host_env = {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": storage_env["DAGSTER_PG_URL"]}
     dev_command = [servers.venv_executable("dagster"), "dev", "-w", str(_workspace(root / "workspace.yaml", grpc_port)),
                    "-h", "127.0.0.1", "-p", str(ui_port)]
@@ -169,10 +170,11 @@ def test_the_user_code_image_is_multi_stage_non_root_and_within_its_size_budget(
     assert config["Entrypoint"] == ["dagster", "api", "grpc", "--module-name", "ml_pipelines.definitions"]
     size = containers.image_size(user_code_image.image_id)
     assert size <= containers.USER_CODE_SIZE_BUDGET, f"{size / 1e9:.2f} GB"
-    # no build tool in the runtime: the builder stages' wheel and pip cache stayed there
+    # the wheel stage's sources and wheel stayed there, and there is no compiler
+    script = "id -u; ls /tmp; test -e /build || echo no-sources; command -v gcc || echo no-gcc"
     listed = containers.podman("run", "--rm", "--network", "host", "--entrypoint", "sh", user_code_image.image_id,
-                               "-c", "id -u; ls /tmp; command -v gcc || echo no-gcc").stdout.split()
-    assert listed == ["10001", "no-gcc"], listed
+                               "-c", script).stdout.split()
+    assert listed == ["10001", "no-sources", "no-gcc"], listed
     assert containers.image_exists(containers.USER_CODE_IMAGE)  # left tagged for the next run's cache
 
 
@@ -277,7 +279,8 @@ def test_the_bento_image_serves_typed_predictions_and_audits_them(model_service:
         assert docs["info"]["version"] == service.version
 
     # the audit trail, on the container's volume, read back by the package's own reader (production_data's)
-    audited = [r for r in iter_audit(LocalLayout(service.home).audit, PIPELINE) if r["request_id"] == body["request_id"]]
+    trail = iter_audit(LocalLayout(service.home).audit, PIPELINE)
+    audited = [r for r in trail if r["request_id"] == body["request_id"]]
     assert [(r["index"], r["model_version"]) for r in audited] == [(0, service.version), (1, service.version)]
     assert [r["input"] for r in audited] == records
     assert [r["output"]["prediction"] for r in audited] == body["predictions"]
