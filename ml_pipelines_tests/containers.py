@@ -237,9 +237,11 @@ def remove_container(name: str) -> None:
     podman("rm", "--force", "--ignore", "--time", "0", name, check=False, timeout=60)
 
 
-def remove_other_tags(repository: str, keep: str) -> None:
-    """Untag the repository's images other than `keep` (older bento versions): their layers that
-    `keep` shares stay cached; one still in use by a container is left alone."""
-    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={repository}").stdout
+def remove_other_tags(repository: str, keep: str, older_than: str = "1h") -> None:
+    """Untag the repository's images other than `keep` (older bento versions) built over `older_than`
+    ago: their layers that `keep` shares stay cached. A newer one may be another test session's on
+    this machine, about to run; one in use by a container is left alone."""
+    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={repository}",
+                    "--filter", f"until={older_than}").stdout
     for reference in set(listed.split()) - {keep}:
         podman("rmi", reference, check=False, timeout=60)
