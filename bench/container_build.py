@@ -39,7 +39,7 @@ def _base() -> dict[str, Any]:
     containers.make_base(name)  # the suite's recipe, under a throwaway name
     seconds = time.perf_counter() - started
     size = containers.image_size(name)
-    containers.podman("untag", name)
+    containers.podman("rmi", name)
     return {"seconds": seconds, "size_bytes": size}
 
 
