@@ -4,7 +4,7 @@ one that fails to fit) in the registry's store, once per run: a step retried wit
 run adds nothing, a second run adds a second record; `ml-pipelines experiments` lists
 them; the asset's numeric metadata is what Dagster's Plots tab charts.
 
-Runs against each store of the registry suite (core/test_registry.py's STORES: local files,
+Runs against each store of the registry suite (core/conftest.py's STORES: local files,
 and S3 on moto's real server), with the CLI reading what the settings point at, as a user's
 shell would (ML_PIPELINES_HOME, or ML_PIPELINES_ENV=prod with the bucket and prefix)."""
 
@@ -28,7 +28,7 @@ from ml_pipelines.definitions import apply_policies
 from ml_pipelines.resources import S3RegistryResource, local_resources
 from ml_pipelines.settings import Settings
 from ml_pipelines.spec import PipelineSpec
-from ml_pipelines_tests.core.test_registry import STORES
+from ml_pipelines_tests.core.conftest import STORES
 from ml_pipelines_tests.specs import make_spec, shipped_attributes
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("one_thread")]

@@ -19,7 +19,7 @@ from ml_pipelines.core.data_docs import (
     publish_validation,
 )
 from ml_pipelines.core.validation import infer_schema, run_suite
-from ml_pipelines_tests.core.test_registry import store, store_kind  # noqa: F401 - the registry suite's stores
+
 
 # anything a browser would fetch from another host: stylesheets, scripts, images, CSS url()s
 FETCHED_ELSEWHERE = re.compile(r"""(?:<link\b[^>]*href|<script\b[^>]*src|<img\b[^>]*src)=["']https?://|url\(\s*["']?https?://""",

@@ -1,7 +1,7 @@
 """The experiment history (core.experiments) over an object store: one append-only record
 per training run, keyed by the run id, with every candidate and every reason it was not
 the winner. Every store test runs against each store of the registry suite
-(core/test_registry.py's `store` fixture: local files, and S3 on moto's real server)."""
+(core/conftest.py's `store` fixture: local files, and S3 on moto's real server)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ml_pipelines.core.experiments import (
     experiment_record,
 )
 from ml_pipelines.core.selection import CandidateResult, SelectionResult
-from ml_pipelines_tests.core.test_registry import store, store_kind  # noqa: F401 - the registry suite's stores
+
 
 PIPELINE = "credit"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
