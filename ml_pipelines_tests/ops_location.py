@@ -5,6 +5,7 @@ policies, with the platform's resources and executor.
 
 - `ops_idle`: its ingestion sleeps, with resources.ingest.idle_timeout 5s;
 - `ops_runaway`: its ingestion sleeps past resources.ingest.max_runtime 15s;
+- `ops_runaway_ui`: the same, launched as the UI's Materialize button does (the implicit asset job);
 - `ops_a`, `ops_b`: two teams' quick pipelines, whose training shares the `train` pool.
 
 The slow ingestion is a real spec feature: a generator named by dotted path (source.generator)
@@ -59,6 +60,7 @@ def ops_specs() -> list[PipelineSpec]:
     return [PipelineSpec.model_validate(a) for a in (
         ops_attributes("ops_idle", sleep_s=SLEEP_S, resources={"ingest": {"idle_timeout": f"{IDLE_TIMEOUT_S}s"}}),
         ops_attributes("ops_runaway", sleep_s=SLEEP_S, resources={"ingest": {"max_runtime": f"{MAX_RUNTIME_S}s"}}),
+        ops_attributes("ops_runaway_ui", sleep_s=SLEEP_S, resources={"ingest": {"max_runtime": f"{MAX_RUNTIME_S}s"}}),
         ops_attributes("ops_a"),
         ops_attributes("ops_b"),
     )]

@@ -38,6 +38,7 @@ DEFAULT_OWNER = "team:ml-platform"  # definitions.py gives it to every asset who
 TEAM_TAG = "team"  # run tag of every pipeline job: the spec's first owner (run queue limits per team)
 IDLE_TIMEOUT_TAG = "ml_pipelines/idle_timeout_s"  # op tag: resources.<stage>.idle_timeout in seconds
 GPU_TAG = "ml_pipelines/gpu"  # op tag: the GPUs the stage asked for, so the idle watchdog watches them too
+MAX_RUNTIME_OP_TAG = "ml_pipelines/max_runtime_s"  # op tag: resources.<stage>.max_runtime in seconds
 # transient failures (an S3 blip, a preempted pod) are retried with backoff;
 # deterministic ones (core.errors.InputError) fail at once through fail_fast_on_bad_input
 RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -67,6 +68,8 @@ def k8s_config(resources: StageResources | None) -> dict[str, Any]:
 def stage_op_tags(spec: PipelineSpec, asset: str) -> dict[str, Any]:
     resources = spec.resources.get(STAGE_OF_ASSET[asset])
     tags: dict[str, Any] = {"dagster-k8s/config": k8s_config(resources)}
+    if resources is not None and resources.max_runtime is not None:
+        tags[MAX_RUNTIME_OP_TAG] = str(resources.seconds("max_runtime"))
     if resources is not None and resources.idle_timeout is not None:
         tags[IDLE_TIMEOUT_TAG] = str(resources.seconds("idle_timeout"))
         if resources.gpu:
@@ -125,6 +128,24 @@ def _terminated(args: tuple[Any, ...]) -> dg.Failure | None:
                       "dagster/max_runtime) while this step ran", allow_retries=False)
 
 
+def _limit_untagged_run(args: tuple[Any, ...]) -> None:
+    """Give a run that carries no dagster/max_runtime the limit a pipeline job's run gets at launch:
+    the sum of resources.<stage>.max_runtime over the run's own steps. The UI's "Materialize"
+    button launches Dagster's implicit asset job, whose runs carry no job tags; its first step
+    tags the run here. Run monitoring reads a run's tags on every poll and measures from the
+    run's start, so the limit holds from then on, for any launcher and executor."""
+    context = _context(args)
+    run = context.instance.get_run_by_id(context.run.run_id) if context is not None else None
+    if run is None or MAX_RUNTIME_TAG in run.tags:
+        return
+    op_context = context.op_execution_context
+    selected = run.step_keys_to_execute  # a re-execution of some steps: only those
+    limits = [int(node.definition.tags[MAX_RUNTIME_OP_TAG]) for node in op_context.job_def.nodes
+              if MAX_RUNTIME_OP_TAG in node.definition.tags and (selected is None or node.name in selected)]
+    if limits:
+        context.instance.add_run_tags(run.run_id, {MAX_RUNTIME_TAG: str(sum(limits))})
+
+
 def _interrupt_step(verdict: IdleVerdict) -> None:
     """Interrupt the main thread, where the step runs, as a termination would: a real SIGINT sent
     to that thread, which also wakes a step blocked in a sleep or a read (`_thread.interrupt_main`
@@ -160,7 +181,7 @@ def fail_fast_on_bad_input(fn):
     """Errors that a retry cannot fix (bad data, a bad spec, a checksum mismatch, a failed
     gate: every core.errors.InputError) fail the step at once, with the original message,
     instead of being retried; so do a termination (see _terminated) and an idle step
-    (ended_when_idle). Every asset's output carries what its step used
+    (ended_when_idle). A run without a run-time limit gets its steps' (_limit_untagged_run). Every asset's output carries what its step used
     (step_usage.record_step_usage)."""
     fn = record_step_usage(fn)
 
@@ -170,6 +191,7 @@ def fail_fast_on_bad_input(fn):
         def generator_wrapper(*args, **kwargs):
             if stop := _terminated(args):
                 raise stop
+            _limit_untagged_run(args)
             try:
                 with ended_when_idle(args):
                     yield from fn(*args, **kwargs)
@@ -184,6 +206,7 @@ def fail_fast_on_bad_input(fn):
     def wrapper(*args, **kwargs):
         if stop := _terminated(args):
             raise stop
+        _limit_untagged_run(args)
         try:
             with ended_when_idle(args):
                 return fn(*args, **kwargs)

@@ -387,6 +387,14 @@ def _launch(dev: DagsterDev, pipeline: str, stages: tuple[str, ...] | None = Non
                                        repository_name="__repository__", asset_selection=selection)
 
 
+def _materialize_from_ui(dev: DagsterDev, pipeline: str, stages: tuple[str, ...]) -> str:
+    """What the UI's Materialize button launches: Dagster's implicit asset job over the selected assets."""
+    client = DagsterGraphQLClient("127.0.0.1", port_number=int(dev.url.rsplit(":", 1)[1]))
+    return client.submit_job_execution("__ASSET_JOB", repository_location_name=ops_location.LOCATION,
+                                       repository_name="__repository__",
+                                       asset_selection=[dagster.AssetKey([pipeline, stage]) for stage in stages])
+
+
 def _wait_ended(dev: DagsterDev, instance: dagster.DagsterInstance, run_ids: list[str], timeout: float) -> None:
     servers.wait_until(f"runs {run_ids} to end",
                        lambda: all(instance.get_run_by_id(i).status in ENDED for i in run_ids), timeout,
@@ -411,19 +419,32 @@ def _no_version_left(dev: DagsterDev, pipeline: str) -> None:
     assert left == [], f"{pipeline} left registry files behind: {left}"
 
 
+def _assert_ended_at_max_runtime(instance: dagster.DagsterInstance, run_id: str) -> None:
+    runaway = instance.get_run_record_by_id(run_id)
+    assert runaway.dagster_run.tags["dagster/max_runtime"] == str(ops_location.MAX_RUNTIME_S)
+    assert runaway.dagster_run.status == dagster.DagsterRunStatus.FAILURE
+    ran = runaway.end_time - runaway.start_time
+    assert ops_location.MAX_RUNTIME_S <= ran <= ops_location.MAX_RUNTIME_S + RUN_MONITORING_POLL_S + SLACK_S, ran
+    messages = [e.message or "" for e in _events(instance, run_id)]
+    assert any(f"maximum runtime of {ops_location.MAX_RUNTIME_S} seconds" in m for m in messages)
+
+
 def test_an_idle_step_and_a_runaway_run_are_ended_without_a_registry_version(dagster_dev: DagsterDev):
     """resources.ingest.idle_timeout 5s: the sleeping step is ended by the idle watchdog within its
     limit plus one sample, and fails for good naming itself, its CPU and its limit.
     resources.ingest.max_runtime 15s: the job's dagster/max_runtime tag, which run monitoring
-    enforces within one poll interval. Both runs at once (two teams, two run slots)."""
+    enforces within one poll interval; a run of the implicit asset job (the UI's Materialize
+    button), which has no job tags, gets the same limit from its first step. Three runs of
+    three teams; the third waits for one of the two run slots."""
     idle_run, runaway_run = _launch(dagster_dev, "ops_idle"), _launch(dagster_dev, "ops_runaway")
+    ui_run = _materialize_from_ui(dagster_dev, "ops_runaway_ui", ("raw_data", "validated_data"))
     with dagster.DagsterInstance.from_config(dagster_dev.env["DAGSTER_HOME"]) as instance:
-        _wait_ended(dagster_dev, instance, [idle_run, runaway_run], 120)
+        _wait_ended(dagster_dev, instance, [idle_run, runaway_run, ui_run], 150)
         idle_step = _events(instance, idle_run, "ops_idle__raw_data")
-        runaway = instance.get_run_record_by_id(runaway_run)
-        runaway_messages = [e.message or "" for e in _events(instance, runaway_run)]
         assert instance.get_run_by_id(idle_run).status == dagster.DagsterRunStatus.FAILURE
-        worker_pids = [int(instance.get_run_by_id(r).tags[WORKER_PID_TAG]) for r in (idle_run, runaway_run)]
+        for run_id in (runaway_run, ui_run):
+            _assert_ended_at_max_runtime(instance, run_id)
+        worker_pids = [int(instance.get_run_by_id(r).tags[WORKER_PID_TAG]) for r in (idle_run, runaway_run, ui_run)]
 
     starts = _of_type(idle_step, dagster.DagsterEventType.STEP_START)
     failures = _of_type(idle_step, dagster.DagsterEventType.STEP_FAILURE)
@@ -435,16 +456,10 @@ def test_an_idle_step_and_a_runaway_run_are_ended_without_a_registry_version(dag
     assert re.search(r"CPU \d+\.\d% of one core \(threshold 5%\)", reason), reason
     assert "its limit is resources.ingest.idle_timeout = 5s" in reason, reason
 
-    assert runaway.dagster_run.tags["dagster/max_runtime"] == str(ops_location.MAX_RUNTIME_S)
-    assert runaway.dagster_run.status == dagster.DagsterRunStatus.FAILURE
-    ran = runaway.end_time - runaway.start_time
-    assert ops_location.MAX_RUNTIME_S <= ran <= ops_location.MAX_RUNTIME_S + RUN_MONITORING_POLL_S + SLACK_S, ran
-    assert any(f"maximum runtime of {ops_location.MAX_RUNTIME_S} seconds" in m for m in runaway_messages)
-
     for pid in worker_pids:
         servers.wait_until("the run worker to exit", lambda pid=pid: not psutil.pid_exists(pid)
                            or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30)
-    for pipeline in ("ops_idle", "ops_runaway"):
+    for pipeline in ("ops_idle", "ops_runaway", "ops_runaway_ui"):
         _no_version_left(dagster_dev, pipeline)
 
 

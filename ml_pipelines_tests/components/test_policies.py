@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import time
 
+import dagster as dg
 import pytest
 from pydantic import ValidationError
 
+from ml_pipelines.components import build_pipeline_defs
 from ml_pipelines.components.policies import GPU_POOL, TRAIN_POOL, run_tags, stage_pool
+from ml_pipelines.definitions import apply_policies
+from ml_pipelines.resources.platform import local_resources
 from ml_pipelines_tests.helpers import materialize
 from ml_pipelines_tests.ops_location import ops_attributes
 from ml_pipelines_tests.specs import make_spec
@@ -22,6 +26,28 @@ def test_a_jobs_max_runtime_is_the_sum_over_its_stages_and_its_team_the_first_ow
     assert run_tags(spec, CHAIN) == {"pipeline": "p", "team": "p", "dagster/max_runtime": str(15 + 2 * 3600)}
     assert run_tags(spec, CHAIN[2:])["dagster/max_runtime"] == "7200"  # a partitioned source's retrain job
     assert run_tags(spec, ("raw_data", "validated_data"))["dagster/max_runtime"] == "15"
+
+
+def test_a_run_of_the_implicit_asset_job_gets_the_max_runtime_of_its_selected_steps(platform_root):
+    """The UI's Materialize button runs Dagster's implicit asset job, which has no job tags: the
+    run's first step tags it with the sum over the selected steps, as a pipeline job's run is."""
+    spec = make_spec(**ops_attributes("p", resources={"ingest": {"max_runtime": "15s"}, "validate": {"max_runtime": "1m"},
+                                                      "train": {"max_runtime": "2h"}}))
+    defs = dg.Definitions.merge(apply_policies(build_pipeline_defs(spec)),
+                                dg.Definitions(resources=local_resources(platform_root)))
+    job = defs.resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        ingest_only = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["p", "raw_data"])])
+        two_steps = job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey(["p", "raw_data"]), dg.AssetKey(["p", "validated_data"])])
+        assert instance.get_run_by_id(ingest_only.run_id).tags["dagster/max_runtime"] == "15"
+        assert instance.get_run_by_id(two_steps.run_id).tags["dagster/max_runtime"] == str(15 + 60)
+        unlimited = make_spec(**ops_attributes("q"))
+        plain = dg.Definitions.merge(apply_policies(build_pipeline_defs(unlimited)),
+                                     dg.Definitions(resources=local_resources(platform_root)))
+        run = plain.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey(["q", "raw_data"])])
+        assert "dagster/max_runtime" not in instance.get_run_by_id(run.run_id).tags
 
 
 def test_a_spec_without_limits_or_owners_sets_no_max_runtime_and_the_default_team():
