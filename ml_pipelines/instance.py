@@ -18,6 +18,14 @@ LocalRunLauncher is Dagster's DefaultRunLauncher plus two things:
   would run with the definitions of the day the forkserver started. A run whose
   code location uses another Python than this one goes through the code server.
 
+PipelineRunCoordinator is Dagster's QueuedRunCoordinator that tags a run which comes without
+its pipeline's tags before it is queued. Pipeline jobs tag their runs `pipeline` and `team`
+(components/policies.run_tags), and the queue's per-pipeline and per-team limits key on
+those tags; but the UI's Materialize button launches Dagster's implicit asset job, whose
+runs carry no job tags and so would skip those queues. Such a run is given the tags its
+selected assets say (their `pipeline` asset tag and their first owner), when all of them
+agree.
+
 Imported by the webserver, the daemon and every run worker when they load the
 instance: it imports dagster and psutil only.
 """
@@ -35,11 +43,47 @@ import psutil
 from dagster import DagsterRun, Field
 from dagster._core.events import DagsterEventType
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, LaunchRunContext, WorkerStatus
+from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
 from dagster._serdes import ConfigurableClassData
 
 PID_CLOCK_SLACK_S = 2.0  # a process created after its run started is another process with a reused pid
 PROJECT_PACKAGE = "ml_pipelines"
 WORKER_PID_TAG = "ml_pipelines/run_worker_pid"  # set at launch, so any process (the UI's too) can terminate the run
+PIPELINE_TAG = "pipeline"  # run tag (and asset tag) of every pipeline's runs: per-pipeline queue limits
+TEAM_TAG = "team"  # run tag: the spec's first owner, `team:` dropped (per-team queue limits)
+
+
+def team_of(owners: Sequence[str]) -> str:
+    """The team a run is queued under: the first owner, `team:` dropped."""
+    return owners[0].removeprefix("team:")
+
+
+class PipelineRunCoordinator(QueuedRunCoordinator):
+    """QueuedRunCoordinator that gives a run without `pipeline`/`team` tags those of its assets
+    (see the module docstring), so per-pipeline and per-team queue limits hold for UI runs too."""
+
+    def submit_run(self, context: SubmitRunContext) -> DagsterRun:
+        run = context.dagster_run
+        missing = {PIPELINE_TAG, TEAM_TAG} - set(run.tags)
+        if missing and run.asset_selection:
+            tags = _tags_of_assets(context.workspace.asset_graph, run.asset_selection)
+            new = {key: value for key, value in tags.items() if key in missing}
+            if new:
+                self._instance.add_run_tags(run.run_id, new)
+        return super().submit_run(context)
+
+
+def _tags_of_assets(graph: Any, keys: Any) -> dict[str, str]:
+    """The pipeline and team that every one of these assets shares; a tag they disagree on is left out."""
+    nodes = [graph.get(key) for key in keys if graph.has(key)]
+    pipelines = {node.tags.get(PIPELINE_TAG) for node in nodes}
+    teams = {team_of(node.owners) if node.owners else None for node in nodes}
+    tags = {}
+    if len(pipelines) == 1 and None not in pipelines:
+        tags[PIPELINE_TAG] = pipelines.pop()
+    if len(teams) == 1 and None not in teams:
+        tags[TEAM_TAG] = teams.pop()
+    return tags
 
 
 class LocalRunLauncher(DefaultRunLauncher):

@@ -17,6 +17,7 @@ from dagster._core.storage.tags import MAX_RUNTIME_SECONDS_TAG as MAX_RUNTIME_TA
 from ml_pipelines.components.step_usage import record_step_usage
 from ml_pipelines.core.errors import InputError
 from ml_pipelines.core.idle import IdleVerdict, IdleWatchdog
+from ml_pipelines.instance import PIPELINE_TAG, TEAM_TAG, team_of
 from ml_pipelines.spec import PipelineSpec, StageResources
 
 # spec stage name -> asset
@@ -35,7 +36,6 @@ REASON_DETAIL_TAG = "ml_pipelines/reason"  # the sensor's words
 GPU_POOL = "gpu"  # training with resources.train.gpu > 0
 TRAIN_POOL = "train"  # every other training step: instance `concurrency.pools` bounds how many run at once
 DEFAULT_OWNER = "team:ml-platform"  # definitions.py gives it to every asset whose spec names no owner
-TEAM_TAG = "team"  # run tag of every pipeline job: the spec's first owner (run queue limits per team)
 IDLE_TIMEOUT_TAG = "ml_pipelines/idle_timeout_s"  # op tag: resources.<stage>.idle_timeout in seconds
 GPU_TAG = "ml_pipelines/gpu"  # op tag: the GPUs the stage asked for, so the idle watchdog watches them too
 MAX_RUNTIME_OP_TAG = "ml_pipelines/max_runtime_s"  # op tag: resources.<stage>.max_runtime in seconds
@@ -91,8 +91,7 @@ def run_tags(spec: PipelineSpec, stages: tuple[str, ...]) -> dict[str, str]:
     spec's first owner, `team:` dropped) and, when any of its stages sets resources.max_runtime,
     Dagster's `dagster/max_runtime`: the sum over the job's stages, since its steps run one after
     another (a stage without a limit adds nothing)."""
-    owner = (spec.owners or [DEFAULT_OWNER])[0]
-    tags = {"pipeline": spec.name, TEAM_TAG: owner.removeprefix("team:")}
+    tags = {PIPELINE_TAG: spec.name, TEAM_TAG: team_of(spec.owners or [DEFAULT_OWNER])}
     limits = [r.seconds("max_runtime") for s in stages if (r := spec.resources.get(STAGE_OF_ASSET[s]))]
     if any(limits):
         tags[MAX_RUNTIME_TAG] = str(sum(limit for limit in limits if limit))

@@ -473,14 +473,16 @@ def _training_interval(instance: dagster.DagsterInstance, run_id: str, pipeline:
 
 def test_training_steps_share_the_train_pool_and_a_teams_second_run_waits(dagster_dev: DagsterDev):
     """dagster.yaml: pools.default_limit 1 (training runs in the `train` pool) and one run per
-    team. Team ops-a launches two runs, team ops-b one: ops-a's second run waits in the queue
-    while a run slot is free and ops-b's run starts; no two training steps overlap; all finish."""
+    team. Team ops-a launches two runs, the second from the UI's Materialize button (the
+    implicit asset job, tagged with its assets' team by the run coordinator), team ops-b one:
+    ops-a's second run waits in the queue while a run slot is free and ops-b's run starts; no
+    two training steps overlap; all finish."""
     with dagster.DagsterInstance.from_config(dagster_dev.env["DAGSTER_HOME"]) as instance:
         config = instance.get_concurrency_config()
         assert config.pool_config.default_pool_limit == 1
         assert {"key": "team", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in (
             config.run_queue_config.tag_concurrency_limits)
-        first, second = _launch(dagster_dev, "ops_a", TRAINING), _launch(dagster_dev, "ops_a", TRAINING)
+        first, second = _launch(dagster_dev, "ops_a", TRAINING), _materialize_from_ui(dagster_dev, "ops_a", TRAINING)
         servers.wait_until("ops_a's first run to start",
                            lambda: instance.get_run_by_id(first).status != dagster.DagsterRunStatus.QUEUED, 60)
         other = _launch(dagster_dev, "ops_b", TRAINING)
@@ -489,7 +491,9 @@ def test_training_steps_share_the_train_pool_and_a_teams_second_run_waits(dagste
         assert instance.get_run_by_id(second).status == dagster.DagsterRunStatus.QUEUED
         _wait_ended(dagster_dev, instance, [first, second, other], 300)
         runs = {i: instance.get_run_record_by_id(i) for i in (first, second, other)}
-        assert all(r.dagster_run.tags["team"] in ("ops-a", "ops-b") for r in runs.values())
+        assert [(r.dagster_run.tags["pipeline"], r.dagster_run.tags["team"]) for r in runs.values()] == [
+            ("ops_a", "ops-a"), ("ops_a", "ops-a"), ("ops_b", "ops-b")]
+        assert runs[second].dagster_run.job_name == "__ASSET_JOB"
         intervals = sorted([_training_interval(instance, first, "ops_a"), _training_interval(instance, second, "ops_a"),
                             _training_interval(instance, other, "ops_b")])
         blocked = [e.message for r in runs for e in _events(instance, r)

@@ -83,3 +83,32 @@ def test_an_idle_step_is_ended_and_fails_without_retries_naming_itself(platform_
     assert "its limit is resources.ingest.idle_timeout = 2s" in errors[0]
     assert not [e for e in result.result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert result.materialized() == set() and result.registry.list_versions("sleepy") == []
+
+
+class _Graph:
+    """Stands in for the workspace's asset graph: asset key -> node with tags and owners."""
+
+    def __init__(self, nodes: dict[str, tuple[str | None, list[str]]]):
+        from types import SimpleNamespace
+
+        self.nodes = {dg.AssetKey(k): SimpleNamespace(tags={"pipeline": p} if p else {}, owners=o)
+                      for k, (p, o) in nodes.items()}
+
+    def has(self, key):
+        return key in self.nodes
+
+    def get(self, key):
+        return self.nodes[key]
+
+
+def test_a_ui_runs_queue_tags_come_from_its_assets_only_when_they_all_agree():
+    from ml_pipelines.instance import _tags_of_assets
+
+    graph = _Graph({"a1": ("a", ["team:red", "jo@x.com"]), "a2": ("a", ["team:red"]), "b1": ("b", ["team:blue"]),
+                    "c1": ("c", ["team:red"]), "loose": (None, [])})
+    keys = [dg.AssetKey(k) for k in ("a1", "a2")]
+    assert _tags_of_assets(graph, keys) == {"pipeline": "a", "team": "red"}
+    assert _tags_of_assets(graph, [dg.AssetKey("a1"), dg.AssetKey("c1")]) == {"team": "red"}
+    assert _tags_of_assets(graph, [dg.AssetKey("a1"), dg.AssetKey("b1")]) == {}
+    assert _tags_of_assets(graph, [dg.AssetKey("a1"), dg.AssetKey("loose")]) == {}
+    assert _tags_of_assets(graph, [dg.AssetKey("gone")]) == {}

@@ -177,7 +177,7 @@ def test_the_production_instance_file_loads_as_a_dagster_instance(postgres, tmp_
     shutil.copy(DOCKER_DIR / "dagster.yaml", home / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_coordinator).__name__ == "PipelineRunCoordinator"
         assert instance.run_monitoring_enabled
         assert instance.run_monitoring_start_timeout_seconds == 300
         assert instance.run_monitoring_max_runtime_seconds == 21600
