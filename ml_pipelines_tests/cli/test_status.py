@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.events import DagsterEvent
+from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 import pytest
 
 from ml_pipelines.cli import main
@@ -51,6 +53,12 @@ def test_the_checks_status_reads_are_every_check_the_factory_builds():
     assert built == set(CHECKS)
 
 
+def _origin(job: str) -> RemoteJobOrigin:
+    """Where a queued run's job lives (Dagster requires one for a queued run; nothing reads it here)."""
+    location = GrpcServerCodeLocationOrigin(host="127.0.0.1", port=4266, location_name="ml_pipelines")
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), job)
+
+
 def test_status_reports_each_state_and_exits_non_zero_when_a_human_is_needed(homes, capsys):
     dagster_home, ml_home = homes
     code, report = status_json(capsys, PIPELINE)
@@ -76,18 +84,25 @@ def test_status_reports_each_state_and_exits_non_zero_when_a_human_is_needed(hom
         assert not failed.success
         running = dg.DagsterRun(job_name=f"{PIPELINE}_retrain_job", status=dg.DagsterRunStatus.STARTED,
                                 tags={"pipeline": PIPELINE})
-        instance.add_run(running)
+        queued = dg.DagsterRun(job_name="__ASSET_JOB", tags={"pipeline": PIPELINE},
+                               remote_job_origin=_origin("__ASSET_JOB"))
+        elsewhere = dg.DagsterRun(job_name="other_retrain_job", tags={"pipeline": "other"},
+                                  remote_job_origin=_origin("other_retrain_job"))
+        for run in (running, queued, elsewhere):
+            instance.add_run(run)
+        for run in (queued, elsewhere):  # what the queued run coordinator does with a submitted run
+            instance.report_dagster_event(DagsterEvent.job_enqueue(run), run_id=run.run_id)
         code, report = status_json(capsys, PIPELINE)
     health = report["pipelines"][0]
     assert code == 1
     assert health["champion"] is not None  # the champion stays; the failed candidate was not registered
-    assert health["running"] == [running.run_id] and health["queued"] == []
+    assert health["running"] == [running.run_id] and health["queued"] == [queued.run_id]
     assert health["problems"][0] == f"the last run failed: {failed.result.run_id} ({PIPELINE}_retrain_job)"
     assert health["problems"][1].startswith("blocking check evaluation/meets_floor fails: "), health["problems"]
 
     assert main(["status", PIPELINE]) == 1
     text = capsys.readouterr().out
-    assert f"== {PIPELINE}: NEEDS A HUMAN" in text and "runs:          0 queued, 1 running" in text
+    assert f"== {PIPELINE}: NEEDS A HUMAN" in text and "runs:          1 queued, 1 running" in text
     assert "evaluation/meets_floor (blocking) fails" in text
     assert "drift:         not monitored (no monitoring.production_data)" in text
 
