@@ -3,8 +3,8 @@ per-million-rows slope per step, the whole run, and the bytes stored between ste
 
 The shipped spec (ml_pipelines/defs/pipelines/credit_default/defs.yaml) with the candidate
 list trimmed to logreg + gbm (gbm keeps its grid) and the generator's `rows` set, run as
-the `credit_default_retrain_job` through Dagster in process on a temp SQLite instance,
-with the project's IO manager (LocalFrameIOManager: DataFrames as Parquet) on a temp
+the `credit_default_retrain_job` through Dagster on the in-process executor (dg.execute_job,
+as a run worker runs a run; see run_once) on a temp SQLite instance, with the project's IO manager (LocalFrameIOManager: DataFrames as Parquet) on a temp
 folder. Each size runs in a fresh child process (after an untimed 5,000-row run in that
 process for imports and first-use costs), so its peak memory is its own.
 
@@ -104,32 +104,52 @@ def pickled_size(value: Any) -> int:
     return counter.bytes
 
 
-def run_once(rows: int, root: Path) -> dict[str, Any]:
-    """One retrain job at `rows`: per-step seconds and peak RSS, bytes stored and pickled."""
+ROWS_ENV, ROOT_ENV = "BENCH_SCALE_ROWS", "BENCH_SCALE_ROOT"  # what scale_job builds (it runs in this process)
+
+
+def scale_job():
+    """The retrain job at $BENCH_SCALE_ROWS rows, its resources under $BENCH_SCALE_ROOT, on the
+    in-process executor (the local default). A module-level function, so that dg.reconstructable
+    can name it and dg.execute_job run it as a run worker runs a run."""
     import dagster as dg
 
     from ml_pipelines.components import build_pipeline_defs
     from ml_pipelines.resources import LocalFrameIOManager, local_resources
 
-    spec = load_spec(rows)
-    io_root = root / "io"
-    resources = {**local_resources(root), "io_manager": LocalFrameIOManager(base_dir=str(io_root))}
-    defs = dg.Definitions.merge(build_pipeline_defs(spec), dg.Definitions(resources=resources))
-    job = defs.resolve_job_def(f"{spec.name}_retrain_job")
+    spec, root = load_spec(int(os.environ[ROWS_ENV])), Path(os.environ[ROOT_ENV])
+    resources = {**local_resources(root), "io_manager": LocalFrameIOManager(base_dir=str(root / "io"))}
+    defs = dg.Definitions.merge(build_pipeline_defs(spec),
+                                dg.Definitions(resources=resources, executor=dg.in_process_executor))
+    return defs.resolve_job_def(f"{spec.name}_retrain_job")
+
+
+def run_once(rows: int, root: Path) -> dict[str, Any]:
+    """One retrain job at `rows`: per-step seconds and peak RSS, bytes stored and pickled.
+
+    It runs through dg.execute_job, as a run worker runs a run (`dagster dev`, a schedule, a
+    sensor). Not execute_in_process: that test API keeps every step's output in memory until
+    the run ends (for its result's output_for_node), which no real run does, and at 10M rows
+    that is gigabytes of frames no real run holds."""
+    import dagster as dg
+
+    from ml_pipelines.core import frame_codec
+
+    os.environ[ROWS_ENV], os.environ[ROOT_ENV] = str(rows), str(root)
     home = root / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance, MemorySampler() as memory:
         started = time.perf_counter()
-        result = job.execute_in_process(
-            instance=instance, raise_on_error=True,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
-        wall = time.perf_counter() - started
-        steps = _step_windows(instance, result.run_id)
-    selection = result.output_for_node(f"{spec.name}__trained_model")
+        with dg.execute_job(dg.reconstructable(scale_job), instance=instance, raise_on_error=True,
+                            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}}) as result:
+            wall = time.perf_counter() - started
+            run_id = result.run_id
+            materializations = result.get_asset_materialization_events()
+        steps = _step_windows(instance, run_id)
+    spec = load_spec(rows)
+    selection = frame_codec.loads((root / "io" / spec.name / "trained_model").read_bytes())
     stored = {
         e.asset_key.path[-1]: int(e.materialization.metadata["stored_bytes"].value)
-        for e in result.get_asset_materialization_events()
+        for e in materializations
         if "stored_bytes" in e.materialization.metadata  # an output the IO manager stored
     }
     return {
@@ -141,7 +161,7 @@ def run_once(rows: int, root: Path) -> dict[str, Any]:
             for step, (start, end) in steps.items()
         },
         "stored_bytes": stored,
-        "pickled_bytes": _pickled_sizes(io_root, spec.name),
+        "pickled_bytes": _pickled_sizes(root / "io", spec.name),
         "selected": selection.best.label,
         "refit_s": selection.refit_seconds,  # the winner's fit on every training row, inside trained_model
     }
@@ -170,13 +190,26 @@ def _pickled_sizes(io_root: Path, pipeline: str) -> dict[str, int]:
     }
 
 
+def warm_up(rows: int, root: Path) -> None:
+    """An untimed run for imports and first-use costs. In process: dg.execute_job loads a
+    reconstructable job once per process (it caches the definition), so only the measured
+    run goes through it."""
+    import dagster as dg
+
+    os.environ[ROWS_ENV], os.environ[ROOT_ENV] = str(rows), str(root)
+    (root / "dagster_home").mkdir()
+    with dg.DagsterInstance.local_temp(tempdir=str(root / "dagster_home")) as instance:
+        scale_job().execute_in_process(instance=instance, raise_on_error=True,
+                                       run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+
+
 def child(rows: int, threads: int, out: Path) -> None:
     """One size in this process: an untimed 5,000-row run first, then the measured one."""
     with thread_limit(threads):
-        for size in (5_000, rows):
+        for size, run in ((5_000, warm_up), (rows, run_once)):
             root = Path(tempfile.mkdtemp(prefix=f"bench-scale-{size}-"))
             try:
-                outcome = run_once(size, root)
+                outcome = run(size, root)
             finally:
                 shutil.rmtree(root, ignore_errors=True)
     outcome["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

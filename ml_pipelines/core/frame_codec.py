@@ -23,6 +23,9 @@ import pandas as pd
 
 MAGIC = b"MLPFRAMES1\n"
 COMPRESSION = "zstd"
+# rows converted to Arrow at a time when writing: the Arrow copy of a frame is one chunk's,
+# not the whole frame's (at 10M rows, about 100 MB instead of a gigabyte)
+CHUNK_ROWS = 1_000_000
 _LENGTH = struct.Struct("<Q")
 
 
@@ -62,7 +65,8 @@ def loads(data: bytes) -> Any:
 
 
 def parquet_bytes(frame: pd.DataFrame) -> bytes | None:
-    """frame as Parquet, or None when Parquet would not give the same frame back."""
+    """frame as Parquet, or None when Parquet would not give the same frame back. Written
+    CHUNK_ROWS rows at a time (one row group each), under the whole frame's schema."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -70,20 +74,26 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes | None:
         return None
     if any(not isinstance(name, (str, type(None))) for name in frame.index.names):
         return None
+    sink = io.BytesIO()
     try:
-        table = pa.Table.from_pandas(frame, preserve_index=None)
+        # the whole frame's schema: its pandas metadata (index, dtypes) is what a read restores
+        schema = pa.Schema.from_pandas(frame, preserve_index=None)
+        with pq.ParquetWriter(sink, schema, compression=COMPRESSION) as writer:
+            for start in range(0, max(len(frame), 1), CHUNK_ROWS):
+                chunk = frame.iloc[start:start + CHUNK_ROWS]
+                writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=None))
     except (pa.ArrowException, TypeError, ValueError):
         return None  # e.g. an object column mixing types
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression=COMPRESSION)
     return sink.getvalue()
 
 
 def read_parquet(data: bytes | memoryview) -> pd.DataFrame:
+    """The frame parquet_bytes wrote. Arrow's buffers are freed column by column as pandas takes
+    them (self_destruct), so reading peaks near one copy of the frame, not two."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(pa.BufferReader(data)).to_pandas()
+    return pq.read_table(pa.BufferReader(data)).to_pandas(self_destruct=True, split_blocks=True)
 
 
 class _FramePickler(pickle.Pickler):

@@ -8,6 +8,8 @@ import pickle
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from ml_pipelines.core import frame_codec
@@ -46,6 +48,24 @@ def test_index_categories_nullable_integers_and_time_zones_survive():
     }, index=pd.Index([10, 4, 7], name="row"))
     back = frame_codec.loads(frame_codec.dumps(frame))
     pd.testing.assert_frame_equal(back, frame, check_exact=True)
+
+
+@pytest.mark.parametrize("index", [None, pd.Index([9, 1, 5, 3, 7, 0, 2, 8, 6, 4], name="row"),
+                                   pd.RangeIndex(100, 120, 2)])
+def test_a_frame_written_in_chunks_reads_back_exactly(monkeypatch, index):
+    """Frames are written CHUNK_ROWS rows at a time under the whole frame's schema: a chunk whose
+    text column is all null, or whose categories are not all used, still reads back the same."""
+    monkeypatch.setattr(frame_codec, "CHUNK_ROWS", 3)
+    frame = pd.DataFrame({
+        "n": pd.array([1, None, 3, 4, 5, 6, 7, 8, 9, 10], dtype="Int64"),
+        "c": pd.Categorical(list("aabbbbbbbc"), categories=["c", "b", "a"]),
+        "s": [None, None, None, "x", "y", "z", "x", "y", "z", "w"],
+        "f": np.linspace(0, 1, 10),
+    }, index=index)
+    data = frame_codec.parquet_bytes(frame)
+    assert pq.ParquetFile(pa.BufferReader(data)).num_row_groups == 4
+    pd.testing.assert_frame_equal(frame_codec.read_parquet(data), frame, check_exact=True)
+    assert frame_hash(frame_codec.loads(frame_codec.dumps(frame))) == frame_hash(frame)
 
 
 def test_typed_outputs_keep_their_frames_as_parquet():
