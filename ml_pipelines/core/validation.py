@@ -429,10 +429,9 @@ def _validate(context, frame: pd.DataFrame, schema: ResolvedSchema, suite_name: 
     validation = definition.run(batch_parameters={"dataframe": frame}, result_format=GX_RESULT_FORMAT, run_id=run_id)
     docs_path = site = None
     if docs:
-        identifier = ValidationResultIdentifier(ExpectationSuiteIdentifier(name=suite_name), run_id, validation.batch_id)
-        context.build_data_docs(
-            site_names=[GX_DOCS_SITE], resource_identifiers=[identifier, identifier.expectation_suite_identifier]
-        )
+        suite_id = ExpectationSuiteIdentifier(name=suite_name)
+        identifier = ValidationResultIdentifier(suite_id, run_id, validation.batch_id)
+        context.build_data_docs(site_names=[GX_DOCS_SITE], resource_identifiers=[identifier, suite_id])
         urls = context.get_docs_sites_urls(resource_identifier=identifier, site_names=[GX_DOCS_SITE])
         docs_path = urls[0]["site_url"] if urls else None
         site = Path(context.root_directory, "uncommitted", "data_docs", GX_DOCS_SITE)
