@@ -4,13 +4,14 @@ The rules are the credit_default spec's schema resolved against clean data
 (ml_pipelines.core.validation.resolve_schema), as the asset check resolves them
 against a champion. A copy of the data then gets a few bad values (out of range,
 unknown category, nulls where none are allowed). Both engines validate that copy:
-  - run_suite: the GX 1.x suite through an ephemeral context and a checkpoint,
-    no Data Docs (what the raw_data check runs, less the HTML);
+  - run_suite: the GX 1.x suite through an ephemeral context and its validation
+    definition (result format BASIC), no Data Docs (what the raw_data check runs,
+    less the HTML);
   - check_with_pandas: the same rules as vectorized pandas masks.
 They must agree: the same failed expectations with the same unexpected counts,
 equal to the injected ones, and both pass the clean data. Reported: rows/s of each
 (median of alternating runs) and GX time / pandas time. GX's fixed cost per call
-(context, suite and checkpoint set-up, and GX's work per expectation) is measured on
+(context, suite and validation definition set-up, and GX's work per expectation) is measured on
 1,000 rows and reported apart, with the per-row cost above it (microseconds per row).
 
     python -m bench.validation_throughput [--rows 1000000] [--repeats 3]
