@@ -3,10 +3,14 @@ and the pandas checker that must agree with it."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from ml_pipelines.core.data_docs import page_in_site
 from ml_pipelines.core.validation import (
     ColumnRule,
     ResolvedSchema,
@@ -256,6 +260,20 @@ def test_data_docs_list_every_validation_of_the_persistent_context(tmp_path, cle
     assert "ml_pipelines: styles for Great Expectations Data Docs" in pages[0].read_text()
     assert "https://maxcdn.bootstrapcdn.com" not in pages[0].read_text()  # no CDN links (core.data_docs)
     assert run_suite(clean.iloc[:150], schema, suite_name="ephemeral").docs_path is None
+
+
+def test_a_failing_validation_page_shows_each_failure_with_its_count_and_sampled_values(tmp_path, clean, schema):
+    """The suite runs with GX's BASIC result format and no Checkpoint: the page is still written,
+    with the unexpected counts and sampled values of the failed expectations."""
+    report = run_suite(broken(clean), schema, suite_name="credit_raw_data", project_dir=tmp_path / "credit",
+                       run_name="run-broken")
+    assert unexpected(report)[("expect_column_values_to_be_between", "age")] == 9
+    assert report.docs_path is not None and "/run-broken/" in report.docs_path
+    site = Path(report.docs_site)
+    page = (site / page_in_site(report.docs_path, site)).read_text()
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    assert "9 unexpected values found" in text and "4 unexpected values found" in text  # age range, purpose
+    assert "Sampled Unexpected Values" in text and "boat" in text
 
 
 def test_validated_data_combines_partitions(clean, schema):
