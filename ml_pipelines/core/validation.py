@@ -371,12 +371,25 @@ def run_suite(
     """Validate with Great Expectations. With project_dir, in the persistent file context there
     (one per pipeline), so its Data Docs list every validation, named run_name (the Dagster run
     id), with raw_data as the data asset; without, in an ephemeral context and no Data Docs."""
-    if project_dir is None:
-        return _validate(_gx_context(None), frame, schema, suite_name, None)
-    project_dir.mkdir(parents=True, exist_ok=True)
-    with (project_dir / ".ml_pipelines.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs of one pipeline must not rewrite its context at once
-        return _validate(_gx_context(project_dir), frame, schema, suite_name, run_name)
+    try:
+        if project_dir is None:
+            return _validate(_gx_context(None), frame, schema, suite_name, None)
+        project_dir.mkdir(parents=True, exist_ok=True)
+        with (project_dir / ".ml_pipelines.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two runs of one pipeline must not rewrite its context at once
+            return _validate(_gx_context(project_dir), frame, schema, suite_name, run_name)
+    finally:
+        _release_frame()
+
+
+def _release_frame() -> None:
+    """GX keeps the last context it made as its process-wide "current project", and that context
+    keeps the last validated DataFrame in its execution engine's batch cache: the whole frame
+    would stay in memory for the rest of the run. Making a new, empty ephemeral context (about
+    2 ms; GX has no public call that clears the current project) replaces it."""
+    import great_expectations as gx
+
+    gx.get_context(mode="ephemeral")
 
 
 def _gx_context(project_dir: Path | None):

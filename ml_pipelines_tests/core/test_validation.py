@@ -262,6 +262,22 @@ def test_data_docs_list_every_validation_of_the_persistent_context(tmp_path, cle
     assert run_suite(clean.iloc[:150], schema, suite_name="ephemeral").docs_path is None
 
 
+@pytest.mark.parametrize("persistent", [True, False])
+def test_no_validated_frame_stays_in_memory_after_the_suite(tmp_path, clean, schema, persistent):
+    """GX keeps its last context, and that context the last validated frame, process-wide:
+    run_suite lets go of it, so a 10M-row frame is not held for the rest of the run."""
+    import gc
+    import weakref
+
+    frame = clean.iloc[:150].copy()
+    alive = weakref.ref(frame)
+    report = run_suite(frame, schema, suite_name="credit_raw_data", project_dir=tmp_path / "p" if persistent else None,
+                       run_name="run-1")
+    del frame
+    gc.collect()
+    assert report.success and alive() is None
+
+
 def test_a_failing_validation_page_shows_each_failure_with_its_count_and_sampled_values(tmp_path, clean, schema):
     """The suite runs with GX's BASIC result format and no Checkpoint: the page is still written,
     with the unexpected counts and sampled values of the failed expectations."""
