@@ -296,8 +296,10 @@ def feature_set_from_split(
                       provenance=provenance_of(frame), holdout=holdout, split=split)
 
 
-def _feature_frame(spec: PipelineSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, FeatureColumns]:
-    """The columns of frame the model, the slices and the split read; checked."""
+def check_feature_frame(spec: PipelineSpec, frame: pd.DataFrame) -> FeatureColumns:
+    """The feature columns of frame, after the checks a split needs: the columns are there, the
+    target has no nulls and, for classification, two classes at least, and there are rows enough
+    to split; else a FeatureError."""
     check_required_columns(frame, spec, "features")
     columns = resolve_feature_columns(spec, frame)
     if frame[spec.target].isna().any():
@@ -305,6 +307,14 @@ def _feature_frame(spec: PipelineSpec, frame: pd.DataFrame) -> tuple[pd.DataFram
     if spec.task == "classification" and frame[spec.target].nunique() < 2:
         classes = sorted(frame[spec.target].unique().tolist(), key=str)
         raise FeatureError(f"target {spec.target!r} has {len(classes)} class(es) {classes}; classification needs two")
+    if len(frame) < 4:
+        raise FeatureError(f"split: {len(frame)} rows are too few to split into train and test")
+    return columns
+
+
+def _feature_frame(spec: PipelineSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, FeatureColumns]:
+    """The columns of frame the model, the slices and the split read; checked."""
+    columns = check_feature_frame(spec, frame)
     keep = list(dict.fromkeys([*columns.inputs, *spec.evaluation.slices, spec.target]))
     if spec.features.split.by == "time":
         keep.append(spec.features.split.column)

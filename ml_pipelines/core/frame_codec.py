@@ -65,25 +65,32 @@ def loads(data: bytes) -> Any:
 
 
 def parquet_bytes(frame: pd.DataFrame) -> bytes | None:
-    """frame as Parquet, or None when Parquet would not give the same frame back. Written
-    CHUNK_ROWS rows at a time (one row group each), under the whole frame's schema."""
+    """frame as Parquet, or None when Parquet would not give the same frame back."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if frame.attrs or not all(isinstance(c, str) for c in frame.columns) or frame.columns.has_duplicates:
         return None
     if any(not isinstance(name, (str, type(None))) for name in frame.index.names):
         return None
-    sink = io.BytesIO()
     try:
-        # the whole frame's schema: its pandas metadata (index, dtypes) is what a read restores
-        schema = pa.Schema.from_pandas(frame, preserve_index=None)
-        with pq.ParquetWriter(sink, schema, compression=COMPRESSION) as writer:
-            for start in range(0, max(len(frame), 1), CHUNK_ROWS):
-                chunk = frame.iloc[start:start + CHUNK_ROWS]
-                writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=None))
+        return write_parquet(frame)
     except (pa.ArrowException, TypeError, ValueError):
         return None  # e.g. an object column mixing types
+
+
+def write_parquet(frame: pd.DataFrame) -> bytes:
+    """frame as zstd Parquet, written CHUNK_ROWS rows at a time (a row group each) under the
+    whole frame's schema; pyarrow's error when a column cannot be converted."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    # the whole frame's schema: its pandas metadata (index, dtypes) is what a read restores
+    schema = pa.Schema.from_pandas(frame, preserve_index=None)
+    with pq.ParquetWriter(sink, schema, compression=COMPRESSION) as writer:
+        for start in range(0, max(len(frame), 1), CHUNK_ROWS):
+            chunk = frame.iloc[start:start + CHUNK_ROWS]
+            writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=None))
     return sink.getvalue()
 
 

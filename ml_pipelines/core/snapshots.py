@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ml_pipelines.core import frame_codec
 from ml_pipelines.core.errors import ChecksumError, SnapshotError
 from ml_pipelines.core.features import FeatureSet, SplitPositions
 from ml_pipelines.core.hashing import frame_hash
@@ -84,13 +85,11 @@ def data_note(store: ObjectStore, key: str) -> dict[str, Any] | None:
 
 def to_parquet(frame: pd.DataFrame, data_version: str) -> bytes:
     """frame as Parquet, checked to read back to the same data hash (column names, dtypes and values)."""
-    buffer = io.BytesIO()
-    try:
-        frame.reset_index(drop=True).to_parquet(buffer, index=False, compression="zstd")
+    try:  # a chunk at a time, and read back with one copy of the frame at most (frame_codec)
+        payload = frame_codec.write_parquet(frame.reset_index(drop=True))
     except (ValueError, TypeError, NotImplementedError, ImportError) as exc:  # what pyarrow's errors subclass
         raise SnapshotError(f"training data cannot be stored as Parquet: {exc}") from exc
-    payload = buffer.getvalue()
-    back = pd.read_parquet(io.BytesIO(payload))
+    back = frame_codec.read_parquet(payload)
     if frame_hash(back) != data_version:
         changed = [
             f"{c!r} ({frame[c].dtype} -> {back[c].dtype if c in back.columns else 'missing'})"

@@ -423,3 +423,4 @@ def test_block_fails_validated_data_directly_when_run_without_the_check(platform
     assert "10 rows break the schema and on_failure is block" in text
     assert "expect_column_values_to_be_between on age: 10" in text
     assert not [e for e in result.get_asset_check_evaluations()]  # the check was not part of this run
+

@@ -6,7 +6,7 @@ import dagster as dg
 
 from ml_pipelines.components import metadata as md
 from ml_pipelines.components.policies import fail_fast_on_bad_input
-from ml_pipelines.core.features import FeatureSet, build_feature_set
+from ml_pipelines.core.features import FeatureSet, build_feature_set, check_feature_frame
 from ml_pipelines.core.hashing import frame_hash
 from ml_pipelines.core.snapshots import store_training_data
 from ml_pipelines.core.validation import ValidatedData
@@ -41,13 +41,15 @@ def features_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
     ) -> dg.Output[FeatureSet]:
         validated = ValidatedData.combine(validated_data)
         data_version = frame_hash(validated.frame)
-        feature_set = build_feature_set(spec, validated.frame).with_lineage(
-            data_version=data_version, schema=validated.schema, partitions=validated.partitions
-        )
-        # the data as it entered this step, in the registry (once per data hash): what reproduce rebuilds from
+        # the data as it entered this step, in the registry (once per data hash): what reproduce rebuilds
+        # from. Stored once the data is known to split (nothing is stored for data that fails), and
+        # before the split copies the rows, so the store's read-back check and that copy never coexist.
+        check_feature_frame(spec, validated.frame)
         reg = registry.registry()
         stored = store_training_data(reg, spec.name, validated.frame, data_version)
-        feature_set = feature_set.with_data_snapshot(stored)
+        feature_set = build_feature_set(spec, validated.frame).with_lineage(
+            data_version=data_version, schema=validated.schema, partitions=validated.partitions
+        ).with_data_snapshot(stored)
         return dg.Output(
             feature_set,
             data_version=dg.DataVersion(feature_set.data_version),
