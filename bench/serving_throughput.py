@@ -401,7 +401,7 @@ def summarize(cells: dict[tuple[str, int], list[Cell]], levels: list[int]) -> di
 
 
 def shadow_coverage(target: Target, audit_root: Path) -> dict[str, int]:
-    """Records the shadow server answered and audited against challenger scores its predictor logged
+    """Records the shadow server answered and audited against challenger scores its processes logged
     (files are per process: <host>-<pid>.jsonl), so a cheap shadow is also shown to be a working one."""
     from ml_pipelines.serving.runtime import ShadowScorer
 
@@ -415,7 +415,8 @@ def shadow_coverage(target: Target, audit_root: Path) -> dict[str, int]:
             lines = [json.loads(line) for line in handle if line.endswith("\n")]
         if pid in pids[f"{PIPELINE}_service"]:
             counts["served"] += sum(1 for r in lines if not r.get("shadow"))
-        elif pid in pids[f"{PIPELINE}_predictor"]:
+        # the process that scored a request shadow-scores it: the gateway (idle) or the predictor (under load)
+        if pid in pids[f"{PIPELINE}_service"] | pids[f"{PIPELINE}_predictor"]:
             counts["shadowed"] += sum(1 for r in lines if r.get("shadow"))
     return counts
 

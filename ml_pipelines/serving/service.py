@@ -5,11 +5,14 @@
 - `ModelService` is the HTTP front: POST /predict validates the request against
   a schema generated from the served version's features and schema (types,
   nullability, declared ranges, string lengths; a body over
-  serving.max_body_bytes never gets that far), checks the API key, calls the
-  Predictor and appends an audit record before answering. With serving.shadow
-  the Predictor also hands each answered row to a ShadowScorer, which scores the
-  challenger in large batches after the answers and appends its predictions to the
-  audit trail under the same request id (never in the answer).
+  serving.max_body_bytes never gets that far), checks the API key, has the rows
+  scored and appends an audit record before answering. While no other request is
+  being scored it scores them itself, with a copy of the model that follows the
+  predictor's version (runtime.InlineRoute): an idle service answers without the
+  hop to the predictor and its batching wait. Otherwise the Predictor scores them,
+  in batches. With serving.shadow the process that scored a row also hands it to a
+  ShadowScorer, which scores the challenger in large batches after the answers and
+  appends its predictions to the audit trail under the same request id (never in the answer).
   POST /feedback takes ground truth by request id, checked (core.feedback) and
   fsynced before the answer. Its /readyz fails while the registry's champion
   cannot be loaded, and /metrics says whether the served version is the champion.
@@ -26,9 +29,11 @@ worker, so a version that cannot be served stops the server with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -45,6 +50,7 @@ from ml_pipelines.serving.http import ApiKeyAuth, ErrorEnvelope, OpenAPIDocument
 from ml_pipelines.serving.lifecycle import stop_server, stop_with_parent
 from ml_pipelines.serving.limits import BodySizeLimit
 from ml_pipelines.serving.runtime import (
+    InlineRoute,
     ModelHolder,
     RequestContract,
     ServingConfig,
@@ -100,6 +106,12 @@ IS_CHAMPION = bentoml.metrics.Gauge(
     labelnames=["pipeline"],
     multiprocess_mode="livemin",  # every predictor worker must serve the champion
 )
+SCORED = bentoml.metrics.Counter(
+    name="ml_pipelines_scored_requests",
+    documentation="Requests answered by the gateway's own copy of the model (route=inline: nothing else was"
+    " being scored) or by the batching predictor (route=predictor)",
+    labelnames=["pipeline", "route"],
+)
 SHADOW_DROPPED = bentoml.metrics.Counter(
     name="ml_pipelines_shadow_dropped_rows",
     documentation="Rows the challenger did not shadow-score because too many were waiting (best effort)",
@@ -148,17 +160,20 @@ class Predictor:
     def serving_state(self) -> dict[str, Any]:
         """The served version against the registry's champion, and what is wrong, if anything."""
         state = self.holder.state()
-        return {"served": state.served, "champion": state.champion, "problem": state.problem}
+        shadow = self.holder.shadow
+        return {"served": state.served, "champion": state.champion, "problem": state.problem,
+                "shadow": shadow.version if shadow is not None else None}
 
 
-def _shadow_scorer() -> ShadowScorer | None:
-    """serving.shadow needs the audit trail, where the challenger's scores go."""
+def _shadow_scorer(writer: AuditWriter | None = None) -> ShadowScorer | None:
+    """serving.shadow needs the audit trail, where the challenger's scores go (through `writer`, the
+    process's audit writer where it has one: one writer per process and file)."""
     if not SERVING.shadow:
         return None
     if not CONFIG.audit:
         log.warning("serving.shadow is on but the audit trail is off (ML_PIPELINES_AUDIT): not shadowing")
         return None
-    writer = AuditWriter(CONFIG.layout.audit, CONFIG.pipeline)
+    writer = writer or AuditWriter(CONFIG.layout.audit, CONFIG.pipeline)
     return ShadowScorer(writer.write_nowait,
                         on_drop=lambda rows: SHADOW_DROPPED.labels(pipeline=CONFIG.pipeline).inc(rows))
 
@@ -193,6 +208,14 @@ class ModelService:
         self.feedback_log = AuditWriter(CONFIG.layout.feedback, CONFIG.pipeline) if CONFIG.audit else None
         self.book = feedback_book(CONFIG) if CONFIG.audit else None
         self.feedback_lock = asyncio.Lock()  # a check and its write are one step: no two conflicting labels
+        try:  # the copy of the model that answers while nothing else is being scored (InlineRoute)
+            holder = ModelHolder(CONFIG, _VERSION, shadow_scorer=_shadow_scorer(self.audit))
+        except ServingError as exc:  # it loaded at import: the files changed since
+            stop_server(CONFIG.parent_pid, str(exc))
+            raise
+        self.inline = InlineRoute(holder)
+        self.inline_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inline-scoring")
+        self.poll_now = asyncio.Event()
         # everything loaded so far (bentoml, pandas, sklearn, the model) lives as long as the process:
         # keep it out of the cyclic GC, whose full passes over it stall the event loop under load
         gc.freeze()
@@ -207,6 +230,61 @@ class ModelService:
         if state["problem"]:
             raise HTTPException(503, state["problem"])
         return True
+
+    @bentoml.on_startup
+    async def _start_following(self) -> None:
+        self.follower = asyncio.create_task(self._follow_predictor())
+
+    async def _follow_predictor(self) -> None:
+        """Keeps the gateway's copy of the model on the version the predictor serves (InlineRoute). Every
+        watch_seconds, and at once when a predictor answer disagrees with the copy, it asks the predictor
+        what it serves, if the copy is not confirmed yet or the registry's aliases moved away from it
+        (not otherwise: each call is a line in the predictor's access log)."""
+        loop = asyncio.get_running_loop()
+        route = self.inline
+        while True:
+            generation = route.generation
+            try:
+                if not route.confirmed or await loop.run_in_executor(None, route.holder.behind_registry):
+                    state = await asyncio.wait_for(self.predictor.to_async.serving_state(), READY_TIMEOUT_S)
+                    await loop.run_in_executor(None, route.holder.follow, state["served"], state["shadow"])
+                    route.confirm(generation, state["served"])
+            except Exception:  # noqa: BLE001 - the predictor is not up yet, or its version does not load here
+                log.debug("the gateway's model does not follow the predictor yet", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.poll_now.wait(), CONFIG.watch_seconds)
+            self.poll_now.clear()
+
+    async def _score(
+        self, rows: list[dict[str, Any]], request_id: str, caller: str | None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The rows' answers, and whether they are in the audit trail already: in process while nothing
+        else is being scored (no hop, no batching wait), else from the batching predictor. The same
+        answers either way (ModelHolder.predict_rows)."""
+        route = self.inline
+        inline = route.open
+        route.scoring += 1
+        try:
+            if inline:
+                # in a thread: requests that arrive meanwhile see this one scoring and go to the predictor
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self.inline_pool, self._score_here, rows, request_id, caller)
+            else:
+                results = await self.predictor.to_async.predict_rows(
+                    [{"row": row, "ref": [request_id, i]} for i, row in enumerate(rows)])
+        finally:
+            route.scoring -= 1
+        SCORED.labels(pipeline=CONFIG.pipeline, route="inline" if inline else "predictor").inc()
+        if not inline and route.saw({r["model_version"] for r in results}):
+            self.poll_now.set()
+        return results, inline and self.audit is not None
+
+    def _score_here(self, rows: list[dict[str, Any]], request_id: str, caller: str | None) -> list[dict[str, Any]]:
+        """In the inline-scoring thread: the answers, audited by this thread (it waits for the fsync anyway)."""
+        results = self.inline.holder.predict_rows(rows, [(request_id, i) for i in range(len(rows))])
+        if self.audit is not None:
+            self.audit.write_here(_audit_records(request_id, caller, rows, results))
+        return results
 
     def _caller(self, ctx: bentoml.Context) -> str | None:
         """The key id, for the audit trail (ApiKeyAuth refused the request without a valid key)."""
@@ -226,8 +304,7 @@ class ModelService:
         except RequestError as exc:
             raise HTTPError(str(exc), exc.status) from None
         request_id = uuid.uuid4().hex
-        results = await self.predictor.to_async.predict_rows(
-            [{"row": row, "ref": [request_id, i]} for i, row in enumerate(rows)])
+        results, audited = await self._score(rows, request_id, caller)
         versions = {r["model_version"] for r in results}
         response: dict[str, Any] = {
             "request_id": request_id,
@@ -240,12 +317,8 @@ class ModelService:
             for column in result.get("unseen_categories", ()):
                 UNSEEN.labels(pipeline=CONFIG.pipeline, column=column).inc()
         if self.audit is not None:
-            now = utc_timestamp()
-            await self.audit.write([
-                {"request_id": request_id, "index": i, "caller": caller, "model_version": r["model_version"],
-                 "timestamp": now, "input": row, "output": {k: v for k, v in r.items() if k != "model_version"}}
-                for i, (row, r) in enumerate(zip(rows, results))
-            ])
+            if not audited:
+                await self.audit.write(_audit_records(request_id, caller, rows, results))
             self.book.record_served(request_id, len(rows))
         return Prediction.model_construct(**response)  # built by us: no need to validate it again
 
@@ -271,6 +344,17 @@ class ModelService:
         except FeedbackError as exc:
             raise HTTPError(str(exc), exc.status) from None
         return FeedbackAnswer(accepted=len(new), repeats=repeats)
+
+
+def _audit_records(
+    request_id: str, caller: str | None, rows: list[dict[str, Any]], results: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    now = utc_timestamp()
+    return [
+        {"request_id": request_id, "index": i, "caller": caller, "model_version": r["model_version"],
+         "timestamp": now, "input": row, "output": {k: v for k, v in r.items() if k != "model_version"}}
+        for i, (row, r) in enumerate(zip(rows, results))
+    ]
 
 
 def _document(spec: dict[str, Any]) -> dict[str, Any]:

@@ -35,8 +35,10 @@ from bentoml.exceptions import BentoMLException
 
 from ml_pipelines.components import build_pipeline_defs
 from ml_pipelines.core.models import predict
+from ml_pipelines.core.records import ModelInputs
 from ml_pipelines.datasets.credit import generate
 from ml_pipelines.resources import local_resources
+from ml_pipelines.serving.runtime import records_to_frame
 from ml_pipelines.spec import PipelineSpec, trusted_roots
 from ml_pipelines_tests.helpers import materialize, registry_at
 from ml_pipelines_tests.servers import REPO_ROOT, ServerProcess, free_port, running, venv_executable
@@ -204,6 +206,10 @@ def sample_records(n: int, seed: int) -> tuple[list[dict[str, Any]], pd.DataFram
 
 RECORDS, RECORDS_FRAME = sample_records(400, seed=101)
 assert RECORDS_FRAME["income"].isna().any(), "the sample must hold a null income"
+
+
+def model_inputs(platform: Platform) -> ModelInputs:
+    return registry_at(platform.root).get_version(PIPELINE, platform.second).features
 
 
 def record(i: int = 0, **changes: Any) -> dict[str, Any]:
@@ -674,6 +680,47 @@ def test_prediction_log_feeds_production_data(client, platform):
     # one row per prediction logged that day, whichever process wrote it
     assert len(frame) == len([line for line in lines if line["ts"].startswith(day)])
     assert set(frame["request_id"]) == {line["request_id"] for line in lines if line["ts"].startswith(day)}
+
+
+# ------------------------------------------------------------------ the two routes
+
+
+def _scored(client: httpx.Client) -> dict[str, float]:
+    """ml_pipelines_scored_requests by route: the gateway's own copy (inline) or the predictor."""
+    found = re.findall(r'^ml_pipelines_scored_requests_total\{([^}]*)\} (\S+)$', client.get("/metrics").text, re.M)
+    return {route: sum(float(v) for labels, v in found if f'route="{route}"' in labels)
+            for route in ("inline", "predictor")}
+
+
+def test_an_idle_service_answers_in_process_and_a_busy_one_batches_the_same_answers(service, client, platform):
+    records = [record(300 + i) for i in range(12)]
+    deadline = time.monotonic() + 30  # the gateway's copy answers once a poll saw the predictor serve its version
+    while _scored(client)["inline"] == 0 and time.monotonic() < deadline:
+        assert client.post("/predict", json={"records": [record(299)]}).status_code == 200
+        time.sleep(0.2)
+    before = _scored(client)
+    alone = [client.post("/predict", json={"records": [r]}).json() for r in records]
+    between = _scored(client)
+    assert between["inline"] - before["inline"] == len(records), "one request at a time: no hop to the predictor"
+    assert between["predictor"] == before["predictor"]
+    payloads = [{"records": [r]} for r in records for _ in range(8)]
+    outcomes = asyncio.run(_post_many(service.url, payloads, 32))
+    assert not failures(outcomes), failures(outcomes)[:5]
+    assert _scored(client)["predictor"] - between["predictor"] > 0, "under load the predictor batches"
+    model = registry_at(platform.root).load_model(PIPELINE, platform.second, trusted_roots(platform.spec))
+    labels = [str(c) for c in model.classes_]
+    for i, answer in enumerate(alone):
+        expected, proba = predict(model, records_to_frame([records[i]], model_inputs(platform)), "classification")
+        assert answer["model_version"] == platform.second
+        assert answer["predictions"] == [int(expected[0])]
+        assert [answer["probabilities"][0][label] for label in labels] == list(proba[0]), "the in-process answer"
+    for payload, outcome in zip(payloads, outcomes):
+        first = alone[records.index(payload["records"][0])]
+        assert outcome.body["model_version"] == first["model_version"]
+        assert outcome.body["predictions"] == first["predictions"]
+        # a batch's matrix product may round the last bit differently from a one-row call's
+        np.testing.assert_allclose([outcome.body["probabilities"][0][k] for k in labels],
+                                   [first["probabilities"][0][k] for k in labels], rtol=1e-12, atol=0)
 
 
 # ------------------------------------------------------------------ auth
