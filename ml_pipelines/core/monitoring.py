@@ -22,9 +22,20 @@ def watched_columns(input_types: dict[str, str]) -> tuple[list[str], list[str]]:
     return numeric, categorical
 
 
+# rows scored at once: the model's preprocessing copies the rows it scores (a dense float matrix,
+# derived columns), so the 8M training rows of a 10M-row run in one call held gigabytes more
+PREDICTION_CHUNK_ROWS = 500_000
+
+
 def prediction_values(model: Pipeline, frame: pd.DataFrame, task: str) -> tuple[np.ndarray, bool]:
     """Regression: the prediction. Binary: P(positive class). Multiclass: the label.
-    Returns (values, categorical)."""
+    Returns (values, categorical). Scored PREDICTION_CHUNK_ROWS rows at a time."""
+    parts = [_chunk_values(model, frame.iloc[start:start + PREDICTION_CHUNK_ROWS], task)
+             for start in range(0, max(len(frame), 1), PREDICTION_CHUNK_ROWS)]
+    return np.concatenate([values for values, _ in parts]), parts[0][1]
+
+
+def _chunk_values(model: Pipeline, frame: pd.DataFrame, task: str) -> tuple[np.ndarray, bool]:
     predictions, proba = predict(model, frame, task)
     if task == "regression":
         return np.asarray(predictions, dtype=np.float64), False

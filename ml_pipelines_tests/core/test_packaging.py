@@ -326,3 +326,31 @@ def test_the_bento_image_brings_torch_only_for_a_torch_model(tmp_path):
     assert "+cpu" in metadata.version("torch")
     assert f"torch=={metadata.version('torch')}" in torch_requirements
     assert f"--extra-index-url {TORCH_INDEX}" in torch_requirements
+
+
+@pytest.mark.parametrize("models", [
+    [{"name": "logreg", "estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 300}}],
+    [{"name": "gbm", "estimator": "sklearn.ensemble.HistGradientBoostingClassifier", "params": {"max_iter": 20}}],
+])
+def test_the_reference_profile_scores_the_training_rows_in_chunks_to_the_same_values(monkeypatch, models):
+    """The training rows are scored PREDICTION_CHUNK_ROWS at a time (the model's preprocessing copies
+    what it scores): the values are those of one call over every row, within 1e-12 (a BLAS matrix
+    product over another number of rows may round the last bit otherwise)."""
+    import numpy as np
+
+    from ml_pipelines.core import monitoring
+    from ml_pipelines.core.features import build_feature_set
+    from ml_pipelines.core.selection import select_for_spec
+    from ml_pipelines.datasets.credit import generate
+
+    attributes = small_credit_attributes()
+    attributes["models"] = models
+    spec = make_spec(**attributes)
+    features = build_feature_set(spec, generate(rows=3_000, seed=2))
+    model = select_for_spec(spec, features).model
+    x_train, _ = features.xy("train")
+    whole, categorical = monitoring.prediction_values(model, x_train, spec.task)
+    monkeypatch.setattr(monitoring, "PREDICTION_CHUNK_ROWS", 7)
+    chunked, chunked_categorical = monitoring.prediction_values(model, x_train, spec.task)
+    assert len(chunked) == len(x_train) and chunked_categorical == categorical
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-12)
