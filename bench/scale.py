@@ -4,9 +4,10 @@ per-million-rows slope per step, the whole run, and the bytes stored between ste
 The shipped spec (ml_pipelines/defs/pipelines/credit_default/defs.yaml) with the candidate
 list trimmed to logreg + gbm (gbm keeps its grid) and the generator's `rows` set, run as
 the `credit_default_retrain_job` through Dagster on the in-process executor (dg.execute_job,
-as a run worker runs a run; see run_once) on a temp SQLite instance, with the project's IO manager (LocalFrameIOManager: DataFrames as Parquet) on a temp
-folder. Each size runs in a fresh child process (after an untimed 5,000-row run in that
-process for imports and first-use costs), so its peak memory is its own.
+as a run worker runs a run; see run_once) on a temp SQLite instance, with the project's IO
+manager (LocalFrameIOManager: DataFrames as Parquet) on a temp folder. Each size runs in a
+fresh child process (after an untimed 5,000-row run in that process for imports and
+first-use costs), so its peak memory is its own.
 
 Per step: wall seconds (STEP_START -> STEP_SUCCESS in the event log) and the peak RSS of
 the process while the step ran (sampled every 50 ms). Slopes (seconds per million rows):
@@ -105,6 +106,7 @@ def pickled_size(value: Any) -> int:
 
 
 ROWS_ENV, ROOT_ENV = "BENCH_SCALE_ROWS", "BENCH_SCALE_ROOT"  # what scale_job builds (it runs in this process)
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # run config: no per-event console lines
 
 
 def scale_job():
@@ -140,7 +142,7 @@ def run_once(rows: int, root: Path) -> dict[str, Any]:
     with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance, MemorySampler() as memory:
         started = time.perf_counter()
         with dg.execute_job(dg.reconstructable(scale_job), instance=instance, raise_on_error=True,
-                            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}}) as result:
+                            run_config=QUIET) as result:
             wall = time.perf_counter() - started
             run_id = result.run_id
             materializations = result.get_asset_materialization_events()
@@ -199,8 +201,7 @@ def warm_up(rows: int, root: Path) -> None:
     os.environ[ROWS_ENV], os.environ[ROOT_ENV] = str(rows), str(root)
     (root / "dagster_home").mkdir()
     with dg.DagsterInstance.local_temp(tempdir=str(root / "dagster_home")) as instance:
-        scale_job().execute_in_process(instance=instance, raise_on_error=True,
-                                       run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        scale_job().execute_in_process(instance=instance, raise_on_error=True, run_config=QUIET)
 
 
 def child(rows: int, threads: int, out: Path) -> None:

@@ -180,8 +180,8 @@ def fail_fast_on_bad_input(fn):
     """Errors that a retry cannot fix (bad data, a bad spec, a checksum mismatch, a failed
     gate: every core.errors.InputError) fail the step at once, with the original message,
     instead of being retried; so do a termination (see _terminated) and an idle step
-    (ended_when_idle). A run without a run-time limit gets its steps' (_limit_untagged_run). Every asset's output carries what its step used
-    (step_usage.record_step_usage)."""
+    (ended_when_idle). A run without a run-time limit gets its steps' (_limit_untagged_run).
+    Every asset's output carries what its step used (step_usage.record_step_usage)."""
     fn = record_step_usage(fn)
 
     if inspect.isgeneratorfunction(fn):
