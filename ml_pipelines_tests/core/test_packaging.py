@@ -268,10 +268,16 @@ def _cmdline(pid: int) -> bytes:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_killing_packaging_during_the_bento_build_kills_the_build_and_commits_nothing(candidate, world):
     process = start_packager(candidate, world, "")
+    builds: list[int] = []
+
+    def build_started() -> bool:
+        builds[:] = bento_builds_of(process.pid)  # kept as seen: a fast build may end before a second look
+        return bool(builds) or process.poll() is not None
+
     try:
-        assert wait_until(lambda: bento_builds_of(process.pid) or process.poll() is not None, 120)
-        builds = bento_builds_of(process.pid)
+        assert wait_until(build_started, 120)
         assert builds, f"no bento build seen: {process.stderr.read() if process.poll() is not None else ''}"
+        os.kill(builds[0], signal.SIGSTOP)  # frozen mid-build, so the packager is killed during it, not after
         kill(process)
     finally:
         if process.poll() is None:
