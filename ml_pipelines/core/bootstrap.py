@@ -28,13 +28,29 @@ WeightedMetric = Callable[[np.ndarray], np.ndarray]  # counts (resamples x rows)
 Key = TypeVar("Key")
 
 
-def on_resamples(metrics: Mapping[Key, WeightedMetric], n: int, samples: int, seed: int = 0) -> dict[Key, np.ndarray]:
-    """Every metric on the same `samples` resamples of n rows (NaN where undefined)."""
+def on_resamples(
+    metrics: Mapping[Key, WeightedMetric], n: int, samples: int, seed: int = 0, layout: np.ndarray | None = None
+) -> dict[Key, np.ndarray]:
+    """Every metric on the same `samples` resamples of n rows (NaN where undefined). With a layout
+    (see resample_counts), the metrics are built on the rows taken in that order."""
     values: dict[Key, list[np.ndarray]] = {key: [] for key in metrics}
-    for counts in resample_counts(n, samples, seed):
+    for counts in resample_counts(n, samples, seed, layout):
         for key, metric in metrics.items():
             values[key].append(metric(counts))
     return {key: np.concatenate(blocks) if blocks else np.empty(0) for key, blocks in values.items()}
+
+
+def metrics_on_resamples(
+    names: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None,
+    classes: Sequence | None, samples: int, seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Each named metric of one model's predictions on the same resamples (NaN where undefined),
+    with the rows laid out for a binary roc_auc when one is asked for."""
+    layout = auc_layout(y_true, proba, classes) if "roc_auc" in names else None
+    if layout is not None:
+        y_true, y_pred, proba = y_true[layout], y_pred[layout], proba[layout]
+    metrics = {name: metric_function(name, y_true, y_pred, proba, classes) for name in names}
+    return on_resamples(metrics, len(y_true), samples, seed, layout)
 
 
 def metric_function(
@@ -60,16 +76,20 @@ def metric_function(
     return by_indexing
 
 
-def resample_counts(n: int, samples: int, seed: int) -> Iterator[np.ndarray]:
-    """Blocks of resamples as counts (resamples x n), drawn as rng.integers(0, n, n) each."""
+def resample_counts(n: int, samples: int, seed: int, layout: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Blocks of resamples as counts (resamples x n), drawn as rng.integers(0, n, n) each. With a
+    layout (a permutation of the rows), column j counts row layout[j]: the counts come out in the
+    order the metrics want them, so no metric gathers them per resample."""
     rng = np.random.default_rng(seed)
     block = max(1, min(samples, BLOCK_BYTES // (8 * max(n, 1))))
+    position = None if layout is None else _inverse(layout)
     done = 0
     while done < samples:
         size = min(block, samples - done)
         counts = np.empty((size, n))
         for row in range(size):
-            counts[row] = np.bincount(rng.integers(0, n, n), minlength=n)
+            drawn = rng.integers(0, n, n)
+            counts[row] = np.bincount(drawn if position is None else position[drawn], minlength=n)
         done += size
         yield counts
 
@@ -156,20 +176,46 @@ def _roc_auc(y_true: np.ndarray, proba: np.ndarray, labels: list) -> WeightedMet
     return lambda counts: np.mean([auc(counts) for auc in per_class], axis=0)
 
 
+def _inverse(layout: np.ndarray) -> np.ndarray:
+    """Where each row is in the layout; int32 where it fits (the lookup per draw is random access,
+    and half the bytes keep more of it in cache)."""
+    position = np.empty(len(layout), dtype=np.int32 if len(layout) < 2**31 else np.int64)
+    position[layout] = np.arange(len(layout), dtype=position.dtype)
+    return position
+
+
+def auc_layout(y_true: np.ndarray, proba: np.ndarray | None, classes: Sequence | None) -> np.ndarray | None:
+    """For a binary task with probabilities: the row order in which the weighted roc_auc reads its
+    counts without a gather (negatives, then positives, each by score); None otherwise."""
+    labels = list(classes) if classes is not None else sorted(np.unique(y_true).tolist())
+    if proba is None or len(labels) != 2:
+        return None
+    return _layout(np.asarray(y_true) == labels[1], np.asarray(proba)[:, 1])
+
+
+def _layout(positive: np.ndarray, score: np.ndarray) -> np.ndarray:
+    return np.lexsort((score, positive))
+
+
 def _binary_auc(positive: np.ndarray, score: np.ndarray) -> WeightedMetric:
-    """Mann-Whitney AUC with ties counted half, from rows sorted by score once: for each group of
-    equal scores, its positives beat every negative below it and tie with its own negatives."""
-    order = np.argsort(score, kind="mergesort")
-    sorted_score, is_positive = score[order], positive[order].astype(float)
-    starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
+    """Mann-Whitney AUC with ties counted half. With the rows laid out as negatives then positives,
+    each by score (_layout), a positive's wins are the drawn negatives below its score plus half
+    those equal to it: two lookups in the running count of drawn negatives, found once by
+    binary search. Rows in any other order are gathered into that layout per resample."""
+    order = _layout(positive, score)
+    laid_out = bool(np.array_equal(order, np.arange(len(order))))
+    negatives = len(positive) - int(np.count_nonzero(positive))
+    negative_scores, positive_scores = score[order[:negatives]], score[order[negatives:]]
+    below = np.searchsorted(negative_scores, positive_scores, side="left")
+    up_to = np.searchsorted(negative_scores, positive_scores, side="right")
 
     def metric(counts: np.ndarray) -> np.ndarray:
-        drawn = counts[:, order]
-        positives = np.add.reduceat(drawn * is_positive, starts, axis=1)
-        negatives = np.add.reduceat(drawn * (1 - is_positive), starts, axis=1)
-        below = np.cumsum(negatives, axis=1) - negatives
-        wins = (positives * (below + 0.5 * negatives)).sum(axis=1)
-        pairs = positives.sum(axis=1) * negatives.sum(axis=1)
+        drawn = counts if laid_out else counts[:, order]
+        running = np.zeros((len(drawn), negatives + 1))
+        np.cumsum(drawn[:, :negatives], axis=1, out=running[:, 1:])
+        drawn_positives = drawn[:, negatives:]
+        wins = 0.5 * np.einsum("ij,ij->i", drawn_positives, running[:, below] + running[:, up_to])
+        pairs = drawn_positives.sum(axis=1) * running[:, -1]
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(pairs > 0, wins / pairs, np.nan)
 

