@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from ml_pipelines.core.bootstrap import WeightedMetric, metric_function, on_resamples
+from ml_pipelines.core.bootstrap import WeightedMetric, auc_layout, metric_function, metrics_on_resamples, on_resamples
 from ml_pipelines.core.errors import MetricError
 from ml_pipelines.core.metrics import compute_metric, regression_of
 from ml_pipelines.core.models import predict
@@ -35,6 +35,10 @@ class Scored:
 
     def on_resamples(self, name: str) -> WeightedMetric:
         return metric_function(name, self.y_true, self.y_pred, self.proba, self.classes)
+
+    def rows(self, positions: np.ndarray) -> Scored:
+        proba = self.proba[positions] if self.proba is not None else None
+        return Scored(self.y_true[positions], self.y_pred[positions], proba, self.classes)
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,11 @@ def paired_bootstrap(
     if n == 0:
         raise MetricError(f"{metric}: no labelled rows to compare on")
     point = regression_of(metric, candidate.metric(metric), reference.metric(metric))
-    both = on_resamples({"candidate": candidate.on_resamples(metric), "reference": reference.on_resamples(metric)},
-                        n, samples, seed)
+    # rows laid out for the candidate's roc_auc (core.bootstrap.auc_layout): one of the two reads its counts directly
+    layout = auc_layout(candidate.y_true, candidate.proba, candidate.classes) if metric == "roc_auc" else None
+    laid_out = (candidate, reference) if layout is None else (candidate.rows(layout), reference.rows(layout))
+    both = on_resamples({"candidate": laid_out[0].on_resamples(metric), "reference": laid_out[1].on_resamples(metric)},
+                        n, samples, seed, layout)
     values = regression_of(metric, both["candidate"], both["reference"])
     values = values[~np.isnan(values)]
     if not len(values):
@@ -114,7 +121,9 @@ def estimate(metric: str, scored: Scored, *, samples: int = 200, level: float = 
         value = scored.metric(metric)
     except (MetricError, ValueError):
         return MetricEstimate(None, None, None)
-    values = on_resamples({metric: scored.on_resamples(metric)}, len(scored.y_true), samples, seed)[metric]
+    values = metrics_on_resamples([metric], scored.y_true, scored.y_pred, scored.proba, scored.classes, samples, seed)[
+        metric
+    ]
     values = values[~np.isnan(values)]
     if not len(values):
         return MetricEstimate(value, None, None)

@@ -89,3 +89,24 @@ def test_performance_holds_fails_only_on_enough_evidence_of_a_real_drop():
     too_few = performance_holds("roc_auc", 0.50, 0.74, rows=50, max_drop=0.05, min_rows=200)
     assert too_few.passed and "not enough evidence" in too_few.reason
     assert not performance_holds("rmse", 12.0, 10.0, rows=500, max_drop=1.0, min_rows=10).passed
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "log_loss", "accuracy"])
+def test_the_paired_bootstrap_resamples_are_the_indexing_bootstraps(metric):
+    """Counts laid out for the candidate's roc_auc give the losses that recomputing both models'
+    metric on each resample's rows gives (the same rng.integers(0, n, n) draws)."""
+    from ml_pipelines.core.metrics import compute_metric, regression_of
+
+    y = _labels()[:600]
+    base = _scored(y, 1.0, 1)
+    candidate = Scored(y, base.y_pred, np.round(base.proba, 1), (0, 1))  # tied scores, as a tree model gives
+    reference = _scored(y, 0.8, 2)
+    rng = np.random.default_rng(5)
+    losses = []
+    for _ in range(80):
+        idx = rng.integers(0, len(y), len(y))
+        scores = [compute_metric(metric, y[idx], s.y_pred[idx], s.proba[idx], s.classes) for s in (candidate, reference)]
+        losses.append(regression_of(metric, *scores))
+    got = paired_bootstrap(metric, candidate, reference, samples=80, seed=5, confidence=0.9)
+    assert got.loss_low == pytest.approx(np.quantile(losses, 0.05), abs=1e-9)
+    assert got.loss_bound == pytest.approx(np.quantile(losses, 0.9), abs=1e-9)
