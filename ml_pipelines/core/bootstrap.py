@@ -40,17 +40,36 @@ def on_resamples(
     return {key: np.concatenate(blocks) if blocks else np.empty(0) for key, blocks in values.items()}
 
 
+class LaidOutMetrics:
+    """The named weighted metrics of one model's predictions, with the rows laid out once for a
+    binary roc_auc when one is asked for (auc_layout): weights given to them are in that order."""
+
+    def __init__(
+        self, names: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None,
+        classes: Sequence | None,
+    ):
+        self.layout = auc_layout(y_true, proba, classes) if "roc_auc" in names else None
+        if self.layout is not None:
+            y_true, y_pred, proba = y_true[self.layout], y_pred[self.layout], proba[self.layout]
+        self.metrics = {name: metric_function(name, y_true, y_pred, proba, classes) for name in names}
+
+    def laid_out(self, per_row: np.ndarray) -> np.ndarray:
+        """Per-row values in the layout's order."""
+        return per_row if self.layout is None else per_row[self.layout]
+
+    def __call__(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Each metric under each row of weights (k x rows, in the layout's order; 0/1 weights
+        select a subset of the rows), NaN where undefined: no sort or label check per subset."""
+        return {name: metric(weights) for name, metric in self.metrics.items()}
+
+
 def metrics_on_resamples(
     names: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None,
     classes: Sequence | None, samples: int, seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Each named metric of one model's predictions on the same resamples (NaN where undefined),
-    with the rows laid out for a binary roc_auc when one is asked for."""
-    layout = auc_layout(y_true, proba, classes) if "roc_auc" in names else None
-    if layout is not None:
-        y_true, y_pred, proba = y_true[layout], y_pred[layout], proba[layout]
-    metrics = {name: metric_function(name, y_true, y_pred, proba, classes) for name in names}
-    return on_resamples(metrics, len(y_true), samples, seed, layout)
+    """Each named metric of one model's predictions on the same resamples (NaN where undefined)."""
+    laid_out = LaidOutMetrics(names, y_true, y_pred, proba, classes)
+    return on_resamples(laid_out.metrics, len(y_true), samples, seed, laid_out.layout)
 
 
 def metric_function(
@@ -197,13 +216,24 @@ def _layout(positive: np.ndarray, score: np.ndarray) -> np.ndarray:
     return np.lexsort((score, positive))
 
 
+def _is_laid_out(positive: np.ndarray, score: np.ndarray) -> bool:
+    """Whether the rows already are in _layout's order (one pass; a sort would be n log n)."""
+    positive = positive.astype(bool)
+    negatives = len(positive) - int(np.count_nonzero(positive))
+    return bool(
+        not positive[:negatives].any()
+        and np.all(score[1:negatives] >= score[: max(negatives - 1, 0)])
+        and np.all(score[negatives + 1 :] >= score[negatives:-1])
+    )
+
+
 def _binary_auc(positive: np.ndarray, score: np.ndarray) -> WeightedMetric:
     """Mann-Whitney AUC with ties counted half. With the rows laid out as negatives then positives,
     each by score (_layout), a positive's wins are the drawn negatives below its score plus half
     those equal to it: two lookups in the running count of drawn negatives, found once by
     binary search. Rows in any other order are gathered into that layout per resample."""
-    order = _layout(positive, score)
-    laid_out = bool(np.array_equal(order, np.arange(len(order))))
+    laid_out = _is_laid_out(positive, score)
+    order = np.arange(len(score)) if laid_out else _layout(positive, score)
     negatives = len(positive) - int(np.count_nonzero(positive))
     negative_scores, positive_scores = score[order[:negatives]], score[order[negatives:]]
     below = np.searchsorted(negative_scores, positive_scores, side="left")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ml_pipelines.core.bootstrap import metrics_on_resamples
+from ml_pipelines.core.bootstrap import LaidOutMetrics, metrics_on_resamples
 from ml_pipelines.core.champion import Champion
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.metrics import MetricError, compute_metric, compute_metrics, regression_of
@@ -85,21 +85,22 @@ def bootstrap_values(names: list[str], p: Predictions, samples: int, seed: int =
 def slice_metrics(
     names: list[str], p: Predictions, frame: pd.DataFrame, columns: list[str], min_rows: int = 10
 ) -> list[SliceMetrics]:
+    """Each metric on each value's rows of each slice column (values with min_rows at least), None
+    where undefined (e.g. roc_auc on a slice of one class). Computed as weighted metrics with 0/1
+    weights (core.bootstrap): sklearn would sort and check the labels once per slice and metric."""
     rows = []
+    laid_out = LaidOutMetrics(names, p.y_true, p.y_pred, p.proba, p.classes)
     for column in columns:
-        keys = frame[column].astype("str").fillna("<null>").to_numpy()
-        for value in sorted(set(keys)):
-            mask = keys == value
-            if mask.sum() < min_rows:
-                continue
-            proba = p.proba[mask] if p.proba is not None else None
-            result: dict[str, float | None] = {}
-            for name in names:
-                try:
-                    result[name] = compute_metric(name, p.y_true[mask], p.y_pred[mask], proba, p.classes)
-                except (MetricError, ValueError):
-                    result[name] = None  # e.g. roc_auc on a slice with one class
-            rows.append(SliceMetrics(column, value, int(mask.sum()), result))
+        codes, values = pd.factorize(frame[column].astype("str").fillna("<null>"))
+        sizes = np.bincount(codes, minlength=len(values))
+        kept = sorted((str(values[code]), code) for code in range(len(values)) if sizes[code] >= min_rows)
+        if not kept:
+            continue
+        codes = laid_out.laid_out(codes)
+        results = laid_out(np.stack([codes == code for _, code in kept]).astype(float))
+        for i, (value, code) in enumerate(kept):
+            metrics = {name: None if np.isnan(results[name][i]) else float(results[name][i]) for name in names}
+            rows.append(SliceMetrics(column, value, int(sizes[code]), metrics))
     return rows
 
 

@@ -196,6 +196,68 @@ def test_slices_below_min_rows_are_left_out_and_undefined_metrics_are_none():
     assert rows["ones"].metrics["accuracy"] == 1.0
 
 
+def sklearn_slice_metrics(names, p: Predictions, frame: pd.DataFrame, columns, min_rows=10):
+    """The implementation the weighted slices replace: sklearn's metric on each slice's rows."""
+    rows = {}
+    for column in columns:
+        keys = frame[column].astype("str").fillna("<null>").to_numpy()
+        for value in sorted(set(keys)):
+            mask = keys == value
+            if mask.sum() < min_rows:
+                continue
+            proba = p.proba[mask] if p.proba is not None else None
+            metrics = {}
+            for name in names:
+                try:
+                    metrics[name] = compute_metric(name, p.y_true[mask], p.y_pred[mask], proba, p.classes)
+                except (MetricError, ValueError):
+                    metrics[name] = None
+            rows[column, value] = (int(mask.sum()), metrics)
+    return rows
+
+
+def _slice_cases():
+    rng = np.random.default_rng(4)
+    n = 900
+    region = rng.choice(["north", "south", "east"], n).astype(object)
+    region[:40] = None  # a "<null>" slice
+    level = rng.integers(0, 4, n).astype(float)
+    frame = pd.DataFrame({"region": region, "level": level})
+    y = rng.integers(0, 2, n)
+    y[frame["level"].to_numpy() == 3] = 1  # one class only: roc_auc undefined there
+    score = np.round(np.clip(0.3 + 0.4 * y + rng.normal(0, 0.25, n), 0, 1), 1)  # tied scores
+    y_pred = (score > 0.5).astype(int)
+    y_pred[frame["level"].to_numpy() == 0] = 0  # nothing predicted positive: f1 is 0
+    binary = Predictions(y, y_pred, np.column_stack([1 - score, score]), (0, 1))
+    labels = np.array(["a", "b", "c"])
+    y3 = labels[rng.integers(0, 3, n)]
+    y3[frame["level"].to_numpy() == 2] = "a"  # a class missing from a slice
+    logits = rng.normal(size=(n, 3)) + 1.2 * (y3[:, None] == labels[None, :])
+    proba3 = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    multiclass = Predictions(y3, labels[proba3.argmax(axis=1)], proba3, ("a", "b", "c"))
+    amount = rng.normal(size=n) * 10
+    regression = Predictions(amount, amount + rng.normal(size=n), None, None)
+    classification_names = ["roc_auc", "accuracy", "f1", "f1_macro", "log_loss"]
+    return frame, [(binary, classification_names), (multiclass, classification_names),
+                   (regression, ["mae", "rmse", "r2"]), (Predictions(y, y_pred, None, (0, 1)), ["roc_auc", "f1"])]
+
+
+@pytest.mark.parametrize("case", range(4), ids=["binary", "multiclass", "regression", "no probabilities"])
+def test_weighted_slice_metrics_are_sklearns_on_each_slice(case):
+    frame, cases = _slice_cases()
+    p, names = cases[case]
+    expected = sklearn_slice_metrics(names, p, frame, ["region", "level"])
+    got = {(s.column, s.value): (s.rows, s.metrics) for s in slice_metrics(names, p, frame, ["region", "level"])}
+    assert list(got) == list(expected)
+    for key, (rows, metrics) in expected.items():
+        assert got[key][0] == rows
+        for name, value in metrics.items():
+            if value is None:
+                assert got[key][1][name] is None, (key, name)
+            else:
+                assert got[key][1][name] == pytest.approx(value, abs=1e-9), (key, name)
+
+
 def test_permutation_importance_ranks_signal_above_noise(classification):
     features, model = classification
     importance = permutation_importance(model, features, "roc_auc")

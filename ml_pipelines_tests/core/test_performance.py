@@ -105,7 +105,8 @@ def test_the_paired_bootstrap_resamples_are_the_indexing_bootstraps(metric):
     losses = []
     for _ in range(80):
         idx = rng.integers(0, len(y), len(y))
-        scores = [compute_metric(metric, y[idx], s.y_pred[idx], s.proba[idx], s.classes) for s in (candidate, reference)]
+        scores = [compute_metric(metric, y[idx], s.y_pred[idx], s.proba[idx], s.classes)
+                  for s in (candidate, reference)]
         losses.append(regression_of(metric, *scores))
     got = paired_bootstrap(metric, candidate, reference, samples=80, seed=5, confidence=0.9)
     assert got.loss_low == pytest.approx(np.quantile(losses, 0.05), abs=1e-9)
