@@ -252,10 +252,14 @@ def test_packaging_killed_after_a_stage_leaves_only_servable_versions_and_a_retr
 
 
 def bento_builds_of(pid: int) -> list[int]:
-    """Live children of pid that are building a bento."""
+    """Live children of pid that are building a bento: past the launcher (core.child_process), whose
+    command line names the build too, but which has not yet asked for its parent-death signal."""
     from ml_pipelines_tests.core.test_child_process import children_of
 
-    return [child for child in children_of(pid) if b"ml_pipelines.serving.bento" in _cmdline(child)]
+    return [
+        child for child in children_of(pid)
+        if b"ml_pipelines.serving.bento" in _cmdline(child) and b"PR_SET_PDEATHSIG" not in _cmdline(child)
+    ]
 
 
 def _cmdline(pid: int) -> bytes:
