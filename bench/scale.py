@@ -339,8 +339,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     slope_table = slopes(outcomes)
     verdict = verdicts(outcomes, slope_table)
     payload = {"pipeline": "credit_default", "candidates": list(CANDIDATES), "sizes": args.rows,
-               "repeats": args.repeats, "threads": args.threads or "library defaults", "targets": TARGETS, "verdict": verdict,
-               "slopes": slope_table, "runs": outcomes}
+               "repeats": args.repeats, "threads": args.threads or "library defaults", "targets": TARGETS,
+               "verdict": verdict, "slopes": slope_table, "runs": outcomes}
     path = write_results("scale", payload)
     report(outcomes, slope_table, verdict)
     print(f"results: {path}")

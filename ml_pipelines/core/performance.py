@@ -85,9 +85,10 @@ def paired_bootstrap(
     point = regression_of(metric, candidate.metric(metric), reference.metric(metric))
     # rows laid out for the candidate's roc_auc (core.bootstrap.auc_layout): one of the two reads its counts directly
     layout = auc_layout(candidate.y_true, candidate.proba, candidate.classes) if metric == "roc_auc" else None
-    laid_out = (candidate, reference) if layout is None else (candidate.rows(layout), reference.rows(layout))
-    both = on_resamples({"candidate": laid_out[0].on_resamples(metric), "reference": laid_out[1].on_resamples(metric)},
-                        n, samples, seed, layout)
+    pair = {"candidate": candidate, "reference": reference}
+    if layout is not None:
+        pair = {role: scored.rows(layout) for role, scored in pair.items()}
+    both = on_resamples({role: scored.on_resamples(metric) for role, scored in pair.items()}, n, samples, seed, layout)
     values = regression_of(metric, both["candidate"], both["reference"])
     values = values[~np.isnan(values)]
     if not len(values):
@@ -121,9 +122,9 @@ def estimate(metric: str, scored: Scored, *, samples: int = 200, level: float = 
         value = scored.metric(metric)
     except (MetricError, ValueError):
         return MetricEstimate(None, None, None)
-    values = metrics_on_resamples([metric], scored.y_true, scored.y_pred, scored.proba, scored.classes, samples, seed)[
-        metric
-    ]
+    values = metrics_on_resamples(
+        [metric], scored.y_true, scored.y_pred, scored.proba, scored.classes, samples, seed
+    )[metric]
     values = values[~np.isnan(values)]
     if not len(values):
         return MetricEstimate(value, None, None)
