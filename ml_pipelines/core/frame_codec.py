@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import pickle
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -78,6 +79,13 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes | None:
         return None  # e.g. an object column mixing types
 
 
+def row_chunks(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
+    """frame's rows, `rows` at a time, as views; one empty chunk for an empty frame (its columns
+    and dtypes still count)."""
+    for start in range(0, max(len(frame), 1), rows):
+        yield frame.iloc[start : start + rows]
+
+
 def write_parquet(frame: pd.DataFrame) -> bytes:
     """frame as zstd Parquet, written CHUNK_ROWS rows at a time (a row group each) under the
     whole frame's schema; pyarrow's error when a column cannot be converted."""
@@ -88,8 +96,7 @@ def write_parquet(frame: pd.DataFrame) -> bytes:
     # the whole frame's schema: its pandas metadata (index, dtypes) is what a read restores
     schema = pa.Schema.from_pandas(frame, preserve_index=None)
     with pq.ParquetWriter(sink, schema, compression=COMPRESSION) as writer:
-        for start in range(0, max(len(frame), 1), CHUNK_ROWS):
-            chunk = frame.iloc[start:start + CHUNK_ROWS]
+        for chunk in row_chunks(frame, CHUNK_ROWS):
             writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=None))
     return sink.getvalue()
 

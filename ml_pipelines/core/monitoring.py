@@ -9,6 +9,7 @@ from sklearn.pipeline import Pipeline
 
 from ml_pipelines.core.drift import DriftReport, ReferenceProfile, build_profile, compute_drift
 from ml_pipelines.core.features import FeatureSet
+from ml_pipelines.core.frame_codec import row_chunks
 from ml_pipelines.core.models import predict
 from ml_pipelines.spec import DriftSpec
 
@@ -30,8 +31,7 @@ PREDICTION_CHUNK_ROWS = 500_000
 def prediction_values(model: Pipeline, frame: pd.DataFrame, task: str) -> tuple[np.ndarray, bool]:
     """Regression: the prediction. Binary: P(positive class). Multiclass: the label.
     Returns (values, categorical). Scored PREDICTION_CHUNK_ROWS rows at a time."""
-    parts = [_chunk_values(model, frame.iloc[start:start + PREDICTION_CHUNK_ROWS], task)
-             for start in range(0, max(len(frame), 1), PREDICTION_CHUNK_ROWS)]
+    parts = [_chunk_values(model, chunk, task) for chunk in row_chunks(frame, PREDICTION_CHUNK_ROWS)]
     return np.concatenate([values for values, _ in parts]), parts[0][1]
 
 
