@@ -41,17 +41,18 @@ class AuditWriter:
         return directory / f"{self.writer_id}.jsonl"
 
     def _append(self, batches: list[list[dict[str, Any]]]) -> None:
-        """Write and fsync records (one write per day); hold self._lock."""
+        """Write and fsync records (one write per day), one writer at a time."""
         lines: dict[str, list[str]] = {}
         for records in batches:
             for record in records:
                 lines.setdefault(record["timestamp"][:10], []).append(_dumps(record) + "\n")
-        for day, day_lines in lines.items():
-            if day not in self._handles:
-                self._handles[day] = open(self._path(day), "a", encoding="utf-8")  # noqa: SIM115
-            self._handles[day].write("".join(day_lines))
-            self._handles[day].flush()
-            os.fsync(self._handles[day].fileno())
+        with self._lock:
+            for day, day_lines in lines.items():
+                if day not in self._handles:
+                    self._handles[day] = open(self._path(day), "a", encoding="utf-8")  # noqa: SIM115
+                self._handles[day].write("".join(day_lines))
+                self._handles[day].flush()
+                os.fsync(self._handles[day].fileno())
 
     def _run(self) -> None:
         while True:
@@ -63,8 +64,7 @@ class AuditWriter:
                     break
             error: BaseException | None = None
             try:
-                with self._lock:
-                    self._append([records for records, _, _ in batch])
+                self._append([records for records, _, _ in batch])
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
                 error = exc
             # one wake-up per event loop for the whole batch, not one per request
@@ -88,8 +88,7 @@ class AuditWriter:
     def write_here(self, records: list[dict[str, Any]]) -> None:
         """Returns once the records are on disk (fsynced), written by the calling thread: not from
         an event loop, which it would block."""
-        with self._lock:
-            self._append([records])
+        self._append([records])
 
     def write_nowait(self, records: list[dict[str, Any]]) -> None:
         """Queue records for the next group commit without waiting for it (shadow scores: off the reply path)."""

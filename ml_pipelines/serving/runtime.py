@@ -301,12 +301,17 @@ class ModelHolder:
         return True
 
     def refresh_shadow(self) -> None:
-        """Follow the challenger alias; a challenger that fails to load is not shadowed (logged)."""
+        """Follow the challenger alias (not when it names the served version)."""
         challenger = self.config.registry().get_alias(self.config.pipeline, "challenger")
-        if challenger is None or challenger == self.current.version:
-            self.shadow = None
+        self._shadow(None if challenger == self.current.version else challenger)
+
+    def _shadow(self, challenger: str | None) -> None:
+        """Shadow-score `challenger` (None: nothing), loading it when new; one that fails to load is
+        not shadowed (logged)."""
+        if (self.shadow.version if self.shadow is not None else None) == challenger:
             return
-        if self.shadow is not None and self.shadow.version == challenger:
+        if challenger is None:
+            self.shadow = None
             return
         try:
             self.shadow = self.config.load(challenger)
@@ -327,13 +332,8 @@ class ModelHolder:
                 self._follow_failed = (version, str(exc))
                 raise
             self._follow_failed = None
-        if not self.shadowing or (self.shadow.version if self.shadow else None) == challenger:
-            return
-        try:
-            self.shadow = self.config.load(challenger) if challenger is not None else None
-        except ServingError as exc:
-            self.shadow = None
-            log.error("challenger %s failed to load; not shadowing: %s", challenger, exc)
+        if self.shadowing:
+            self._shadow(challenger)
 
     def behind_registry(self) -> bool:
         """Whether the registry names a champion (unless pinned) or, when shadowing, a challenger
