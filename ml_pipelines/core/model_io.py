@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import ModuleType
 
-import skops.io as sio
 from sklearn.pipeline import Pipeline
 
 from ml_pipelines.core.errors import UntrustedArtifactError
@@ -18,6 +18,16 @@ from ml_pipelines.core.errors import UntrustedArtifactError
 TRUSTED_MODULE_ROOTS = ("sklearn", "numpy", "scipy", "ml_pipelines")
 PIPELINE_FILE = "model.skops"
 PREPROCESS_FILE = "preprocess.skops"
+
+
+def _skops() -> ModuleType:
+    """skops.io, imported where a model is read or written: on import it lists every sklearn
+    estimator, which imports every sklearn module and, through sklearn's array API support, torch
+    (about 2 s), and most processes that import this module (a step that never touches a model,
+    a code server loading the definitions) read and write none."""
+    import skops.io
+
+    return skops.io
 
 
 def _is_torch(model: Pipeline) -> bool:
@@ -28,14 +38,15 @@ def save_model(model: Pipeline, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     if _is_torch(model):
         preprocess = directory / PREPROCESS_FILE
-        sio.dump(Pipeline(model.steps[:-1]), preprocess)
+        _skops().dump(Pipeline(model.steps[:-1]), preprocess)
         return [preprocess, *model[-1].save(directory)]
     path = directory / PIPELINE_FILE
-    sio.dump(model, path)
+    _skops().dump(model, path)
     return [path]
 
 
 def _trusted_loads(data: bytes, source: str, extra_roots: tuple[str, ...]):
+    sio = _skops()
     roots = TRUSTED_MODULE_ROOTS + extra_roots
     untrusted = sio.get_untrusted_types(data=data)
     refused = [t for t in untrusted if t.split(".", 1)[0] not in roots]
@@ -65,5 +76,5 @@ def serialized_size_bytes(model: Pipeline) -> int:
 
         buffer = io.BytesIO()
         torch.save(model[-1].module_.state_dict(), buffer)
-        return len(sio.dumps(Pipeline(model.steps[:-1]))) + buffer.tell()
-    return len(sio.dumps(model))
+        return len(_skops().dumps(Pipeline(model.steps[:-1]))) + buffer.tell()
+    return len(_skops().dumps(model))

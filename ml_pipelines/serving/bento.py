@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from bentoml.images import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = PROJECT_ROOT / "ml_pipelines"  # what a bento carries of it: include= in _build
+LEFT_OUT = ("defs", "__pycache__")  # the demo pipelines' folders and bytecode: excluded from the bento anyway
 VERSION_ARG = "version"  # the bento's argument that names the version it carries (bentoml.use_arguments)
 # what the service imports, pinned to the versions that trained and packaged the model
 RUNTIME_PACKAGES = ["bentoml", "pandas", "numpy", "scikit-learn", "skops", "pydantic", "scipy", "pyyaml"]
@@ -71,18 +74,23 @@ def _save_model(pipeline: str, version: str, artifact_dir: Path, details: Path) 
 def _build(pipeline: str, version: str) -> str:
     import bentoml
 
-    bento = bentoml.bentos.build(
-        "ml_pipelines.serving.service:ModelService",
-        name=pipeline.replace("_", "-"),
-        version=version,
-        labels={"pipeline": pipeline, "version": version},
-        description=f"{pipeline} model {version}, served by ml_pipelines",
-        include=["ml_pipelines/**/*.py", "ml_pipelines/**/*.yaml"],
-        exclude=["ml_pipelines/defs/**", "**/__pycache__"],
-        models=[f"{pipeline}:{version}"],
-        args={VERSION_ARG: version},
-        build_ctx=str(PROJECT_ROOT),
-    )
+    # the build context is a copy of the package alone: BentoML walks every file under its build
+    # context (twice, with no pruning), and the package's home holds a virtualenv (a checkout) or
+    # every installed package (site-packages), tens of thousands of files, about 2 s a build
+    with tempfile.TemporaryDirectory(prefix="bento-context-") as context:
+        shutil.copytree(PACKAGE_DIR, Path(context, PACKAGE_DIR.name), ignore=shutil.ignore_patterns(*LEFT_OUT))
+        bento = bentoml.bentos.build(
+            "ml_pipelines.serving.service:ModelService",
+            name=pipeline.replace("_", "-"),
+            version=version,
+            labels={"pipeline": pipeline, "version": version},
+            description=f"{pipeline} model {version}, served by ml_pipelines",
+            include=["ml_pipelines/**/*.py", "ml_pipelines/**/*.yaml"],
+            exclude=["ml_pipelines/defs/**", "**/__pycache__"],
+            models=[f"{pipeline}:{version}"],
+            args={VERSION_ARG: version},
+            build_ctx=context,
+        )
     return str(bento.tag)
 
 
