@@ -63,6 +63,9 @@ class ServeSettings:
     overrides: Mapping[str, Any] = field(default_factory=dict)  # ML_PIPELINES_SERVING: JSON over the spec's serving
     # ML_PIPELINES_SERVE_PARENT: the pid of `bentoml serve`, set by `ml-pipelines serve`; its workers stop with it
     parent_pid: int | None = None
+    # ML_PIPELINES_SERVE_BUILDING=1, set by the bento build: it declares the service and serves nothing,
+    # so the model's files are checked against the record but the model is not loaded (about 3 s)
+    building: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ServeSettings:
@@ -75,6 +78,7 @@ class ServeSettings:
             watch_seconds=_number(environ, "ML_PIPELINES_WATCH_SECONDS", 2.0),
             overrides=_json_object(environ, "ML_PIPELINES_SERVING"),
             parent_pid=_pid(environ, "ML_PIPELINES_SERVE_PARENT"),
+            building=environ.get("ML_PIPELINES_SERVE_BUILDING") == "1",
         )
 
 

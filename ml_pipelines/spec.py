@@ -601,6 +601,10 @@ class MonitoringSpec(StrictModel):
         description="Dagster freshness checks: how old production_data and model_package may get (24h, 30d).",
     )
     sensors_enabled: bool = Field(default=True, description="Start the sensors and schedules on (default on).")
+    sensor_interval_seconds: int = Field(
+        default=15, ge=1, le=86_400,
+        description="How often each sensor looks for new files, labels and reports (default 15 s).",
+    )
 
     @field_validator("check_cron")
     @classmethod
@@ -831,7 +835,9 @@ class PipelineSpec(StrictModel):
 
     def spec_hash(self) -> str:
         """Stable hash of the spec's content (key order and formatting do not matter)."""
-        payload = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        # how often the sensors look changes no asset's content: not part of the hash (no retrain)
+        content = self.model_dump(mode="json", by_alias=True, exclude={"monitoring": {"sensor_interval_seconds"}})
+        payload = json.dumps(content, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

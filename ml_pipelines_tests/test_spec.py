@@ -15,10 +15,10 @@ import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 from pydantic import ValidationError
 
-from ml_pipelines.components import MLPipeline
+from ml_pipelines.components import MLPipeline, build_pipeline_defs
 from ml_pipelines.resources import local_resources
 from ml_pipelines.spec import PipelineSpec, format_validation_error
-from ml_pipelines_tests.specs import PIPELINES_DIR, small_credit_attributes
+from ml_pipelines_tests.specs import PIPELINES_DIR, shipped_attributes, small_credit_attributes
 
 COMPONENT_TYPE = "ml_pipelines.components.MLPipeline"
 STAGES = {"raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package"}
@@ -80,6 +80,20 @@ def test_spec_hash_ignores_key_order_but_not_content():
     assert PipelineSpec.model_validate(attributes).spec_hash() == PipelineSpec.model_validate(reordered).spec_hash()
     changed = with_changes(target="other")
     assert PipelineSpec.model_validate(changed).spec_hash() != PipelineSpec.model_validate(attributes).spec_hash()
+
+
+def test_sensor_interval_reaches_every_sensor_and_leaves_the_spec_hash_alone():
+    attributes = shipped_attributes("credit_default")
+    default = PipelineSpec.model_validate(attributes)
+    attributes["monitoring"]["sensor_interval_seconds"] = 3
+    quick = PipelineSpec.model_validate(attributes)
+    assert default.monitoring.sensor_interval_seconds == 15
+    assert quick.spec_hash() == default.spec_hash()  # how often sensors look retrains nothing
+    intervals = {s.name: s.minimum_interval_seconds for s in build_pipeline_defs(quick).sensors}
+    assert len(intervals) >= 4 and set(intervals.values()) == {3}, intervals
+    attributes["monitoring"]["sensor_interval_seconds"] = 0
+    with pytest.raises(ValidationError, match="sensor_interval_seconds"):
+        PipelineSpec.model_validate(attributes)
 
 
 def test_demo_specs_validate():

@@ -361,6 +361,7 @@ def build_bento(
         **(env if env is not None else Settings.from_env().child_env()),
         "ML_PIPELINES_SERVE_PIPELINE": pipeline,
         "ML_PIPELINES_SERVE_FROM": "bento",  # the record ships inside the BentoML model
+        "ML_PIPELINES_SERVE_BUILDING": "1",  # declare the service; the model's files are checked, not loaded
         "BENTOML_HOME": str(bentoml_home),
         "BENTOML_DO_NOT_TRACK": "True",
     }

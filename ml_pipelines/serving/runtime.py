@@ -5,11 +5,12 @@ A champion that fails to load is never served: the old model answers on, and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +51,7 @@ class ServingConfig:
     from_bento: bool = False  # inside a built bento: the pinned version's record ships with the model
     overrides: Mapping[str, Any] = field(default_factory=dict)  # over the packaged serving settings
     parent_pid: int | None = None  # `bentoml serve` under `ml-pipelines serve`: workers stop with it
+    building: bool = False  # the bento build imports the service to declare it, and serves nothing
 
     @classmethod
     def from_settings(cls, settings: Settings, bento_version: str | None = None) -> ServingConfig:
@@ -67,6 +69,7 @@ class ServingConfig:
             from_bento=serve.from_bento,
             overrides=dict(serve.overrides),
             parent_pid=serve.parent_pid,
+            building=serve.building,
         )
 
     @property
@@ -104,19 +107,36 @@ class ServingConfig:
             raise ServingError(f"{self.pipeline} has no champion to serve; materialize the pipeline first")
         return version
 
+    def declared_record(self, version: str) -> VersionRecord:
+        """The record the service is declared from, after the whole check (load); while a bento is
+        built, after the checksums only: the build serves nothing, and every process that serves the
+        bento loads the model on import."""
+        if not self.building:
+            return self.load(version).record
+        with self._cannot_serve(version):
+            record = self.record(version)
+            verify_artifacts(self.model_dir(version), record)
+        return record
+
     def load(self, version: str) -> LoadedModel:
         """The version's model, once it is in the store, every artifact matches the record's sha256
         and the model loads; otherwise a ServingError with the reason."""
-        try:
+        with self._cannot_serve(version):
             record = self.record(version)
             directory = self.model_dir(version)
             verify_artifacts(directory, record)
             model = load_model(directory, record.trusted_roots)
+        return LoadedModel(version, record, model, _encoder_categories(model, record))
+
+    @contextlib.contextmanager
+    def _cannot_serve(self, version: str) -> Iterator[None]:
+        """Any failure inside, as a ServingError with the reason."""
+        try:
+            yield
         except Exception as exc:  # a missing or corrupt file, a library that cannot read it, ...
             # our errors name the file and the problem; others need their type to make sense
             reason = str(exc) if isinstance(exc, (ServingError, InputError, OSError)) else f"{type(exc).__name__}: {exc}"
             raise ServingError(f"cannot serve {self.pipeline} {version}: {reason}") from exc
-        return LoadedModel(version, record, model, _encoder_categories(model, record))
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:

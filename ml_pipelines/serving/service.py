@@ -75,7 +75,7 @@ from ml_pipelines.spec import ServingSpec
 CONFIG = ServingConfig.from_settings(Settings.from_env(), bento_version=vars(bentoml.use_arguments()).get(VERSION_ARG))
 try:
     _VERSION = CONFIG.initial_version()
-    _RECORD = CONFIG.load(_VERSION).record  # the whole check, once per process; the model is not kept
+    _RECORD = CONFIG.declared_record(_VERSION)  # the whole check, once per process; the model is not kept
 except ServingError as exc:
     stop_server(CONFIG.parent_pid, str(exc))  # in a worker: rather than being respawned forever
     raise

@@ -51,6 +51,7 @@ pytestmark = pytest.mark.timeout(900)  # every wait below has its own, shorter l
 
 READY_TIMEOUT_S = 150
 STEP_TIMEOUT_S = 240  # a sensor tick (15 s), a queued run and the run itself
+SENSOR_INTERVAL_S = 3  # each hop of the loop waits for a sensor tick (default 15 s)
 MARGIN = 0.05  # the new champion beats the old one on a fresh shifted sample by at least this
 
 def test_the_loop_learns_the_shifted_world_unattended(tmp_path: Path, monkeypatch):
@@ -59,6 +60,7 @@ def test_the_loop_learns_the_shifted_world_unattended(tmp_path: Path, monkeypatc
     ml_home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     attributes = loop_attributes()
+    attributes["monitoring"]["sensor_interval_seconds"] = SENSOR_INTERVAL_S
     spec = make_spec(**attributes)
     assert spec.monitoring.sensors_enabled  # every sensor starts RUNNING, no human turns them on
     definitions = tmp_path / "learning_loop_defs.py"

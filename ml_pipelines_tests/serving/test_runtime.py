@@ -194,3 +194,51 @@ def test_records_written_here_and_through_the_queue_all_land_whole(tmp_path):
     lines = (tmp_path / "demo" / "2026-12-01" / f"{writer.writer_id}.jsonl").read_text().splitlines()
     ids = sorted(json.loads(line)["request_id"] for line in lines)  # every line is one whole record
     assert ids == sorted([f"q{i}" for i in range(200)] + [f"h{i}" for i in range(200)])
+
+
+# ------------------------------------------------------------------ declaring the service in a bento build
+
+
+@dataclass(frozen=True)
+class _Record:
+    version: str
+    trusted_roots: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _StoredConfig(ServingConfig):
+    """One stored version: its record is a stand-in, its files sit in tmp."""
+
+    def record(self, version: str) -> Any:
+        return _Record(version)
+
+    def model_dir(self, version: str) -> Path:
+        return self.home / version
+
+
+def test_a_bento_build_checks_the_model_files_and_does_not_load_the_model(monkeypatch, tmp_path):
+    from ml_pipelines.serving import runtime
+    from ml_pipelines.settings import Settings
+
+    checked, loaded = [], []
+    monkeypatch.setattr(runtime, "verify_artifacts", lambda directory, record: checked.append(directory))
+
+    def load_model(directory: Path, roots: tuple[str, ...]):
+        loaded.append(directory)
+        raise ValueError("the model does not load")
+
+    monkeypatch.setattr(runtime, "load_model", load_model)
+    settings = Settings.from_env({"ML_PIPELINES_SERVE_PIPELINE": "demo", "ML_PIPELINES_SERVE_BUILDING": "1"})
+    assert settings.serve.building and not Settings.from_env({}).serve.building
+    building = _StoredConfig("demo", tmp_path, building=True)
+    assert building.declared_record("v1") == _Record("v1")
+    assert checked == [tmp_path / "v1"] and loaded == []
+    # serving declares from the whole check: the model must load
+    with pytest.raises(ServingError, match="cannot serve demo v1: ValueError: the model does not load"):
+        _StoredConfig("demo", tmp_path).declared_record("v1")
+    assert loaded == [tmp_path / "v1"]
+    # a build still refuses files that do not match the record
+    monkeypatch.setattr(runtime, "verify_artifacts", lambda directory, record: (_ for _ in ()).throw(
+        OSError(f"{directory}/model.skops: sha256 mismatch")))
+    with pytest.raises(ServingError, match="cannot serve demo v1: .*model.skops: sha256 mismatch"):
+        building.declared_record("v1")

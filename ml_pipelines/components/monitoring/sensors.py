@@ -31,8 +31,6 @@ from ml_pipelines.spec import FeedbackLabels, FileSource, SqlLabels
 if TYPE_CHECKING:
     from ml_pipelines.components.factory import PipelineContext
 
-SENSOR_INTERVAL_S = 15
-
 
 def _enabled(ctx: "PipelineContext"):
     running = ctx.spec.monitoring.sensors_enabled
@@ -109,7 +107,7 @@ def retrain_sensor(ctx: "PipelineContext", retrain_job, signal: Signal, watched:
     @dg.sensor(
         name=f"{ctx.name}_{name}_sensor",
         job=retrain_job,
-        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        minimum_interval_seconds=ctx.spec.monitoring.sensor_interval_seconds,
         default_status=_enabled(ctx)[0],
         description=f"Requests {ctx.name}_retrain_job when a {signal.report} shows {signal.fired}, "
         f"at most once per {retrain.cooldown_hours} h.",
@@ -137,7 +135,7 @@ def landing_sensor(ctx: "PipelineContext", partitions_def, monitor_job) -> dg.Se
     @dg.sensor(
         name=f"{ctx.name}_landing_sensor",
         job=monitor_job,
-        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        minimum_interval_seconds=ctx.spec.monitoring.sensor_interval_seconds,
         default_status=_enabled(ctx)[0],
         description=f"Adds a production_data partition for each new file at {source.path} and "
         "requests its drift report.",
@@ -212,7 +210,7 @@ def labels_sensor(ctx: "PipelineContext", partitions_def, labels_job) -> dg.Sens
     @dg.sensor(
         name=f"{ctx.name}_labels_sensor",
         job=labels_job,
-        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        minimum_interval_seconds=ctx.spec.monitoring.sensor_interval_seconds,
         default_status=_enabled(ctx)[0],
         description=f"When new ground truth arrives, re-joins labels for the newest {LABELLED_PARTITIONS} "
         "production batches that still miss some, and measures production performance on them.",
