@@ -9,12 +9,17 @@ indexing bootstrap gives (tests compare them). Our own code because neither skle
 (a sample_weight, but one resample per call) nor scipy.stats.bootstrap (resampled copies)
 evaluates many weightings of one prepared sample at once.
 
+Above BLOCK_ROWS rows the counts are drawn block by block (resample_counts): the same
+distribution (a multinomial over the rows), other resamples. A version records the block
+size it was evaluated with, so that `ml-pipelines reproduce` draws the same resamples.
+
 A metric that is undefined on a resample (roc_auc with one class drawn) is NaN there;
 callers leave those resamples out, as the indexing bootstrap skips them.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
@@ -24,17 +29,21 @@ from ml_pipelines.core.errors import MetricError
 from ml_pipelines.core.metrics import compute_metric
 
 BLOCK_BYTES = 32 * 2**20  # memory for one block of resample counts
+# rows per block of draws: its counts (1 MiB) stay in a core's cache while they are drawn; one
+# draw over all rows writes its counts at random across n * 8 bytes, 19x the time for 10x the rows
+BLOCK_ROWS = 2**17
 WeightedMetric = Callable[[np.ndarray], np.ndarray]  # counts (resamples x rows) -> one value per resample
 Key = TypeVar("Key")
 
 
 def on_resamples(
-    metrics: Mapping[Key, WeightedMetric], n: int, samples: int, seed: int = 0, layout: np.ndarray | None = None
+    metrics: Mapping[Key, WeightedMetric], n: int, samples: int, seed: int = 0, layout: np.ndarray | None = None,
+    block_rows: int | None = BLOCK_ROWS,
 ) -> dict[Key, np.ndarray]:
     """Every metric on the same `samples` resamples of n rows (NaN where undefined). With a layout
     (see resample_counts), the metrics are built on the rows taken in that order."""
     values: dict[Key, list[np.ndarray]] = {key: [] for key in metrics}
-    for counts in resample_counts(n, samples, seed, layout):
+    for counts in resample_counts(n, samples, seed, layout, block_rows):
         for key, metric in metrics.items():
             values[key].append(metric(counts))
     return {key: np.concatenate(blocks) if blocks else np.empty(0) for key, blocks in values.items()}
@@ -51,25 +60,39 @@ class LaidOutMetrics:
         self.layout = auc_layout(y_true, proba, classes) if "roc_auc" in names else None
         if self.layout is not None:
             y_true, y_pred, proba = y_true[self.layout], y_pred[self.layout], proba[self.layout]
-        self.metrics = {name: metric_function(name, y_true, y_pred, proba, classes) for name in names}
+        self.names, self.classes = list(names), classes
+        self.y_true, self.y_pred, self.proba = y_true, y_pred, proba
+
+    @functools.cached_property
+    def metrics(self) -> dict[str, WeightedMetric]:
+        """Each metric as a function of counts over all rows, in the layout's order."""
+        return {name: metric_function(name, self.y_true, self.y_pred, self.proba, self.classes) for name in self.names}
 
     def laid_out(self, per_row: np.ndarray) -> np.ndarray:
         """Per-row values in the layout's order."""
         return per_row if self.layout is None else per_row[self.layout]
 
-    def __call__(self, weights: np.ndarray) -> dict[str, np.ndarray]:
-        """Each metric under each row of weights (k x rows, in the layout's order; 0/1 weights
-        select a subset of the rows), NaN where undefined: no sort or label check per subset."""
-        return {name: metric(weights) for name, metric in self.metrics.items()}
+    def on_rows(self, rows: np.ndarray) -> dict[str, float]:
+        """Each metric on a subset of the rows (positions in the layout's order, increasing; NaN
+        where undefined). A subset of laid-out rows is laid out: no sort."""
+        proba = None if self.proba is None else self.proba[rows]
+        every_row = np.ones((1, len(rows)))
+        return {
+            name: float(metric_function(name, self.y_true[rows], self.y_pred[rows], proba, self.classes)(every_row)[0])
+            for name in self.names
+        }
+
+    def on_resamples(self, samples: int, seed: int = 0, block_rows: int | None = BLOCK_ROWS) -> dict[str, np.ndarray]:
+        """Each metric on the same resamples of all rows (NaN where undefined)."""
+        return on_resamples(self.metrics, len(self.y_true), samples, seed, self.layout, block_rows)
 
 
 def metrics_on_resamples(
     names: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None,
-    classes: Sequence | None, samples: int, seed: int = 0,
+    classes: Sequence | None, samples: int, seed: int = 0, block_rows: int | None = BLOCK_ROWS,
 ) -> dict[str, np.ndarray]:
     """Each named metric of one model's predictions on the same resamples (NaN where undefined)."""
-    laid_out = LaidOutMetrics(names, y_true, y_pred, proba, classes)
-    return on_resamples(laid_out.metrics, len(y_true), samples, seed, laid_out.layout)
+    return LaidOutMetrics(names, y_true, y_pred, proba, classes).on_resamples(samples, seed, block_rows)
 
 
 def metric_function(
@@ -95,22 +118,41 @@ def metric_function(
     return by_indexing
 
 
-def resample_counts(n: int, samples: int, seed: int, layout: np.ndarray | None = None) -> Iterator[np.ndarray]:
-    """Blocks of resamples as counts (resamples x n), drawn as rng.integers(0, n, n) each. With a
-    layout (a permutation of the rows), column j counts row layout[j]: the counts come out in the
-    order the metrics want them, so no metric gathers them per resample."""
+def resample_counts(
+    n: int, samples: int, seed: int, layout: np.ndarray | None = None, block_rows: int | None = BLOCK_ROWS
+) -> Iterator[np.ndarray]:
+    """Blocks of resamples as counts (resamples x n). Up to block_rows rows (any number with None),
+    each resample is drawn as rng.integers(0, n, n), the indexing bootstrap's draws. With a layout
+    (a permutation of the rows), column j counts row layout[j]: the counts come out in the order
+    the metrics want them, so no metric gathers them per resample. Above block_rows, see
+    _blocked_counts; every row is as likely, so the counts are in the layout's order as drawn."""
     rng = np.random.default_rng(seed)
     block = max(1, min(samples, BLOCK_BYTES // (8 * max(n, 1))))
-    position = None if layout is None else _inverse(layout)
+    blocked = block_rows is not None and n > block_rows
+    position = None if layout is None or blocked else _inverse(layout)
     done = 0
     while done < samples:
         size = min(block, samples - done)
         counts = np.empty((size, n))
         for row in range(size):
-            drawn = rng.integers(0, n, n)
-            counts[row] = np.bincount(drawn if position is None else position[drawn], minlength=n)
+            if blocked:
+                _blocked_counts(rng, n, block_rows, counts[row])
+            else:
+                drawn = rng.integers(0, n, n)
+                counts[row] = np.bincount(drawn if position is None else position[drawn], minlength=n)
         done += size
         yield counts
+
+
+def _blocked_counts(rng: np.random.Generator, n: int, block_rows: int, out: np.ndarray) -> None:
+    """One resample's counts, in cache-sized blocks of rows: how many of the n draws land in each
+    block (a multinomial by block size), then those draws within their block. The counts have the
+    distribution of n draws over all rows (a multinomial split into blocks stays one), and each
+    block's counting stays in cache."""
+    starts = np.arange(0, n, block_rows)
+    sizes = np.minimum(block_rows, n - starts)
+    for start, size, drawn in zip(starts, sizes, rng.multinomial(n, sizes / n), strict=True):
+        out[start : start + size] = np.bincount(rng.integers(0, size, drawn), minlength=size)
 
 
 def weighted_metric(

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ml_pipelines.core.bootstrap import LaidOutMetrics, metrics_on_resamples
+from ml_pipelines.core.bootstrap import BLOCK_ROWS, LaidOutMetrics
 from ml_pipelines.core.champion import Champion
 from ml_pipelines.core.features import FeatureSet
 from ml_pipelines.core.metrics import MetricError, compute_metric, compute_metrics, regression_of
@@ -50,6 +50,7 @@ class Evaluation:
     plots: dict[str, bytes] = field(default_factory=dict, repr=False)  # name -> PNG
     champion_predictions: Predictions | None = field(default=None, repr=False)  # on the same rows
     comparison: PairedComparison | None = None  # candidate vs champion, paired bootstrap on the gate metric
+    bootstrap_block_rows: int | None = BLOCK_ROWS  # how the intervals' resamples were drawn (core.bootstrap)
     holdout: str = "random"  # how the holdout rows were chosen
 
 
@@ -61,13 +62,15 @@ def holdout_predictions(model: Pipeline, features: FeatureSet) -> Predictions:
 
 
 def bootstrap_intervals(
-    names: list[str], p: Predictions, samples: int, seed: int = 0, level: float = 0.95
+    names: list[str], p: Predictions, samples: int, seed: int = 0, level: float = 0.95, *,
+    block_rows: int | None = BLOCK_ROWS, laid_out: LaidOutMetrics | None = None,
 ) -> dict[str, Interval]:
     """Percentile bootstrap over holdout rows; resamples where a metric is undefined (one class
-    drawn) are left out of that metric's interval. Resamples are per-row counts (core.bootstrap)."""
+    drawn) are left out of that metric's interval. Resamples are per-row counts (core.bootstrap),
+    drawn in blocks of block_rows rows above that many (None: never)."""
     if samples == 0:
         return {}
-    values = bootstrap_values(names, p, samples, seed)
+    values = bootstrap_values(names, p, samples, seed, block_rows=block_rows, laid_out=laid_out)
     alpha = (1 - level) / 2
     return {
         name: Interval(float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha)))
@@ -76,30 +79,38 @@ def bootstrap_intervals(
     }
 
 
-def bootstrap_values(names: list[str], p: Predictions, samples: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Each metric on each resample where it is defined."""
-    values = metrics_on_resamples(names, p.y_true, p.y_pred, p.proba, p.classes, samples, seed)
+def bootstrap_values(
+    names: list[str], p: Predictions, samples: int, seed: int = 0, *, block_rows: int | None = BLOCK_ROWS,
+    laid_out: LaidOutMetrics | None = None,
+) -> dict[str, np.ndarray]:
+    """Each metric on each resample where it is defined; laid_out: p's rows laid out for names, if at hand."""
+    laid_out = laid_out if laid_out is not None else LaidOutMetrics(names, p.y_true, p.y_pred, p.proba, p.classes)
+    values = laid_out.on_resamples(samples, seed, block_rows)
     return {name: v[~np.isnan(v)] for name, v in values.items()}
 
 
 def slice_metrics(
-    names: list[str], p: Predictions, frame: pd.DataFrame, columns: list[str], min_rows: int = 10
+    names: list[str], p: Predictions, frame: pd.DataFrame, columns: list[str], min_rows: int = 10, *,
+    laid_out: LaidOutMetrics | None = None,
 ) -> list[SliceMetrics]:
     """Each metric on each value's rows of each slice column (values with min_rows at least), None
-    where undefined (e.g. roc_auc on a slice of one class). Computed as weighted metrics with 0/1
-    weights (core.bootstrap): sklearn would sort and check the labels once per slice and metric."""
+    where undefined (e.g. roc_auc on a slice of one class). Each slice's rows are taken in the order
+    laid out once for all (core.bootstrap): sklearn would sort and check the labels once per slice
+    and metric."""
     rows = []
-    laid_out = LaidOutMetrics(names, p.y_true, p.y_pred, p.proba, p.classes)
+    laid_out = laid_out if laid_out is not None else LaidOutMetrics(names, p.y_true, p.y_pred, p.proba, p.classes)
     for column in columns:
         codes, values = pd.factorize(frame[column].astype("str").fillna("<null>"))
         sizes = np.bincount(codes, minlength=len(values))
         kept = sorted((str(values[code]), code) for code in range(len(values)) if sizes[code] >= min_rows)
         if not kept:
             continue
-        codes = laid_out.laid_out(codes)
-        results = laid_out(np.stack([codes == code for _, code in kept]).astype(float))
-        for i, (value, code) in enumerate(kept):
-            metrics = {name: None if np.isnan(results[name][i]) else float(results[name][i]) for name in names}
+        # each value's positions in the layout, increasing (a stable sort; a radix sort on small codes)
+        codes = laid_out.laid_out(codes).astype(np.min_scalar_type(len(values)))
+        by_value = np.split(np.argsort(codes, kind="stable"), np.cumsum(sizes)[:-1])
+        for value, code in kept:
+            results = laid_out.on_rows(by_value[code])
+            metrics = {name: None if np.isnan(results[name]) else results[name] for name in names}
             rows.append(SliceMetrics(column, value, int(sizes[code]), metrics))
     return rows
 
@@ -135,17 +146,22 @@ def evaluate(
     importance_metric: str,
     bootstrap_samples: int = 200,
     champion: Champion | None = None,
+    bootstrap_block_rows: int | None = BLOCK_ROWS,
 ) -> Evaluation:
     p = holdout_predictions(model, features)
     x_test, _ = features.xy("test")
+    laid_out = LaidOutMetrics(metric_names, p.y_true, p.y_pred, p.proba, p.classes)  # for intervals and slices
     result = Evaluation(
         metrics=compute_metrics(metric_names, p.y_true, p.y_pred, p.proba, p.classes),
-        intervals=bootstrap_intervals(metric_names, p, bootstrap_samples),
-        slices=slice_metrics(metric_names, p, x_test, slices),
+        intervals=bootstrap_intervals(metric_names, p, bootstrap_samples, block_rows=bootstrap_block_rows,
+                                      laid_out=laid_out),
+        slices=slice_metrics(metric_names, p, x_test, slices, laid_out=laid_out),
         importance=permutation_importance(model, features, importance_metric),
         test_rows=len(p.y_true),
         predictions=p,
+        bootstrap_block_rows=bootstrap_block_rows,
     )
+    del laid_out  # its copies of the holdout are not needed past here
     if champion is not None:
         result.champion_version = champion.version
         try:
@@ -164,10 +180,12 @@ def evaluate(
 
 
 def evaluate_for_spec(
-    spec: PipelineSpec, model: Pipeline, features: FeatureSet, champion: Champion | None
+    spec: PipelineSpec, model: Pipeline, features: FeatureSet, champion: Champion | None,
+    bootstrap_block_rows: int | None = BLOCK_ROWS,
 ) -> Evaluation:
     """evaluate with the spec's metrics, slices, gate metric (for importance) and bootstrap samples;
-    with a champion scored on the same rows, the paired comparison the gate decides with."""
+    with a champion scored on the same rows, the paired comparison the gate decides with.
+    bootstrap_block_rows: as a version recorded it, to draw its resamples again."""
     result = evaluate(
         model,
         features,
@@ -176,6 +194,7 @@ def evaluate_for_spec(
         importance_metric=spec.gate_metric,
         bootstrap_samples=spec.evaluation.bootstrap_samples,
         champion=champion,
+        bootstrap_block_rows=bootstrap_block_rows,
     )
     result.holdout = features.holdout
     if result.champion_predictions is not None and spec.evaluation.bootstrap_samples > 0:

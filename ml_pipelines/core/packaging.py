@@ -295,6 +295,7 @@ def record_fields(
         "extra": {
             "gate": jsonable(decision.__dict__),
             "intervals": {k: [v.low, v.high] for k, v in evaluation.intervals.items()},
+            "bootstrap_block_rows": evaluation.bootstrap_block_rows,  # to draw the same resamples again
             "selection": {"metric": selection.metric, "cv_mean": best.mean, "cv_std": best.std,
                           "cv_rows": selection.cv_rows, "train_rows": selection.train_rows,
                           "how": selection.describe_sample()},

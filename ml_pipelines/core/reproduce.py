@@ -102,7 +102,9 @@ def reproduce(
     features = _stored_features(record, loaded, spec, report)
     say(f"{pipeline} {version}: rebuilding from {len(loaded.frame)} stored rows ({len(loaded.split.test)} test rows)")
     selection = select_for_spec(spec, features, log=log)
-    evaluation = evaluate_for_spec(spec, selection.model, features, champion=None)
+    # versions from before blocked resamples record none: theirs were drawn over all rows at once
+    evaluation = evaluate_for_spec(spec, selection.model, features, champion=None,
+                                   bootstrap_block_rows=record.extra.get("bootstrap_block_rows"))
     report.checks.append(_model_check(record, selection))
     report.checks += _metric_checks(record, evaluation, tolerance)
     say(f"{pipeline} {version}: comparing predictions with the stored model on the test rows")

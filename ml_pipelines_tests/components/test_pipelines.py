@@ -15,6 +15,7 @@ import pytest
 import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 
+from ml_pipelines.core.bootstrap import BLOCK_ROWS
 from ml_pipelines.core.validation import ValidatedData
 from ml_pipelines.datasets.credit import generate
 from ml_pipelines.resources import local_resources
@@ -129,6 +130,8 @@ def test_demo_spec_materializes_and_every_check_passes(name, platform_root, monk
     assert m.registry.get_alias(spec.name, "champion") == record.version
     assert record.metrics[spec.gate_metric] >= (spec.evaluation.gate.min or float("-inf"))
     assert record.spec_hash == spec.spec_hash()
+    # how the intervals' resamples were drawn, for `ml-pipelines reproduce`
+    assert record.extra["bootstrap_block_rows"] == BLOCK_ROWS and record.extra["intervals"]
 
 
 # ---------------------------------------------------------------- a new pipeline: YAML + CSV through the component

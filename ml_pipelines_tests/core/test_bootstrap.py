@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
+from ml_pipelines.core.bootstrap import BLOCK_ROWS, resample_counts
 from ml_pipelines.core.evaluation import Predictions, bootstrap_intervals
 from ml_pipelines.core.metrics import MetricError, compute_metric
 
@@ -105,3 +106,53 @@ def test_the_weighted_path_never_recomputes_a_metric_per_resample(monkeypatch):
     monkeypatch.setattr(bootstrap, "weighted_metric", lambda *args: None)
     bootstrap_intervals(["roc_auc"], p, samples=50)
     assert calls == ["roc_auc"] * 50
+
+
+# ---------------------------------------------------------------- draws in blocks, above BLOCK_ROWS
+
+
+def test_up_to_block_rows_and_without_blocks_the_draws_are_the_indexing_bootstraps():
+    """What a version recorded before blocked draws (no block size) reproduces with: every
+    resample is rng.integers(0, n, n) over all rows, whatever n."""
+    n = BLOCK_ROWS + 1
+    rng = np.random.default_rng(3)
+    expected = [np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(2)]
+    got = np.concatenate(list(resample_counts(n, 2, seed=3, block_rows=None)))
+    np.testing.assert_array_equal(got, np.stack(expected))
+    small = BLOCK_ROWS // 4
+    rng = np.random.default_rng(3)
+    np.testing.assert_array_equal(next(resample_counts(small, 1, seed=3))[0],
+                                  np.bincount(rng.integers(0, small, small), minlength=small))
+
+
+def test_blocked_counts_are_a_resample_of_every_row_alike():
+    """Above block_rows: each resample still draws n rows, every row equally likely (mean count 1,
+    variance 1 - 1/n, as a multinomial), the same for a seed, and no block is favoured."""
+    n, block_rows, samples = 1000, 64, 4000
+    counts = np.concatenate(list(resample_counts(n, samples, seed=5, block_rows=block_rows)))
+    assert counts.shape == (samples, n) and (counts.sum(axis=1) == n).all()
+    assert counts.mean() == pytest.approx(1.0)
+    assert np.abs(counts.mean(axis=0) - 1).max() < 0.1  # per row, over 4000 resamples: sd 0.016
+    assert counts.var(axis=0).mean() == pytest.approx(1 - 1 / n, abs=0.02)
+    last_block = counts[:, -(n % block_rows):].sum(axis=1)  # a short block (40 rows) gets its share
+    assert last_block.mean() == pytest.approx(n % block_rows, rel=0.02)
+    again = np.concatenate(list(resample_counts(n, samples, seed=5, block_rows=block_rows)))
+    np.testing.assert_array_equal(counts, again)
+
+
+@pytest.mark.parametrize("classes", [(0, 1), ("a", "b", "c")], ids=["binary", "multiclass"])
+def test_blocked_intervals_agree_with_draws_over_all_rows_within_monte_carlo_error(classes):
+    """Other resamples, the same distribution: bounds within 15% of the interval's width of those
+    from draws over all rows (the indexing bootstrap's, tests above), with 2,000 resamples each (a
+    bound's Monte Carlo error is about 2% of the width)."""
+    p = _classification(2000, classes, seed=8, rounded=False)
+    names = ["accuracy", "f1_macro", "log_loss", "roc_auc"]
+    over_all_rows = bootstrap_intervals(names, p, 2000, seed=1, block_rows=None)
+    blocked = bootstrap_intervals(names, p, 2000, seed=1, block_rows=128)
+    assert set(blocked) == set(names)
+    for name, expected in over_all_rows.items():
+        width = expected.high - expected.low
+        assert abs(blocked[name].low - expected.low) < 0.15 * width, name
+        assert abs(blocked[name].high - expected.high) < 0.15 * width, name
+    # other resamples indeed (accuracy and f1 take few values: their bounds may coincide)
+    assert blocked["log_loss"] != over_all_rows["log_loss"] and blocked["roc_auc"] != over_all_rows["roc_auc"]
