@@ -50,7 +50,9 @@ class Evaluation:
     plots: dict[str, bytes] = field(default_factory=dict, repr=False)  # name -> PNG
     champion_predictions: Predictions | None = field(default=None, repr=False)  # on the same rows
     comparison: PairedComparison | None = None  # candidate vs champion, paired bootstrap on the gate metric
-    bootstrap_block_rows: int | None = BLOCK_ROWS  # how the intervals' resamples were drawn (core.bootstrap)
+    # how the intervals' resamples were drawn (core.bootstrap); None: over all rows at once, as
+    # evaluations stored before blocked draws, which lack the field, were
+    bootstrap_block_rows: int | None = None
     holdout: str = "random"  # how the holdout rows were chosen
 
 
