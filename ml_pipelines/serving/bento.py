@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = PROJECT_ROOT / "ml_pipelines"  # what a bento carries of it: include= in _build
-LEFT_OUT = ("defs", "__pycache__")  # the demo pipelines' folders and bytecode: excluded from the bento anyway
 VERSION_ARG = "version"  # the bento's argument that names the version it carries (bentoml.use_arguments)
 # what the service imports, pinned to the versions that trained and packaged the model
 RUNTIME_PACKAGES = ["bentoml", "pandas", "numpy", "scikit-learn", "skops", "pydantic", "scipy", "pyyaml"]
@@ -71,6 +70,11 @@ def _save_model(pipeline: str, version: str, artifact_dir: Path, details: Path) 
     return str(model.tag)
 
 
+def _left_out(directory: str, names: list[str]) -> list[str]:
+    """What _build's exclude= leaves out of the bento anyway: the demo pipelines' folder, bytecode."""
+    return [name for name in names if name == "__pycache__" or (Path(directory) == PACKAGE_DIR and name == "defs")]
+
+
 def _build(pipeline: str, version: str) -> str:
     import bentoml
 
@@ -78,7 +82,7 @@ def _build(pipeline: str, version: str) -> str:
     # context (twice, with no pruning), and the package's home holds a virtualenv (a checkout) or
     # every installed package (site-packages), tens of thousands of files, about 2 s a build
     with tempfile.TemporaryDirectory(prefix="bento-context-") as context:
-        shutil.copytree(PACKAGE_DIR, Path(context, PACKAGE_DIR.name), ignore=shutil.ignore_patterns(*LEFT_OUT))
+        shutil.copytree(PACKAGE_DIR, Path(context, PACKAGE_DIR.name), ignore=_left_out)
         bento = bentoml.bentos.build(
             "ml_pipelines.serving.service:ModelService",
             name=pipeline.replace("_", "-"),
