@@ -50,8 +50,8 @@ from ml_pipelines_tests.specs import INPUTS, NAME, make_spec
 pytestmark = pytest.mark.timeout(900)  # every wait below has its own, shorter limit
 
 READY_TIMEOUT_S = 150
-STEP_TIMEOUT_S = 240  # a sensor tick (15 s), a queued run and the run itself
 SENSOR_INTERVAL_S = 3  # each hop of the loop waits for a sensor tick (default 15 s)
+STEP_TIMEOUT_S = 240  # a sensor tick (SENSOR_INTERVAL_S), a queued run and the run itself
 MARGIN = 0.05  # the new champion beats the old one on a fresh shifted sample by at least this
 
 def test_the_loop_learns_the_shifted_world_unattended(tmp_path: Path, monkeypatch):
