@@ -114,19 +114,21 @@ class ServingConfig:
         if not self.building:
             return self.load(version).record
         with self._cannot_serve(version):
-            record = self.record(version)
-            verify_artifacts(self.model_dir(version), record)
-        return record
+            return self._verified_record(version)
 
     def load(self, version: str) -> LoadedModel:
         """The version's model, once it is in the store, every artifact matches the record's sha256
         and the model loads; otherwise a ServingError with the reason."""
         with self._cannot_serve(version):
-            record = self.record(version)
-            directory = self.model_dir(version)
-            verify_artifacts(directory, record)
-            model = load_model(directory, record.trusted_roots)
+            record = self._verified_record(version)
+            model = load_model(self.model_dir(version), record.trusted_roots)
         return LoadedModel(version, record, model, _encoder_categories(model, record))
+
+    def _verified_record(self, version: str) -> VersionRecord:
+        """The version's record, once every artifact in its model folder matches the record's sha256."""
+        record = self.record(version)
+        verify_artifacts(self.model_dir(version), record)
+        return record
 
     @contextlib.contextmanager
     def _cannot_serve(self, version: str) -> Iterator[None]:

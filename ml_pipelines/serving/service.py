@@ -75,7 +75,8 @@ from ml_pipelines.spec import ServingSpec
 CONFIG = ServingConfig.from_settings(Settings.from_env(), bento_version=vars(bentoml.use_arguments()).get(VERSION_ARG))
 try:
     _VERSION = CONFIG.initial_version()
-    _RECORD = CONFIG.declared_record(_VERSION)  # the whole check, once per process; the model is not kept
+    # the whole check once per process (checksums only while a bento is built); the model is not kept
+    _RECORD = CONFIG.declared_record(_VERSION)
 except ServingError as exc:
     stop_server(CONFIG.parent_pid, str(exc))  # in a worker: rather than being respawned forever
     raise
