@@ -10,6 +10,7 @@ from sklearn import metrics as skm
 
 from ml_pipelines.core.champion import Champion
 from ml_pipelines.core.evaluation import (
+    Evaluation,
     Predictions,
     bootstrap_intervals,
     evaluate,
@@ -20,7 +21,7 @@ from ml_pipelines.core.features import build_feature_set
 from ml_pipelines.core.gate import decide_gate
 from ml_pipelines.core.metrics import MetricError, compute_metric, compute_metrics
 from ml_pipelines.core.models import Candidate, build_model
-from ml_pipelines.core.plots import evaluation_plots
+from ml_pipelines.core.plots import confusion_counts, curves, drawn_points, evaluation_plots, scattered
 from ml_pipelines_tests.specs import make_spec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -417,3 +418,52 @@ def test_regression_plots_are_small_pngs():
     _assert_small_pngs(
         evaluation_plots(result, "regression", "rmse"), {"feature_importance", "residuals", "predicted_vs_actual"}
     )
+
+
+def test_both_curves_from_one_sort_are_sklearns():
+    """curves() takes the precision-recall points from roc_curve's counts: the same points,
+    average precision and AUC as sklearn's own three calls, ties included."""
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 2, 5_000).astype(bool)
+    score = np.round(np.clip(rng.normal(0.4 + 0.2 * truth, 0.2), 0, 1), 2)  # many ties
+    drawn = curves(truth, score)
+    precision, recall, _ = skm.precision_recall_curve(truth, score)
+    np.testing.assert_allclose(drawn.precision, precision, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(drawn.recall, recall, rtol=0, atol=1e-12)
+    assert drawn.average_precision == pytest.approx(skm.average_precision_score(truth, score), abs=1e-12)
+    assert drawn.auc == pytest.approx(skm.roc_auc_score(truth, score), abs=1e-12)
+
+
+def test_a_long_curve_is_drawn_with_bounded_points_that_follow_it():
+    rng = np.random.default_rng(4)
+    truth = rng.integers(0, 2, 200_000).astype(bool)
+    drawn = curves(truth, rng.normal(truth * 0.5, 1.0))
+    x, y = drawn_points(drawn.fpr, drawn.tpr, limit=500)
+    assert len(drawn.fpr) > 100_000 and 400 <= len(x) <= 501
+    assert (x[0], y[0], x[-1], y[-1]) == (drawn.fpr[0], drawn.tpr[0], drawn.fpr[-1], drawn.tpr[-1])
+    # every true point lies within one drawing step of the thinned polyline's points
+    along = np.interp(drawn.fpr, x, y)
+    assert np.abs(along - drawn.tpr).max() < 2 / 500
+    short = np.linspace(0, 1, 50)
+    assert drawn_points(short, short, limit=500)[0] is short
+
+
+def test_scatter_plots_draw_a_bounded_sample_and_say_so():
+    rows = 12_000
+    y_true = np.arange(rows, dtype=float)
+    big = Evaluation(metrics={}, intervals={}, slices=[], importance=[], test_rows=rows,
+                     predictions=Predictions(y_true, y_true + 1, None, None))
+    actual, predicted, note = scattered(big, limit=1_000)
+    assert len(actual) == 1_000 and len(np.unique(actual)) == 1_000
+    np.testing.assert_array_equal(predicted, actual + 1)  # the same rows of both
+    assert note == " (1,000 of 12,000 rows)"
+    assert scattered(big, limit=rows)[2] == ""
+
+
+def test_confusion_counts_are_sklearns():
+    rng = np.random.default_rng(5)
+    y_true = np.array(["a", "b", "c"])[rng.integers(0, 3, 3_000)]
+    y_pred = np.array(["a", "b", "c", "z"])[rng.integers(0, 4, 3_000)]  # z: not a label, left out
+    for labels in (["a", "b", "c"], ["c", "a", "b"], ["a", "b"]):
+        np.testing.assert_array_equal(confusion_counts(y_true, y_pred, labels),
+                                      skm.confusion_matrix(y_true, y_pred, labels=labels))
