@@ -5,8 +5,8 @@ The rules are the credit_default spec's schema resolved against clean data
 against a champion. A copy of the data then gets a few bad values (out of range,
 unknown category, nulls where none are allowed). Both engines validate that copy:
   - run_suite: the GX 1.x suite through an ephemeral context and its validation
-    definition (result format BASIC), no Data Docs (what the raw_data check runs,
-    less the HTML);
+    definition (result format BOOLEAN_ONLY), then what failed again on its columns
+    (BASIC, for the counts), no Data Docs (what the raw_data check runs, less the HTML);
   - check_with_pandas: the same rules as vectorized pandas masks.
 They must agree: the same failed expectations with the same unexpected counts,
 equal to the injected ones, and both pass the clean data. Reported: rows/s of each

@@ -357,11 +357,15 @@ def build_suite(schema: ResolvedSchema, name: str):
 GX_DATASOURCE = "pipeline"
 GX_DATA_ASSET = "raw_data"  # what the Data Docs index shows as the data asset
 GX_DOCS_SITE = "local_site"  # a file context's default Data Docs site, under uncommitted/data_docs/
-# BASIC keeps what the report and the Data Docs pages show: unexpected counts, observed values and
-# up to 20 sample unexpected values. SUMMARY adds, per expectation, the unexpected rows' index list
-# and a query for them: two more passes over the whole frame each (a copy of every column wherever
-# the column holds nulls), about 0.6 s of the 2.3 s on 1M rows (bench/validation_throughput.py).
-GX_RESULT_FORMAT = {"result_format": "BASIC"}
+# The whole suite runs with BOOLEAN_ONLY: pass or fail per expectation. BASIC would add, for each
+# expectation on a column that holds nulls, one more copy of the whole frame (GX filters the nulls
+# out of every column to sample the unexpected values): 5 of the 10 copies on 1M rows with a few
+# bad values, a third of GX's time (bench/validation_throughput.py). What failed is validated
+# again with BASIC, on its columns only ("<suite>-failures"): unexpected counts, observed values
+# and up to 20 sampled unexpected values, for the report and the failures' Data Docs page.
+GX_RESULT_FORMAT = {"result_format": "BOOLEAN_ONLY"}
+GX_DETAIL_FORMAT = {"result_format": "BASIC"}
+FAILURES_SUFFIX = "-failures"  # the suite of what failed, validated again (a dot would make GX nest folders)
 
 
 def run_suite(
@@ -422,49 +426,95 @@ def _batch_definition(context):
 
 
 def _validate(context, frame: pd.DataFrame, schema: ResolvedSchema, suite_name: str, run_name: str | None):
-    import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
 
-    docs = context.root_directory is not None  # a file context writes Data Docs
-    # the definition's add_or_update adds or updates its suite too: a second call would compare
-    # the stored suite's expectations with ours once more (quadratic, ~0.08 s for 47)
-    definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=suite_name, data=_batch_definition(context), suite=build_suite(schema, suite_name))
-    )
-    # the validation definition alone, with no Checkpoint around it: a checkpoint's set-up and
-    # freshness checks cost ~0.17 s a run (a third of GX's fixed cost), and its one action here,
-    # UpdateDataDocsAction, is the build_data_docs call below with the same identifiers
     run_id = RunIdentifier(run_name=run_name)
-    validation = definition.run(batch_parameters={"dataframe": frame}, result_format=GX_RESULT_FORMAT, run_id=run_id)
-    docs_path = site = None
-    if docs:
-        suite_id = ExpectationSuiteIdentifier(name=suite_name)
-        identifier = ValidationResultIdentifier(suite_id, run_id, validation.batch_id)
-        context.build_data_docs(site_names=[GX_DOCS_SITE], resource_identifiers=[identifier, suite_id])
-        urls = context.get_docs_sites_urls(resource_identifier=identifier, site_names=[GX_DOCS_SITE])
-        docs_path = urls[0]["site_url"] if urls else None
-        site = Path(context.root_directory, "uncommitted", "data_docs", GX_DOCS_SITE)
-        make_site_offline(site)  # styled with no internet: no CDN links left (core.data_docs)
-        write_offline_index(site)
+    suite = build_suite(schema, suite_name)
+    whole = _run(context, suite, frame, GX_RESULT_FORMAT, run_id)
+    failed = [result for result in whole.results if not result.success]
+    detailed = None
+    if failed:
+        detailed = _run(context, _suite_of(failed, suite, suite_name + FAILURES_SUFFIX),
+                        _columns_of(failed, frame), GX_DETAIL_FORMAT, run_id)
+    docs_path, site = _write_docs(context, [v for v in (whole, detailed) if v is not None], run_id)
     return ValidationReport(
-        success=bool(validation.success),
-        evaluated=len(validation.results),
-        failures=tuple(_failures(validation)),
+        success=bool(whole.success),
+        evaluated=len(whole.results),
+        failures=tuple(_failures(failed, detailed)),
         row_count=len(frame),
         docs_path=docs_path,
         docs_site=str(site) if site else None,
     )
 
 
-def _failures(validation) -> list[ExpectationFailure]:
+def _run(context, suite, frame: pd.DataFrame, result_format: dict[str, str], run_id):
+    """One validation definition's run on frame (its result is stored in a file context)."""
+    import great_expectations as gx
+
+    # the definition's add_or_update adds or updates its suite too: a second call would compare
+    # the stored suite's expectations with ours once more (quadratic, ~0.08 s for 47)
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=suite.name, data=_batch_definition(context), suite=suite)
+    )
+    # the validation definition alone, with no Checkpoint around it: a checkpoint's set-up and
+    # freshness checks cost ~0.17 s a run (a third of GX's fixed cost), and its one action here,
+    # UpdateDataDocsAction, is the build_data_docs call in _write_docs with the same identifiers
+    return definition.run(batch_parameters={"dataframe": frame}, result_format=result_format, run_id=run_id)
+
+
+def _key(config) -> tuple[str, str]:
+    """An expectation's type and arguments, less the batch id GX adds to a result's copy."""
+    return config.type, repr(sorted((k, v) for k, v in config.kwargs.items() if k != "batch_id"))
+
+
+def _suite_of(failed: list, suite, name: str):
+    """A suite of copies of the expectations that failed."""
+    import copy
+
+    import great_expectations as gx
+
+    keys = {_key(result.expectation_config) for result in failed}
+    return gx.ExpectationSuite(name=name, expectations=[
+        copy.copy(e) for e in suite.expectations if _key(e.configuration) in keys
+    ])
+
+
+def _columns_of(failed: list, frame: pd.DataFrame) -> pd.DataFrame:
+    """frame's columns the failed expectations name (all rows): a narrower frame to fingerprint
+    and filter. A table-level failure alone (the row count) keeps the whole frame."""
+    named = {result.expectation_config.kwargs.get("column") for result in failed}
+    columns = [column for column in frame.columns if column in named]
+    return frame[columns] if columns else frame
+
+
+def _write_docs(context, validations: list, run_id) -> tuple[str | None, Path | None]:
+    """In a file context, the Data Docs pages of these validations (the failures' page last) and
+    the offline index; returns the last page's URL and the site. An ephemeral context writes none."""
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    if context.root_directory is None:
+        return None, None
+    identifiers = []
+    for validation in validations:
+        suite_id = ExpectationSuiteIdentifier(name=validation.suite_name)
+        identifiers += [ValidationResultIdentifier(suite_id, run_id, validation.batch_id), suite_id]
+    context.build_data_docs(site_names=[GX_DOCS_SITE], resource_identifiers=identifiers)
+    urls = context.get_docs_sites_urls(resource_identifier=identifiers[-2], site_names=[GX_DOCS_SITE])
+    site = Path(context.root_directory, "uncommitted", "data_docs", GX_DOCS_SITE)
+    make_site_offline(site)  # styled with no internet: no CDN links left (core.data_docs)
+    write_offline_index(site)
+    return (urls[0]["site_url"] if urls else None), site
+
+
+def _failures(failed: list, detailed) -> list[ExpectationFailure]:
+    """Each failed expectation, with the count, observed value and exception its detailed run gave."""
+    details = {_key(result.expectation_config): result for result in (detailed.results if detailed else [])}
     failures = []
-    for item in validation.results:
-        if item.success:
-            continue
+    for item in failed:
+        item = details.get(_key(item.expectation_config), item)
         config = item.expectation_config
         exception = (item.exception_info or {}).get("exception_message")
         detail = exception or _failure_detail(config.type, config.kwargs, item.result)

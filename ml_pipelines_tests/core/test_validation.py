@@ -3,6 +3,7 @@ and the pandas checker that must agree with it."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -290,6 +291,38 @@ def test_a_failing_validation_page_shows_each_failure_with_its_count_and_sampled
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
     assert "9 unexpected values found" in text and "4 unexpected values found" in text  # age range, purpose
     assert "Sampled Unexpected Values" in text and "boat" in text
+
+
+def test_the_suite_passes_or_fails_fast_and_only_what_failed_runs_again_with_details(tmp_path, clean, schema):
+    """The whole suite runs with GX's BOOLEAN_ONLY result format (no unexpected values sampled,
+    no copy of the frame for them); the expectations that failed run again with BASIC on their
+    columns, as "<suite>-failures": the report's counts and the page it links come from there."""
+    project = tmp_path / "credit"
+    report = run_suite(broken(clean), schema, suite_name="credit_raw_data", project_dir=project, run_name="run-b")
+    stored = {}
+    for path in (project / "gx" / "uncommitted" / "validations").rglob("*.json"):
+        result = json.loads(path.read_text())
+        stored[result["suite_name"]] = result
+    assert set(stored) == {"credit_raw_data", "credit_raw_data-failures"}
+    whole, failures = stored["credit_raw_data"], stored["credit_raw_data-failures"]
+    assert len(whole["results"]) == report.evaluated
+    assert all(r["result"] == {} for r in whole["results"])  # pass or fail only
+    assert sum(not r["success"] for r in whole["results"]) == len(report.failures) == len(failures["results"])
+    assert {r["expectation_config"]["kwargs"]["column"] for r in failures["results"]} == {"age", "purpose",
+                                                                                          "income", "debt_ratio"}
+    assert not any(r["success"] for r in failures["results"])
+    assert unexpected(report) == {
+        ("expect_column_values_to_not_be_null", "age"): 6,
+        ("expect_column_values_to_be_between", "age"): 9,
+        ("expect_column_values_to_be_in_set", "purpose"): 4,
+        ("expect_column_values_to_be_between", "income"): 3,
+        ("expect_column_values_to_be_between", "debt_ratio"): 5,
+    }
+    assert "/credit_raw_data-failures/run-b/" in report.docs_path
+    offline = (Path(report.docs_site) / "offline_index.html").read_text()
+    assert ">credit_raw_data</td>" in offline and ">credit_raw_data-failures</td>" in offline
+    passing = run_suite(clean, schema, suite_name="credit_raw_data", project_dir=project, run_name="run-c")
+    assert passing.success and "/credit_raw_data/run-c/" in passing.docs_path
 
 
 def test_validated_data_combines_partitions(clean, schema):
