@@ -280,8 +280,8 @@ def test_no_validated_frame_stays_in_memory_after_the_suite(tmp_path, clean, sch
 
 
 def test_a_failing_validation_page_shows_each_failure_with_its_count_and_sampled_values(tmp_path, clean, schema):
-    """The suite runs with GX's BASIC result format and no Checkpoint: the page is still written,
-    with the unexpected counts and sampled values of the failed expectations."""
+    """No Checkpoint runs the suite: the page the report links is still written (the failures'
+    page, run with GX's BASIC result format), with the unexpected counts and sampled values."""
     report = run_suite(broken(clean), schema, suite_name="credit_raw_data", project_dir=tmp_path / "credit",
                        run_name="run-broken")
     assert unexpected(report)[("expect_column_values_to_be_between", "age")] == 9
