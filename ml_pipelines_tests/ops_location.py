@@ -46,9 +46,10 @@ def ops_attributes(name: str, *, sleep_s: float = 0.0, resources: dict[str, Any]
     attributes.update(name=name, owners=[f"team:{name.replace('_', '-')}"])
     attributes["source"] = {"kind": "synthetic", "generator": "ml_pipelines_tests.ops_location:diabetes_after",
                             "params": {"sleep_s": sleep_s}}
-    # training takes a few seconds (7 forest fits), so that two runs' training steps would overlap without the pool
+    # training takes a few seconds (7 fits of 400 trees, about 3 s of fitting here), so that two
+    # runs' training steps, started together, would overlap without the pool
     attributes["models"] = [{"name": "forest", "estimator": "sklearn.ensemble.RandomForestRegressor",
-                             "params": {"n_estimators": 150}, "search": {"min_samples_leaf": [3, 5]}}]
+                             "params": {"n_estimators": 400}, "search": {"min_samples_leaf": [3, 5]}}]
     attributes["selection"] = {"cv_folds": 3}
     attributes["evaluation"] = {"gate": {"metric": "r2", "min": 0.1}, "bootstrap_samples": 50}
     if resources:

@@ -482,10 +482,12 @@ def test_training_steps_share_the_train_pool_and_a_teams_second_run_waits(dagste
         assert config.pool_config.default_pool_limit == 1
         assert {"key": "team", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in (
             config.run_queue_config.tag_concurrency_limits)
+        # launched together, so that ops-a's first run and ops-b's start at once and reach training
+        # together: one training step has to wait for the pool's slot
         first, second = _launch(dagster_dev, "ops_a", TRAINING), _materialize_from_ui(dagster_dev, "ops_a", TRAINING)
+        other = _launch(dagster_dev, "ops_b", TRAINING)
         servers.wait_until("ops_a's first run to start",
                            lambda: instance.get_run_by_id(first).status != dagster.DagsterRunStatus.QUEUED, 60)
-        other = _launch(dagster_dev, "ops_b", TRAINING)
         servers.wait_until("ops_b's run to start",
                            lambda: instance.get_run_by_id(other).status != dagster.DagsterRunStatus.QUEUED, 60)
         assert instance.get_run_by_id(second).status == dagster.DagsterRunStatus.QUEUED
