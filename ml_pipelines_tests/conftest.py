@@ -37,3 +37,30 @@ def one_thread():
 
 # the real PostgreSQL cluster, moto S3 server and bucket fixtures (prod/ and core/test_registry.py)
 pytest_plugins = ["ml_pipelines_tests.service_fixtures"]
+
+
+# The slowest test files first (seconds in a clean-clone `make test`, fixtures included). Workers
+# take one file at a time (--dist loadfile, with --no-loadscope-reorder: xdist would otherwise
+# order files by their number of tests, which put the one-test 85 s learning-loop file last and
+# left the other worker idle while it ran). Longest first keeps both workers busy to the end.
+SLOWEST_FIRST = (
+    "serving/test_serving_lifecycle.py",  # 100
+    "serving/test_serving.py",  # 98
+    "components/test_dagster_dev.py",  # 96
+    "prod/test_containers.py",  # 91
+    "components/test_learning_loop_e2e.py",  # 84
+    "components/test_experiment_history.py",  # 74
+    "core/test_packaging.py",  # 61
+    "core/test_snapshots.py",  # 59
+    "serving/test_feedback_and_shadow.py",  # 59
+    "components/test_pipelines.py",  # 53
+    "ui/test_browser.py",  # 51
+    "components/test_model_development.py",  # 51
+    "prod/test_faults.py",  # 46
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    tests = os.path.dirname(__file__)
+    items.sort(key=lambda item: rank.get(os.path.relpath(str(item.path), tests), len(rank)))  # stable
