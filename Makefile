@@ -26,7 +26,8 @@ demo: setup
 
 # tests make their own homes; two workers, one test module per worker at a time, slowest first (conftest.py)
 test: setup
-	env -u ML_PIPELINES_HOME -u DAGSTER_HOME $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
+	env -u ML_PIPELINES_HOME -u DAGSTER_HOME $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder \
+		--durations=25
 
 dev: setup
 	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/ 2>/dev/null || true
