@@ -71,8 +71,11 @@ def curves(truth: np.ndarray, score: np.ndarray) -> Curves:
     positive counts at each distinct threshold."""
     fpr, tpr, _ = skm.roc_curve(truth, score, drop_intermediate=False)
     positives = int(np.count_nonzero(truth))
-    tps = np.rint(tpr[1:] * positives)  # roc_curve's first point (0, 0) stands for no threshold
-    fps = np.rint(fpr[1:] * (len(truth) - positives))
+    negatives = len(truth) - positives
+    # roc_curve's first point (0, 0) stands for no threshold; with no positives (negatives) its
+    # tpr (fpr) is NaN, and every count is 0
+    tps = np.rint(tpr[1:] * positives) if positives else np.zeros(len(tpr) - 1)
+    fps = np.rint(fpr[1:] * negatives) if negatives else np.zeros(len(fpr) - 1)
     predicted = tps + fps
     precision = np.divide(tps, predicted, out=np.zeros_like(tps), where=predicted != 0)
     recall = np.ones_like(tps) if positives == 0 else tps / positives

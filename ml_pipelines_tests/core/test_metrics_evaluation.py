@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 import numpy as np
 import pandas as pd
 import pytest
@@ -432,6 +433,12 @@ def test_both_curves_from_one_sort_are_sklearns():
     np.testing.assert_allclose(drawn.recall, recall, rtol=0, atol=1e-12)
     assert drawn.average_precision == pytest.approx(skm.average_precision_score(truth, score), abs=1e-12)
     assert drawn.auc == pytest.approx(skm.roc_auc_score(truth, score), abs=1e-12)
+    for one_class in (np.zeros(50, dtype=bool), np.ones(50, dtype=bool)):  # a class absent from the holdout
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn warns that the curve is undefined
+            drawn, expected = curves(one_class, score[:50]), skm.precision_recall_curve(one_class, score[:50])
+        np.testing.assert_allclose(drawn.precision, expected[0], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(drawn.recall, expected[1], rtol=0, atol=1e-12)
 
 
 def test_a_long_curve_is_drawn_with_bounded_points_that_follow_it():
