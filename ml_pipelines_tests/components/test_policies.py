@@ -1,5 +1,5 @@
 """components/policies.py: the run tags and pools a spec's resources become, and the idle
-watchdog ending a step that does nothing (in process; under a real daemon in test_dagster_dev)."""
+watchdog ending a step that does nothing (in a fresh process; under a real daemon in test_dagster_dev)."""
 
 from __future__ import annotations
 
