@@ -63,6 +63,11 @@ def holdout_predictions(model: Pipeline, features: FeatureSet) -> Predictions:
     return Predictions(y.to_numpy(), y_pred, proba, classes)
 
 
+def laid_out_metrics(names: list[str], p: Predictions) -> LaidOutMetrics:
+    """p's rows laid out once for the named metrics (core.bootstrap): for intervals and slices."""
+    return LaidOutMetrics(names, p.y_true, p.y_pred, p.proba, p.classes)
+
+
 def bootstrap_intervals(
     names: list[str], p: Predictions, samples: int, seed: int = 0, level: float = 0.95, *,
     block_rows: int | None = BLOCK_ROWS, laid_out: LaidOutMetrics | None = None,
@@ -86,7 +91,7 @@ def bootstrap_values(
     laid_out: LaidOutMetrics | None = None,
 ) -> dict[str, np.ndarray]:
     """Each metric on each resample where it is defined; laid_out: p's rows laid out for names, if at hand."""
-    laid_out = laid_out if laid_out is not None else LaidOutMetrics(names, p.y_true, p.y_pred, p.proba, p.classes)
+    laid_out = laid_out if laid_out is not None else laid_out_metrics(names, p)
     values = laid_out.on_resamples(samples, seed, block_rows)
     return {name: v[~np.isnan(v)] for name, v in values.items()}
 
@@ -100,7 +105,7 @@ def slice_metrics(
     laid out once for all (core.bootstrap): sklearn would sort and check the labels once per slice
     and metric."""
     rows = []
-    laid_out = laid_out if laid_out is not None else LaidOutMetrics(names, p.y_true, p.y_pred, p.proba, p.classes)
+    laid_out = laid_out if laid_out is not None else laid_out_metrics(names, p)
     for column in columns:
         codes, values = pd.factorize(frame[column].astype("str").fillna("<null>"))
         sizes = np.bincount(codes, minlength=len(values))
@@ -152,7 +157,7 @@ def evaluate(
 ) -> Evaluation:
     p = holdout_predictions(model, features)
     x_test, _ = features.xy("test")
-    laid_out = LaidOutMetrics(metric_names, p.y_true, p.y_pred, p.proba, p.classes)  # for intervals and slices
+    laid_out = laid_out_metrics(metric_names, p)  # for intervals and slices
     result = Evaluation(
         metrics=compute_metrics(metric_names, p.y_true, p.y_pred, p.proba, p.classes),
         intervals=bootstrap_intervals(metric_names, p, bootstrap_samples, block_rows=bootstrap_block_rows,
