@@ -11,7 +11,8 @@ first-use costs), so its peak memory is its own.
 
 Per step: wall seconds (STEP_START -> STEP_SUCCESS in the event log) and the peak RSS of
 the process while the step ran (sampled every 50 ms); every size but the largest runs
---repeats times, and each step's median counts. Slopes (seconds per million rows):
+--repeats times (half the rounds before the largest size's run, half after), and each step's
+median counts. Slopes (seconds per million rows):
 between each pair of adjacent sizes, and a least-squares fit over all sizes; a step is
 linear when its slope between the two largest sizes is within 1.3x its slope between the
 two before. Bytes between steps: what the IO manager stored (each output's stored_bytes),
@@ -48,6 +49,7 @@ from bench.orchestration_overhead import SPEC_FILE, _step_seconds, thread_limit
 SIZES = (100_000, 1_000_000, 10_000_000)
 CANDIDATES = ("logreg", "gbm")
 STORED = ("raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package")
+MEASURES = ("seconds", "user_cpu_s", "system_cpu_s")  # per step: wall, and the process's CPU (all threads)
 TARGETS = {"wall_s": 240.0, "peak_gb": 6.0, "slope_ratio": 1.3, "bytes_ratio": 0.4}
 
 
@@ -60,23 +62,26 @@ def load_spec(rows: int):
     return PipelineSpec.model_validate(attributes)
 
 
-class MemorySampler:
-    """This process's RSS every `every` seconds, with the time of each sample."""
+class ProcessSampler:
+    """This process's RSS and CPU seconds (user and system, all threads and ended child
+    processes) every `every` seconds, with the time of each sample."""
 
-    def __init__(self, every: float = 0.05):
+    def __init__(self, every: float = 0.02):
         import psutil
 
         self.process, self.every = psutil.Process(), every
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, float, float]] = []  # (time, rss, user, system)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.time(), self.process.memory_info().rss))
+            cpu = self.process.cpu_times()  # children: once a step's child process (BentoML's build) has ended
+            self.samples.append((time.time(), self.process.memory_info().rss,
+                                 cpu.user + cpu.children_user, cpu.system + cpu.children_system))
             self._stop.wait(self.every)
 
-    def __enter__(self) -> MemorySampler:
+    def __enter__(self) -> ProcessSampler:
         self._thread.start()
         return self
 
@@ -85,7 +90,16 @@ class MemorySampler:
         self._thread.join()
 
     def peak(self, start: float = 0.0, end: float = float("inf")) -> int:
-        return max((rss for t, rss in self.samples if start <= t <= end), default=0)
+        return max((rss for t, rss, _, _ in self.samples if start <= t <= end), default=0)
+
+    def cpu(self, start: float, end: float) -> dict[str, float]:
+        """User and system CPU seconds between two times, each end interpolated between samples."""
+        times = [sample[0] for sample in self.samples]
+        used = {}
+        for name, field in (("user_cpu_s", 2), ("system_cpu_s", 3)):
+            values = [sample[field] for sample in self.samples]
+            used[name] = float(np.interp(end, times, values) - np.interp(start, times, values))
+        return used
 
 
 class PickleCounter:
@@ -140,11 +154,11 @@ def run_once(rows: int, root: Path) -> dict[str, Any]:
     os.environ[ROWS_ENV], os.environ[ROOT_ENV] = str(rows), str(root)
     home = root / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance, MemorySampler() as memory:
-        started = time.perf_counter()
+    with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance, ProcessSampler() as sampler:
+        started, started_at = time.perf_counter(), time.time()
         with dg.execute_job(dg.reconstructable(scale_job), instance=instance, raise_on_error=True,
                             run_config=QUIET) as result:
-            wall = time.perf_counter() - started
+            wall, ended_at = time.perf_counter() - started, time.time()
             run_id = result.run_id
             materializations = result.get_asset_materialization_events()
         steps = _step_windows(instance, run_id)
@@ -158,9 +172,10 @@ def run_once(rows: int, root: Path) -> dict[str, Any]:
     return {
         "rows": rows,
         "wall_s": wall,
-        "peak_rss_bytes": memory.peak(),
+        "peak_rss_bytes": sampler.peak(),
+        **sampler.cpu(started_at, ended_at),
         "steps": {
-            step: {"seconds": end - start, "peak_rss_bytes": memory.peak(start, end)}
+            step: {"seconds": end - start, "peak_rss_bytes": sampler.peak(start, end), **sampler.cpu(start, end)}
             for step, (start, end) in steps.items()
         },
         "stored_bytes": stored,
@@ -229,15 +244,34 @@ def measure(rows: int, threads: int) -> dict[str, Any]:
     return outcome
 
 
-def measure_repeated(rows: int, threads: int, repeats: int) -> dict[str, Any]:
-    """Each step's median seconds over `repeats` runs (each in a fresh process), the largest peak, and
-    the median run's bytes. At the small sizes a step lasts about a second, and one run's noise
-    would swing the 100k->1M slope that the linearity ratio divides by."""
-    runs = [measure(rows, threads) for _ in range(repeats)]
+def measure_all(sizes: list[int], threads: int, repeats: int) -> list[dict[str, Any]]:
+    """Every size but the largest `repeats` times, the largest once, each run in a fresh process.
+    The smaller sizes' rounds are split before and after the largest run: this machine's speed
+    drifts (a whole 10M run took 108 s one hour and 142 s the hour before), and the slope ratio
+    divides a slope ending at the largest size by one between the smaller sizes, so those should
+    be measured around it, not all before it."""
+    runs: dict[int, list[dict[str, Any]]] = {rows: [] for rows in sizes}
+    order = [sizes[:-1]] * ((repeats + 1) // 2) + [sizes[-1:]] + [sizes[:-1]] * (repeats // 2)
+    for round_sizes in order:
+        for rows in round_sizes:
+            print(f"scale: credit_default ({', '.join(CANDIDATES)}), {rows:,} rows ...", flush=True)
+            runs[rows].append(measure(rows, threads))
+            print(f"  whole run {runs[rows][-1]['wall_s']:.1f}s, "
+                  f"peak {runs[rows][-1]['peak_rss_bytes'] / 1e9:.2f} GB", flush=True)
+    return [merged_runs(runs[rows]) for rows in sizes]
+
+
+def merged_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each step's median seconds over the runs of one size, the largest peak, and the median
+    run's bytes. At the small sizes a step lasts about a second, and one run's noise would swing
+    the 100k->1M slope that the linearity ratio divides by."""
     merged = json.loads(json.dumps(sorted(runs, key=lambda o: o["wall_s"])[len(runs) // 2]))
     for name, step in merged["steps"].items():
-        each = [o["steps"][name]["seconds"] for o in runs if name in o["steps"]]
-        step["seconds"], step["seconds_each_run"] = float(np.median(each)), each
+        for measure in MEASURES:
+            each = [o["steps"][name][measure] for o in runs if name in o["steps"]]
+            step[measure], step[f"{measure}_each_run"] = float(np.median(each)), each
+    for measure in ("user_cpu_s", "system_cpu_s"):
+        merged[measure] = float(np.median([o[measure] for o in runs]))
     merged["peak_rss_bytes"] = max(o["peak_rss_bytes"] for o in runs)
     merged["wall_s_each_run"] = [o["wall_s"] for o in runs]
     return merged
@@ -246,15 +280,17 @@ def measure_repeated(rows: int, threads: int, repeats: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- analysis
 
 
-def slopes(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Seconds per million rows for each step (and the whole run): between adjacent sizes, a
-    least-squares fit over all sizes, and the last adjacent slope over the one before."""
+def slopes(outcomes: list[dict[str, Any]], measure: str = "seconds") -> dict[str, dict[str, Any]]:
+    """Seconds (wall, or the measure's CPU seconds) per million rows for each step and the whole
+    run: between adjacent sizes, a least-squares fit over all sizes, and the last adjacent slope
+    over the one before."""
     sizes = np.array([o["rows"] for o in outcomes], dtype=float) / 1e6
     names = [*outcomes[-1]["steps"], "whole run"]
+    whole_run = "wall_s" if measure == "seconds" else measure
     table = {}
     for name in names:
         seconds = np.array([
-            o["wall_s"] if name == "whole run" else o["steps"].get(name, {}).get("seconds", 0.0) for o in outcomes
+            o[whole_run] if name == "whole run" else o["steps"].get(name, {}).get(measure, 0.0) for o in outcomes
         ])
         adjacent = [float((seconds[i + 1] - seconds[i]) / (sizes[i + 1] - sizes[i])) for i in range(len(sizes) - 1)]
         fitted = float(np.polyfit(sizes, seconds, 1)[0]) if len(sizes) > 1 else None
@@ -264,23 +300,35 @@ def slopes(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return table
 
 
-def verdicts(outcomes: list[dict[str, Any]], slope_table: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    largest = outcomes[-1]
-    steps = largest["steps"]
-    stored, pickled = sum(largest["stored_bytes"].values()), sum(largest["pickled_bytes"].values())
-    # a step under a second at the largest size has no slope worth judging
-    nonlinear = {
+def _nonlinear(slope_table: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Steps whose last slope is over the target ratio times the one before; a step under a
+    second at the largest size has no slope worth judging."""
+    return {
         name: row["last_slope_over_previous"] for name, row in slope_table.items()
         if name != "whole run" and row["last_slope_over_previous"] is not None and row["seconds"][-1] >= 1.0
         and row["last_slope_over_previous"] > TARGETS["slope_ratio"]
     }
+
+
+def verdicts(outcomes: list[dict[str, Any]], slope_table: dict[str, dict[str, Any]],
+             cpu_slope_table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The targets at the largest size. Linearity is judged on wall seconds; the same on user
+    CPU seconds tells the code's work apart from the time the kernel spends handing the process
+    memory (system CPU: on this VM, first touches of guest memory the host took back cost
+    seconds per GB)."""
+    largest = outcomes[-1]
+    steps = largest["steps"]
+    stored, pickled = sum(largest["stored_bytes"].values()), sum(largest["pickled_bytes"].values())
     return {
         "rows": largest["rows"],
         "wall_s": largest["wall_s"],
         "wall_within_target": largest["wall_s"] < TARGETS["wall_s"],
         "peak_gb": largest["peak_rss_bytes"] / 1e9,
         "peak_within_target": largest["peak_rss_bytes"] / 1e9 < TARGETS["peak_gb"],
-        "nonlinear_steps": nonlinear,
+        "nonlinear_steps": _nonlinear(slope_table),
+        "nonlinear_steps_user_cpu": _nonlinear(cpu_slope_table),
+        "user_cpu_s": largest["user_cpu_s"],
+        "system_cpu_s": largest["system_cpu_s"],
         "evaluation_over_training": steps["evaluation"]["seconds"] / steps["trained_model"]["seconds"],
         "stored_bytes": stored,
         "pickled_bytes": pickled,
@@ -289,16 +337,26 @@ def verdicts(outcomes: list[dict[str, Any]], slope_table: dict[str, dict[str, An
     }
 
 
-def report(outcomes: list[dict[str, Any]], slope_table: dict[str, dict[str, Any]], verdict: dict[str, Any]) -> None:
+def report(outcomes: list[dict[str, Any]], slope_table: dict[str, dict[str, Any]],
+           cpu_slope_table: dict[str, dict[str, Any]], verdict: dict[str, Any]) -> None:
     sizes = [f"{o['rows']:,}" for o in outcomes]
+
+    def at_largest(name: str, measure: str) -> float:
+        largest = outcomes[-1]
+        return largest[measure] if name == "whole run" else largest["steps"].get(name, {}).get(measure, 0.0)
+
     print_table(
-        "seconds per step (and peak RSS, GB) at each size; slopes in seconds per million rows",
-        ["step", *[f"{s} s" for s in sizes], *[f"{s} GB" for s in sizes], "fitted slope", "last/previous slope"],
+        "seconds per step (and peak RSS, GB) at each size; slopes in seconds per million rows; "
+        f"CPU seconds (user, system) at {sizes[-1]}",
+        ["step", *[f"{s} s" for s in sizes], *[f"{s} GB" for s in sizes], "fitted slope", "last/previous slope",
+         "user CPU s", "system CPU s", "user CPU last/previous"],
         [
             [name, *row["seconds"],
              *[(o["peak_rss_bytes"] if name == "whole run" else o["steps"].get(name, {}).get("peak_rss_bytes", 0)) / 1e9
                for o in outcomes],
-             row["fitted_s_per_million"], row["last_slope_over_previous"] or ""]
+             row["fitted_s_per_million"], row["last_slope_over_previous"] or "",
+             at_largest(name, "user_cpu_s"), at_largest(name, "system_cpu_s"),
+             cpu_slope_table[name]["last_slope_over_previous"] or ""]
             for name, row in slope_table.items()
         ],
     )
@@ -313,7 +371,9 @@ def report(outcomes: list[dict[str, Any]], slope_table: dict[str, dict[str, Any]
         f"peak {verdict['peak_gb']:.2f} GB (target < {TARGETS['peak_gb']} GB), evaluation/training "
         f"{verdict['evaluation_over_training']:.2f}x (target <= 1), stored/pickled {verdict['stored_over_pickled']:.3f}x "
         f"(target < {TARGETS['bytes_ratio']}); steps over the {TARGETS['slope_ratio']}x slope ratio: "
-        f"{verdict['nonlinear_steps'] or 'none'}"
+        f"{verdict['nonlinear_steps'] or 'none'} "
+        f"(on user CPU seconds: {verdict['nonlinear_steps_user_cpu'] or 'none'}; "
+        f"system CPU {verdict['system_cpu_s']:.1f}s of the run)"
     )
 
 
@@ -330,19 +390,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return None
     if args.rows != sorted(args.rows) or len(args.rows) < 2:
         parser.error("--rows takes at least two sizes, ascending")
-    outcomes = []
-    for rows in args.rows:
-        print(f"scale: credit_default ({', '.join(CANDIDATES)}), {rows:,} rows ...", flush=True)
-        repeats = args.repeats if rows < args.rows[-1] else 1
-        outcomes.append(measure_repeated(rows, args.threads, repeats))
-        print(f"  whole run {outcomes[-1]['wall_s']:.1f}s, peak {outcomes[-1]['peak_rss_bytes'] / 1e9:.2f} GB", flush=True)
-    slope_table = slopes(outcomes)
-    verdict = verdicts(outcomes, slope_table)
+    outcomes = measure_all(args.rows, args.threads, args.repeats)
+    slope_table, cpu_slope_table = slopes(outcomes), slopes(outcomes, "user_cpu_s")
+    verdict = verdicts(outcomes, slope_table, cpu_slope_table)
     payload = {"pipeline": "credit_default", "candidates": list(CANDIDATES), "sizes": args.rows,
                "repeats": args.repeats, "threads": args.threads or "library defaults", "targets": TARGETS,
-               "verdict": verdict, "slopes": slope_table, "runs": outcomes}
+               "verdict": verdict, "slopes": slope_table, "slopes_user_cpu": cpu_slope_table, "runs": outcomes}
     path = write_results("scale", payload)
-    report(outcomes, slope_table, verdict)
+    report(outcomes, slope_table, cpu_slope_table, verdict)
     print(f"results: {path}")
     return payload
 
