@@ -9,9 +9,10 @@ manager (LocalFrameIOManager: DataFrames as Parquet) on a temp folder. Each size
 fresh child process (after an untimed 5,000-row run in that process for imports and
 first-use costs), so its peak memory is its own.
 
-Per step: wall seconds (STEP_START -> STEP_SUCCESS in the event log) and the peak RSS of
-the process while the step ran (sampled every 50 ms); every size but the largest runs
---repeats times (half the rounds before the largest size's run, half after), and each step's
+Per step: wall seconds (STEP_START -> STEP_SUCCESS in the event log), and the peak RSS and
+the user and system CPU seconds of the process while the step ran (sampled every 20 ms);
+linearity is judged on wall seconds and reported on user CPU seconds too. Every size but the largest runs
+--repeats times (more than half of the rounds before the largest size's run, the rest after), and each step's
 median counts. Slopes (seconds per million rows):
 between each pair of adjacent sizes, and a least-squares fit over all sizes; a step is
 linear when its slope between the two largest sizes is within 1.3x its slope between the
@@ -49,7 +50,7 @@ from bench.orchestration_overhead import SPEC_FILE, _step_seconds, thread_limit
 SIZES = (100_000, 1_000_000, 10_000_000)
 CANDIDATES = ("logreg", "gbm")
 STORED = ("raw_data", "validated_data", "features", "trained_model", "evaluation", "model_package")
-MEASURES = ("seconds", "user_cpu_s", "system_cpu_s")  # per step: wall, and the process's CPU (all threads)
+MEASURES = ("seconds", "user_cpu_s", "system_cpu_s")  # per step: wall, and CPU (all threads, ended children)
 TARGETS = {"wall_s": 240.0, "peak_gb": 6.0, "slope_ratio": 1.3, "bytes_ratio": 0.4}
 
 
@@ -246,10 +247,9 @@ def measure(rows: int, threads: int) -> dict[str, Any]:
 
 def measure_all(sizes: list[int], threads: int, repeats: int) -> list[dict[str, Any]]:
     """Every size but the largest `repeats` times, the largest once, each run in a fresh process.
-    The smaller sizes' rounds are split before and after the largest run: this machine's speed
-    drifts (a whole 10M run took 108 s one hour and 142 s the hour before), and the slope ratio
-    divides a slope ending at the largest size by one between the smaller sizes, so those should
-    be measured around it, not all before it."""
+    The slope ratio divides a slope ending at the largest size by one between the smaller sizes,
+    so the smaller sizes' rounds are split before and after the largest run: a drift in the
+    machine's speed during the benchmark then moves both sides alike."""
     runs: dict[int, list[dict[str, Any]]] = {rows: [] for rows in sizes}
     order = [sizes[:-1]] * ((repeats + 1) // 2) + [sizes[-1:]] + [sizes[:-1]] * (repeats // 2)
     for round_sizes in order:
