@@ -12,7 +12,7 @@ first-use costs), so its peak memory is its own.
 Per step: wall seconds (STEP_START -> STEP_SUCCESS in the event log), and the peak RSS and
 the user and system CPU seconds of the process while the step ran (sampled every 20 ms);
 linearity is judged on wall seconds and reported on user CPU seconds too. Every size but the largest runs
---repeats times (more than half of the rounds before the largest size's run, the rest after), and each step's
+--repeats times (half of the rounds, rounded up, before the largest size's run, the rest after), and each step's
 median counts. Slopes (seconds per million rows):
 between each pair of adjacent sizes, and a least-squares fit over all sizes; a step is
 linear when its slope between the two largest sizes is within 1.3x its slope between the
