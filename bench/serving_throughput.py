@@ -11,8 +11,8 @@ loopback, for
                    version) scores every request too, into the audit trail
 
 Everything is reported against the baseline measured in the same run. Targets: at
-concurrency 64 the batched service (audit on) reaches >= 0.7x the baseline's
-throughput, the audit trail costs <= 10% of the batched service's throughput, and
+concurrency 1 the batched service (audit on) reaches >= 0.9x the baseline's throughput,
+at concurrency 64 >= 0.7x, the audit trail costs <= 10% of the batched service's throughput, and
 shadow scoring costs <= 10% of its throughput and p50 latency.
 
 One small credit-default classifier (LogisticRegression, a categorical and a
@@ -52,6 +52,7 @@ PIPELINE = "credit_serving"
 TRAIN_ROWS = 3000
 HOST = "127.0.0.1"
 TARGET_THROUGHPUT_RATIO = 0.7  # batched (audit on) / baseline at the highest concurrency
+TARGET_IDLE_THROUGHPUT_RATIO = 0.9  # the same at the lowest (an idle service: one request at a time)
 TARGET_AUDIT_COST = 0.10  # 1 - audit on / audit off
 TARGET_SHADOW_COST = 0.10  # 1 - shadow / batched, throughput; shadow / batched - 1, p50
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -373,30 +374,37 @@ def summarize(cells: dict[tuple[str, int], list[Cell]], levels: list[int]) -> di
     # the same from the servers' CPU per request: steadier than throughput on a shared machine
     cpu = {key: row["cpu_ms_per_request_total"] for key, row in rows.items()}
     audit_cpu_cost = {c: 1 - cpu[f"batched_no_audit@{c}"] / cpu[f"batched@{c}"] for c in levels}
-    ratio = rows[f"batched@{top}"]["throughput_vs_baseline_paired"]
-    shadow = shadow_cost(cells, top)
     return {
         "rows": rows,
         "audit_cost": {str(c): v for c, v in audit_cost.items()},
         "audit_cpu_cost": {str(c): v for c, v in audit_cpu_cost.items()},
-        "targets": {
-            f"batched_vs_baseline_throughput_at_c{top}": {
-                "value": ratio, "target": f">= {TARGET_THROUGHPUT_RATIO}", "met": ratio >= TARGET_THROUGHPUT_RATIO,
-            },
-            f"audit_cost_at_c{top}": {
-                "value": audit_cost[top], "target": f"<= {TARGET_AUDIT_COST}",
-                "met": audit_cost[top] <= TARGET_AUDIT_COST,
-            },
-            f"shadow_throughput_cost_at_c{top}": {
-                "value": shadow["throughput"], "target": f"<= {TARGET_SHADOW_COST}",
-                "met": shadow["throughput"] <= TARGET_SHADOW_COST,
-            },
-            f"shadow_p50_cost_at_c{top}": {
-                "value": shadow["p50"], "target": f"<= {TARGET_SHADOW_COST}", "met": shadow["p50"] <= TARGET_SHADOW_COST,
-            },
-            "zero_errors": {"value": sum(r["errors"] for r in rows.values()), "target": "0",
-                            "met": all(r["errors"] == 0 for r in rows.values())},
+        "targets": _targets(rows, audit_cost, shadow_cost(cells, top), min(levels), top),
+    }
+
+
+def _targets(rows: dict[str, dict[str, Any]], audit_cost: dict[int, float], shadow: dict[str, float],
+             low: int, top: int) -> dict[str, dict[str, Any]]:
+    """Each target with its value and whether it is met, at the lowest and highest concurrency."""
+    idle, busy = (rows[f"batched@{c}"]["throughput_vs_baseline_paired"] for c in (low, top))
+    return {
+        f"batched_vs_baseline_throughput_at_c{low}": {
+            "value": idle, "target": f">= {TARGET_IDLE_THROUGHPUT_RATIO}", "met": idle >= TARGET_IDLE_THROUGHPUT_RATIO,
         },
+        f"batched_vs_baseline_throughput_at_c{top}": {
+            "value": busy, "target": f">= {TARGET_THROUGHPUT_RATIO}", "met": busy >= TARGET_THROUGHPUT_RATIO,
+        },
+        f"audit_cost_at_c{top}": {
+            "value": audit_cost[top], "target": f"<= {TARGET_AUDIT_COST}", "met": audit_cost[top] <= TARGET_AUDIT_COST,
+        },
+        f"shadow_throughput_cost_at_c{top}": {
+            "value": shadow["throughput"], "target": f"<= {TARGET_SHADOW_COST}",
+            "met": shadow["throughput"] <= TARGET_SHADOW_COST,
+        },
+        f"shadow_p50_cost_at_c{top}": {
+            "value": shadow["p50"], "target": f"<= {TARGET_SHADOW_COST}", "met": shadow["p50"] <= TARGET_SHADOW_COST,
+        },
+        "zero_errors": {"value": sum(r["errors"] for r in rows.values()), "target": "0",
+                        "met": all(r["errors"] == 0 for r in rows.values())},
     }
 
 
