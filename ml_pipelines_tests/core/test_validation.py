@@ -185,7 +185,13 @@ def test_suite_has_one_expectation_per_rule(schema):
     assert types.count("expect_table_row_count_to_be_between") == 1
     # non-nullable columns, and nullable ones with a null-share limit (mostly < 1)
     assert types.count("expect_column_values_to_not_be_null") == len(schema.rules)
-    assert types.count("expect_column_values_to_not_be_in_set") == sum(r.must_be_finite for r in schema.rules)
+    # no separate finite check: every numeric column has two bounds or a set of values, and
+    # `between` or `in set` fails on +-inf; a column with neither gets one
+    assert all((r.min is not None and r.max is not None) or r.values for r in schema.rules if r.must_be_finite)
+    assert "expect_column_values_to_not_be_in_set" not in types
+    unranged = ResolvedSchema((ColumnRule("debt_ratio", type="float", min=0.0),))
+    assert [(e.expectation_type, e.column) for e in build_suite(unranged, "u").expectations][-2:] == [
+        ("expect_column_values_to_not_be_in_set", "debt_ratio"), ("expect_column_values_to_be_between", "debt_ratio")]
 
 
 def test_clean_data_passes_both_engines(clean, schema):
@@ -305,7 +311,8 @@ def test_the_suite_passes_or_fails_fast_and_only_what_failed_runs_again_with_det
         stored[result["suite_name"]] = result
     assert set(stored) == {"credit_raw_data", "credit_raw_data-failures"}
     whole, failures = stored["credit_raw_data"], stored["credit_raw_data-failures"]
-    assert len(whole["results"]) == report.evaluated
+    # age, income and debt_ratio's `between` and defaulted's `in set` stand for the finite checks
+    assert len(whole["results"]) + 4 == report.evaluated == check_with_pandas(broken(clean), schema).evaluated
     assert all(r["result"] == {} for r in whole["results"])  # pass or fail only
     assert sum(not r["success"] for r in whole["results"]) == len(report.failures) == len(failures["results"])
     assert {r["expectation_config"]["kwargs"]["column"] for r in failures["results"]} == {"age", "purpose",
@@ -429,6 +436,35 @@ def test_infinite_values_fail_both_engines_naming_the_column(clean, schema):
     )
     bad, _ = row_failures(frame, schema)
     assert set(frame.index[bad]) >= {0, 1, 2, 5}
+
+
+def test_a_bounded_columns_infinities_fail_its_range_and_are_counted_in_the_failures_pass(tmp_path, clean, schema):
+    """The whole suite runs no finite check on a column with two bounds (+-inf fails `between`,
+    and GX would copy the frame again for a separate check). Where `between` fails on a column
+    that holds +-inf, the failures pass runs the finite check, so the report still names and
+    counts the infinite values, as the pandas checks do; a plain range failure adds no such check."""
+    frame = clean.copy()
+    frame.loc[0:2, "income"] = np.inf
+    frame.loc[40:44, "debt_ratio"] = 7.5  # out of range, finite
+    project = tmp_path / "credit"
+    report = run_suite(frame, schema, suite_name="inf", project_dir=project, run_name="run-inf")
+    assert report.evaluated == check_with_pandas(frame, schema).evaluated
+    assert failures_by_rule(report) == failures_by_rule(check_with_pandas(frame, schema)) == {
+        ("expect_column_values_to_be_between", "income"): (3, ""),
+        ("expect_column_values_to_not_be_in_set", "income"): (3, "infinite values"),
+        ("expect_column_values_to_be_between", "debt_ratio"): (5, ""),
+    }
+    stored = {}
+    for path in (project / "gx" / "uncommitted" / "validations").rglob("*.json"):
+        result = json.loads(path.read_text())
+        stored[result["suite_name"]] = [(r["expectation_config"]["type"], r["expectation_config"]["kwargs"].get("column"))
+                                        for r in result["results"]]
+    assert "expect_column_values_to_not_be_in_set" not in {kind for kind, _ in stored["inf"]}
+    assert sorted(stored["inf-failures"]) == [
+        ("expect_column_values_to_be_between", "debt_ratio"),
+        ("expect_column_values_to_be_between", "income"),
+        ("expect_column_values_to_not_be_in_set", "income"),
+    ]
 
 
 def test_infinite_values_fail_without_a_range_and_widen_no_inferred_range(clean):
