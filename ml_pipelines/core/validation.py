@@ -159,6 +159,7 @@ def distinct_detail(distinct: int, minimum: int) -> str:
 
 
 INFINITE_DETAIL = "infinite values"
+MISSING_DETAIL = "column is missing"
 
 
 # ---------------------------------------------------------------- inference
@@ -344,8 +345,10 @@ def build_suite(schema: ResolvedSchema, name: str):
     import great_expectations.expectations as gxe
 
     expectations: list = []
+    if schema.rules:  # one expectation for every column's presence; the failures pass names the missing
+        columns = [rule.column for rule in schema.rules]
+        expectations.append(gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=False))
     for rule in schema.rules:
-        expectations.append(gxe.ExpectColumnToExist(column=rule.column))
         if rule.type in ("category", "str"):
             expectations.append(gxe.ExpectColumnValuesToBeOfType(column=rule.column, type_="str"))
         elif rule.type is not None:
@@ -457,13 +460,12 @@ def _validate(context, frame: pd.DataFrame, schema: ResolvedSchema, suite_name: 
     failed = [result for result in whole.results if not result.success]
     detailed = None
     if failed:
-        finite = [finite_expectation(column) for column in _infinite_columns(failed, frame, schema)]
-        detailed = _run(context, _suite_of(failed, suite, suite_name + FAILURES_SUFFIX, finite),
-                        _columns_of(failed, frame), GX_DETAIL_FORMAT, run_id)
+        failures_suite = _suite_of(failed, suite, suite_name + FAILURES_SUFFIX, _stand_ins(failed, frame, schema))
+        detailed = _run(context, failures_suite, _columns_of(failed, frame), GX_DETAIL_FORMAT, run_id)
     docs_path, site = _write_docs(context, [v for v in (whole, detailed) if v is not None], run_id)
     return ValidationReport(
         success=bool(whole.success),
-        evaluated=len(whole.results) + sum(finite_by_rule(rule) for rule in schema.rules),  # rules checked
+        evaluated=_rules_checked(len(whole.results), schema),
         failures=tuple(_failures(failed, detailed)),
         row_count=len(frame),
         docs_path=docs_path,
@@ -491,28 +493,54 @@ def _key(config) -> tuple[str, str]:
     return config.type, repr(sorted((k, v) for k, v in config.kwargs.items() if k != "batch_id"))
 
 
-def _suite_of(failed: list, suite, name: str, finite: list):
-    """A suite of copies of the expectations that failed, and the finite checks `between` stood for."""
+# the whole suite's one expectation for every column's presence (build_suite)
+COLUMNS_PRESENT = "expect_table_columns_to_match_set"
+
+
+def _rules_checked(expectations: int, schema: ResolvedSchema) -> int:
+    """The rules the whole suite's expectations checked, counted as check_with_pandas counts
+    them: a column's presence and finite values each count once, also where another stood for it."""
+    return expectations + max(len(schema.rules) - 1, 0) + sum(finite_by_rule(rule) for rule in schema.rules)
+
+
+def _stand_ins(failed: list, frame: pd.DataFrame, schema: ResolvedSchema) -> list:
+    """The per-column checks that failed expectations of the whole suite stood for, where they
+    fail: each missing column's presence, and the finite check on a column holding +-inf. Run in
+    the failures pass, they name the column as check_with_pandas does."""
+    import great_expectations.expectations as gxe
+
+    checks = []
+    if any(result.expectation_config.type == COLUMNS_PRESENT for result in failed):
+        checks += [gxe.ExpectColumnToExist(column=r.column) for r in schema.rules if r.column not in frame.columns]
+    return checks + [finite_expectation(column) for column in _infinite_columns(failed, frame, schema)]
+
+
+def _suite_of(failed: list, suite, name: str, stand_ins: list):
+    """A suite of copies of the expectations that failed, less the columns' presence, and the
+    per-column checks they stood for (_stand_ins)."""
     import copy
 
     import great_expectations as gx
 
     keys = {_key(result.expectation_config) for result in failed}
     return gx.ExpectationSuite(name=name, expectations=[
-        copy.copy(e) for e in suite.expectations if _key(e.configuration) in keys
-    ] + finite)
+        copy.copy(e) for e in suite.expectations
+        if _key(e.configuration) in keys and e.expectation_type != COLUMNS_PRESENT
+    ] + stand_ins)
 
 
 STANDS_FOR_FINITE = ("expect_column_values_to_be_between", "expect_column_values_to_be_in_set")
 
 
 def _infinite_columns(failed: list, frame: pd.DataFrame, schema: ResolvedSchema) -> list[str]:
-    """The columns whose failed `between` stood for the finite check and that hold +-inf."""
+    """The columns whose failed `between` or `in set` stood for the finite check and that hold +-inf."""
     columns = []
     for result in failed:
         config = result.expectation_config
         rule = schema.rule(config.kwargs.get("column"))
-        if config.type != "expect_column_values_to_be_between" or rule is None or not finite_by_rule(rule):
+        if config.type not in STANDS_FOR_FINITE or rule is None or not finite_by_rule(rule):
+            continue
+        if rule.column in columns or rule.column not in frame.columns:  # a missing column fails on its own
             continue
         if _holds_infinities(frame[rule.column]):
             columns.append(rule.column)
@@ -558,11 +586,15 @@ def _write_docs(context, validations: list, run_id) -> tuple[str | None, Path | 
 
 
 def _failures(failed: list, detailed) -> list[ExpectationFailure]:
-    """Each failed expectation, with the count, observed value and exception its detailed run gave."""
+    """Each failed expectation, with the count, observed value and exception its detailed run gave;
+    the missing columns first (in place of the one presence expectation), infinite values last."""
     details = {_key(result.expectation_config): result for result in (detailed.results if detailed else [])}
     keys = {_key(result.expectation_config) for result in failed}
+    stood_for = [r for key, r in details.items() if key not in keys and not r.success]
+    missing = [r for r in stood_for if r.expectation_config.type == "expect_column_to_exist"]
+    rest = [r for r in failed if r.expectation_config.type != COLUMNS_PRESENT]
     failures = []
-    for item in failed + [r for key, r in details.items() if key not in keys and not r.success]:
+    for item in missing + rest + [r for r in stood_for if r not in missing]:
         item = details.get(_key(item.expectation_config), item)
         config = item.expectation_config
         exception = (item.exception_info or {}).get("exception_message")
@@ -590,6 +622,8 @@ def _failure_detail(expectation: str, kwargs: dict[str, Any], result: dict[str, 
         return null_share_detail(result["unexpected_count"], result["element_count"], 1 - kwargs["mostly"])
     if expectation == "expect_column_values_to_not_be_in_set":
         return INFINITE_DETAIL
+    if expectation == "expect_column_to_exist":
+        return MISSING_DETAIL
     if expectation == "expect_column_unique_value_count_to_be_between":
         return distinct_detail(result["observed_value"], kwargs["min_value"])
     return "" if result.get("unexpected_count") is not None else _observed(result)
@@ -691,7 +725,7 @@ def check_with_pandas(frame: pd.DataFrame, schema: ResolvedSchema) -> Validation
     for rule in schema.rules:
         evaluated += 1
         if rule.column not in frame.columns:
-            failures.append(ExpectationFailure("expect_column_to_exist", rule.column, None, "column is missing"))
+            failures.append(ExpectationFailure("expect_column_to_exist", rule.column, None, MISSING_DETAIL))
             continue
         if rule.type is not None:
             evaluated += 1

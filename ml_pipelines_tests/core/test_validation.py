@@ -181,7 +181,11 @@ def test_suite_has_one_expectation_per_rule(schema):
     gx.get_context(mode="ephemeral")  # a suite needs an active context, as in run_suite
     suite = build_suite(schema, "loans_raw_data")
     types = [e.expectation_type for e in suite.expectations]
-    assert types.count("expect_column_to_exist") == len(schema.rules)
+    # one expectation for every column's presence (the failures pass names each missing one)
+    assert "expect_column_to_exist" not in types
+    assert types[0] == "expect_table_columns_to_match_set"
+    assert suite.expectations[0].column_set == [r.column for r in schema.rules]
+    assert suite.expectations[0].exact_match is False  # columns the spec does not name are allowed
     assert types.count("expect_table_row_count_to_be_between") == 1
     # non-nullable columns, and nullable ones with a null-share limit (mostly < 1)
     assert types.count("expect_column_values_to_not_be_null") == len(schema.rules)
@@ -190,7 +194,7 @@ def test_suite_has_one_expectation_per_rule(schema):
     assert all((r.min is not None and r.max is not None) or r.values for r in schema.rules if r.must_be_finite)
     assert "expect_column_values_to_not_be_in_set" not in types
     unranged = ResolvedSchema((ColumnRule("debt_ratio", type="float", min=0.0),))
-    assert [(e.expectation_type, e.column) for e in build_suite(unranged, "u").expectations][-2:] == [
+    assert [(e.expectation_type, e.column) for e in build_suite(unranged, "u").expectations[-2:]] == [
         ("expect_column_values_to_not_be_in_set", "debt_ratio"), ("expect_column_values_to_be_between", "debt_ratio")]
 
 
@@ -239,6 +243,23 @@ def test_missing_column_and_row_count_fail_both_engines(clean, schema):
         failed = {(f.expectation, f.column) for f in report.failures}
         assert ("expect_column_to_exist", "purpose") in failed
         assert ("expect_table_row_count_to_be_between", None) in failed
+
+
+def test_each_missing_column_is_named_by_both_engines(tmp_path, clean, schema):
+    """The whole suite checks every column's presence with one expectation; when it fails, the
+    failures pass checks each missing column's, so the report names them one by one, as pandas does."""
+    frame = clean.drop(columns=["purpose", "debt_ratio"])  # a category and a bounded numeric column
+    report = run_suite(frame, schema, suite_name="missing", project_dir=tmp_path / "credit", run_name="run-m")
+    pandas_report = check_with_pandas(frame, schema)
+    present = {("expect_column_to_exist", "purpose"), ("expect_column_to_exist", "debt_ratio")}
+    for each in (report, pandas_report):
+        failed = {(f.expectation, f.column) for f in each.failures}
+        assert present <= failed and not any(kind == "expect_table_columns_to_match_set" for kind, _ in failed)
+    assert [(f.expectation, f.column, f.detail) for f in report.failures[:2]] == [
+        ("expect_column_to_exist", "purpose", "column is missing"),
+        ("expect_column_to_exist", "debt_ratio", "column is missing"),
+    ]  # first, in the schema's order
+    assert run_suite(clean, schema, suite_name="present").success
 
 
 def test_wrong_type_fails_both_engines(clean, schema):
@@ -311,8 +332,9 @@ def test_the_suite_passes_or_fails_fast_and_only_what_failed_runs_again_with_det
         stored[result["suite_name"]] = result
     assert set(stored) == {"credit_raw_data", "credit_raw_data-failures"}
     whole, failures = stored["credit_raw_data"], stored["credit_raw_data-failures"]
-    # age, income and debt_ratio's `between` and defaulted's `in set` stand for the finite checks
-    assert len(whole["results"]) + 4 == report.evaluated == check_with_pandas(broken(clean), schema).evaluated
+    # one expectation stands for the 5 columns' presence; age, income and debt_ratio's `between`
+    # and defaulted's `in set` stand for their finite checks
+    assert len(whole["results"]) + 4 + 4 == report.evaluated == check_with_pandas(broken(clean), schema).evaluated
     assert all(r["result"] == {} for r in whole["results"])  # pass or fail only
     assert sum(not r["success"] for r in whole["results"]) == len(report.failures) == len(failures["results"])
     assert {r["expectation_config"]["kwargs"]["column"] for r in failures["results"]} == {"age", "purpose",
@@ -446,6 +468,8 @@ def test_a_bounded_columns_infinities_fail_its_range_and_are_counted_in_the_fail
     frame = clean.copy()
     frame.loc[0:2, "income"] = np.inf
     frame.loc[40:44, "debt_ratio"] = 7.5  # out of range, finite
+    frame["defaulted"] = frame["defaulted"].astype("float64")
+    frame.loc[7, "defaulted"] = -np.inf  # not one of the target's values
     project = tmp_path / "credit"
     report = run_suite(frame, schema, suite_name="inf", project_dir=project, run_name="run-inf")
     assert report.evaluated == check_with_pandas(frame, schema).evaluated
@@ -453,16 +477,20 @@ def test_a_bounded_columns_infinities_fail_its_range_and_are_counted_in_the_fail
         ("expect_column_values_to_be_between", "income"): (3, ""),
         ("expect_column_values_to_not_be_in_set", "income"): (3, "infinite values"),
         ("expect_column_values_to_be_between", "debt_ratio"): (5, ""),
+        ("expect_column_values_to_be_in_set", "defaulted"): (1, ""),
+        ("expect_column_values_to_not_be_in_set", "defaulted"): (1, "infinite values"),
     }
     stored = {}
     for path in (project / "gx" / "uncommitted" / "validations").rglob("*.json"):
         result = json.loads(path.read_text())
-        stored[result["suite_name"]] = [(r["expectation_config"]["type"], r["expectation_config"]["kwargs"].get("column"))
-                                        for r in result["results"]]
+        configs = [r["expectation_config"] for r in result["results"]]
+        stored[result["suite_name"]] = [(c["type"], c["kwargs"].get("column")) for c in configs]
     assert "expect_column_values_to_not_be_in_set" not in {kind for kind, _ in stored["inf"]}
     assert sorted(stored["inf-failures"]) == [
         ("expect_column_values_to_be_between", "debt_ratio"),
         ("expect_column_values_to_be_between", "income"),
+        ("expect_column_values_to_be_in_set", "defaulted"),
+        ("expect_column_values_to_not_be_in_set", "defaulted"),
         ("expect_column_values_to_not_be_in_set", "income"),
     ]
 
