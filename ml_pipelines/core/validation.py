@@ -326,7 +326,8 @@ def finite_by_rule(rule: ColumnRule) -> bool:
     check_with_pandas does."""
     if not rule.must_be_finite:
         return False
-    bounded = rule.min is not None and rule.max is not None
+    bounds = (rule.min, rule.max)
+    bounded = all(bound is not None and not _is_infinite(bound) for bound in bounds)  # `max: .inf` lets +inf in
     return bounded or (rule.values is not None and not any(_is_infinite(v) for v in rule.values))
 
 

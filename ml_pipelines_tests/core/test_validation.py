@@ -495,6 +495,15 @@ def test_a_bounded_columns_infinities_fail_its_range_and_are_counted_in_the_fail
     ]
 
 
+def test_an_infinite_bound_keeps_the_separate_finite_check(clean):
+    """`max: .inf` in YAML is a float bound that +inf does not break: the finite check stays."""
+    frame = clean.assign(debt_ratio=clean["debt_ratio"].where(clean.index != 3, np.inf))
+    schema = resolve_schema(SchemaSpec(columns={"debt_ratio": {"type": "float", "min": 0, "max": float("inf")}},
+                                       infer=False), frame)
+    gx_report, _ = both_engines(frame, schema, "open_ended")
+    assert failures_by_rule(gx_report) == {("expect_column_values_to_not_be_in_set", "debt_ratio"): (1, "infinite values")}
+
+
 def test_infinite_values_fail_without_a_range_and_widen_no_inferred_range(clean):
     frame = clean.assign(debt_ratio=clean["debt_ratio"].where(clean.index != 3, np.inf))
     unranged = resolve_schema(SchemaSpec(columns={"debt_ratio": {"type": "float"}}, infer=False), frame)
