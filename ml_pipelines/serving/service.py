@@ -46,6 +46,7 @@ from ml_pipelines import __version__
 from ml_pipelines.core.feedback import FeedbackError, parse_feedback
 from ml_pipelines.serving.audit import AuditWriter, utc_timestamp
 from ml_pipelines.serving.bento import VERSION_ARG, bento_image
+from ml_pipelines.serving.hop import call_predictor
 from ml_pipelines.serving.http import ApiKeyAuth, ErrorEnvelope, OpenAPIDocument, check_api_key, service_document
 from ml_pipelines.serving.lifecycle import stop_server, stop_with_parent
 from ml_pipelines.serving.limits import BodySizeLimit
@@ -225,12 +226,15 @@ class ModelService:
         """BentoML's /readyz: 503, with the reason, while the predictor does not answer or serves a
         version other than the champion because the champion failed to load."""
         try:
-            state = await asyncio.wait_for(self.predictor.to_async.serving_state(), READY_TIMEOUT_S)
+            state = await asyncio.wait_for(self._serving_state(), READY_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - any failure to answer means not ready
             raise HTTPException(503, f"the predictor does not answer: {type(exc).__name__}: {exc}") from None
         if state["problem"]:
             raise HTTPException(503, state["problem"])
         return True
+
+    async def _serving_state(self) -> dict[str, Any]:
+        return await call_predictor(self.predictor.to_async.serving_state, "serving_state")
 
     @bentoml.on_startup
     async def _start_following(self) -> None:
@@ -247,7 +251,7 @@ class ModelService:
             generation = route.generation
             try:
                 if not route.confirmed or await loop.run_in_executor(None, route.holder.behind_registry):
-                    state = await asyncio.wait_for(self.predictor.to_async.serving_state(), READY_TIMEOUT_S)
+                    state = await asyncio.wait_for(self._serving_state(), READY_TIMEOUT_S)
                     await loop.run_in_executor(None, route.holder.follow, state["served"], state["shadow"])
                     route.confirm(generation, state["served"])
             except Exception:  # noqa: BLE001 - the predictor is not up yet, or its version does not load here
@@ -271,8 +275,8 @@ class ModelService:
                 results = await asyncio.get_running_loop().run_in_executor(
                     self.inline_pool, self._score_here, rows, request_id, caller)
             else:
-                results = await self.predictor.to_async.predict_rows(
-                    [{"row": row, "ref": [request_id, i]} for i, row in enumerate(rows)])
+                items = [{"row": row, "ref": [request_id, i]} for i, row in enumerate(rows)]
+                results = await call_predictor(lambda: self.predictor.to_async.predict_rows(items), "predict_rows")
         finally:
             route.scoring -= 1
         SCORED.labels(pipeline=CONFIG.pipeline, route="inline" if inline else "predictor").inc()
