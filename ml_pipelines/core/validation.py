@@ -593,9 +593,10 @@ def _failures(failed: list, detailed) -> list[ExpectationFailure]:
     keys = {_key(result.expectation_config) for result in failed}
     stood_for = [r for key, r in details.items() if key not in keys and not r.success]
     missing = [r for r in stood_for if r.expectation_config.type == "expect_column_to_exist"]
+    infinite = [r for r in stood_for if r.expectation_config.type != "expect_column_to_exist"]
     rest = [r for r in failed if r.expectation_config.type != COLUMNS_PRESENT]
     failures = []
-    for item in missing + rest + [r for r in stood_for if r not in missing]:
+    for item in missing + rest + infinite:
         item = details.get(_key(item.expectation_config), item)
         config = item.expectation_config
         exception = (item.exception_info or {}).get("exception_message")
