@@ -7,7 +7,8 @@ before the predictor has read the request: aiohttp cannot write to the closing t
 predictor disconnects without an answer. The gateway answers in process while it is idle
 (InlineRoute), so its pooled connections do go idle, and the first burst after a lull got HTTP
 500s. Such a call is made again, on a connection the pool opens afresh. Neither BentoML nor
-aiohttp has a setting for either keep-alive on this hop, hence this small retry of our own.
+aiohttp has a setting for either keep-alive on this hop, hence this small retry of our own: it is
+BentoML issue #4971, and its open pull request #5698 proposes the same retry inside BentoML's client.
 """
 
 from __future__ import annotations
