@@ -4,8 +4,9 @@ Each process appends to its own file per day (<root>/<pipeline>/<day>/<host>-<pi
 so processes never contend. Within a process a writer thread group-commits: it
 drains every record queued so far, writes them, fsyncs once and then releases
 the waiting requests, so the hot path never waits behind a per-request lock.
-A thread that may block anyway (the gateway scoring an idle request) writes its
-records itself (`write_here`), sparing the two thread switches of the queue.
+A caller that waits for the fsync anyway (the gateway scoring an idle request, in its
+scoring thread or on its event loop) writes its records itself (`write_here`), sparing
+the two thread switches of the queue.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ class AuditWriter:
         await future
 
     def write_here(self, records: list[dict[str, Any]]) -> None:
-        """Returns once the records are on disk (fsynced), written by the calling thread: not from
-        an event loop, which it would block."""
+        """Returns once the records are on disk (fsynced), written by the calling thread. On an event
+        loop it blocks the loop meanwhile: only where that is meant (InlineRoute.quick)."""
         self._append([records])
 
     def write_nowait(self, records: list[dict[str, Any]]) -> None:

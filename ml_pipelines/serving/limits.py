@@ -1,6 +1,7 @@
 """The request body size limit (`serving.max_body_bytes`), as ASGI middleware in front
 of the service: a body over the limit is answered 413 before anything parses it,
-whether it declares its Content-Length or streams in chunks."""
+whether it declares its Content-Length or streams in chunks. And the count of requests
+a process is handling (`CountRequests`), which tells the service whether one is alone."""
 
 from __future__ import annotations
 
@@ -73,3 +74,27 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+class RequestsInFlight:
+    """How many HTTP requests this process is handling now: from the moment the first middleware
+    sees one (before it is parsed) until its answer is sent."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class CountRequests:
+    def __init__(self, app: ASGIApp, requests: RequestsInFlight):
+        self.app = app
+        self.requests = requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.requests.count += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.requests.count -= 1

@@ -9,7 +9,8 @@
   scored and appends an audit record before answering. While no other request is
   being scored it scores them itself, with a copy of the model that follows the
   predictor's version (runtime.InlineRoute): an idle service answers without the
-  hop to the predictor and its batching wait. Otherwise the Predictor scores them,
+  hop to the predictor and its batching wait (on its event loop when the request is
+  alone and such answers are quick, else in a thread). Otherwise the Predictor scores them,
   in batches. With serving.shadow the process that scored a row also hands it to a
   ShadowScorer, which scores the challenger in large batches after the answers and
   appends its predictions to the audit trail under the same request id (never in the answer).
@@ -32,6 +33,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
@@ -49,7 +51,7 @@ from ml_pipelines.serving.bento import VERSION_ARG, bento_image
 from ml_pipelines.serving.hop import call_predictor
 from ml_pipelines.serving.http import ApiKeyAuth, ErrorEnvelope, OpenAPIDocument, check_api_key, service_document
 from ml_pipelines.serving.lifecycle import stop_server, stop_with_parent
-from ml_pipelines.serving.limits import BodySizeLimit
+from ml_pipelines.serving.limits import BodySizeLimit, CountRequests, RequestsInFlight
 from ml_pipelines.serving.runtime import (
     InlineRoute,
     ModelHolder,
@@ -95,6 +97,7 @@ Records = Annotated[
 Prediction = response_model(_RECORD.task, _RECORD.classes)
 FeedbackRecords = Annotated[SkipValidation[list[FeedbackRecord]], Field(description=f"at most {SERVING.max_records}")]
 ROUTE_ERRORS = {"/predict": (400, 401, 413), "/feedback": (400, 401, 404, 409, 413)}  # the 4xx each answers
+IN_FLIGHT = RequestsInFlight()  # this process's requests (CountRequests): is one alone?
 
 UNSEEN = bentoml.metrics.Counter(
     name="ml_pipelines_unseen_categories",
@@ -267,10 +270,19 @@ class ModelService:
         else is being scored (no hop, no batching wait), else from the batching predictor. The same
         answers either way (ModelHolder.predict_rows)."""
         route = self.inline
+        if route.open and route.quick(len(rows)):
+            # one turn of the loop first: requests that came in with this one are counted (IN_FLIGHT)
+            await asyncio.sleep(0)
         inline = route.open
+        on_loop = inline and route.quick(len(rows)) and IN_FLIGHT.count == 1
         route.scoring += 1
+        started = time.perf_counter()
         try:
-            if inline:
+            if on_loop:
+                # alone, and quick (InlineRoute): on the loop, sparing two thread hand-offs; requests that
+                # arrive meanwhile wait at most its budget, then see this one scoring and go to the predictor
+                results = self._score_here(rows, request_id, caller)
+            elif inline:
                 # in a thread: requests that arrive meanwhile see this one scoring and go to the predictor
                 results = await asyncio.get_running_loop().run_in_executor(
                     self.inline_pool, self._score_here, rows, request_id, caller)
@@ -279,13 +291,15 @@ class ModelService:
                 results = await call_predictor(lambda: self.predictor.to_async.predict_rows(items), "predict_rows")
         finally:
             route.scoring -= 1
+        if inline:
+            route.timed(time.perf_counter() - started, len(rows))
         SCORED.labels(pipeline=CONFIG.pipeline, route="inline" if inline else "predictor").inc()
         if not inline and route.saw({r["model_version"] for r in results}):
             self.poll_now.set()
         return results, inline and self.audit is not None
 
     def _score_here(self, rows: list[dict[str, Any]], request_id: str, caller: str | None) -> list[dict[str, Any]]:
-        """In the inline-scoring thread: the answers, audited by this thread (it waits for the fsync anyway)."""
+        """In the inline-scoring thread, or on the loop: the answers, audited here (it waits for the fsync anyway)."""
         results = self.inline.holder.predict_rows(rows, [(request_id, i) for i in range(len(rows))])
         if self.audit is not None:
             self.audit.write_here(_audit_records(request_id, caller, rows, results))
@@ -373,6 +387,7 @@ def _document(spec: dict[str, Any]) -> dict[str, Any]:
 
 # public API: Service.add_asgi_middleware. Bodies over the limit are refused before BentoML reads
 # them; a missing or invalid API key before the body is read; every 4xx gets the one error shape.
+ModelService.add_asgi_middleware(CountRequests, requests=IN_FLIGHT)  # the first: counts before anything else runs
 ModelService.add_asgi_middleware(ErrorEnvelope)
 ModelService.add_asgi_middleware(OpenAPIDocument, document=_document)
 ModelService.add_asgi_middleware(ApiKeyAuth, api_keys=CONFIG.api_keys, paths=frozenset(ROUTE_ERRORS))

@@ -17,6 +17,7 @@ import pytest
 
 from ml_pipelines.core.records import ModelInputs
 from ml_pipelines.serving.audit import AuditWriter
+from ml_pipelines.serving.limits import CountRequests, RequestsInFlight
 from ml_pipelines.serving.runtime import (
     InlineRoute,
     LoadedModel,
@@ -172,6 +173,48 @@ def test_a_predictor_answer_from_another_version_stops_the_copy_until_a_later_po
     assert not route.open, "the predictor's version must be the copy's"
     route.confirm(route.generation, "v2")
     assert route.open
+
+
+def test_the_copy_answers_on_the_loop_only_after_enough_quick_answers_as_large():
+    route = InlineRoute(_Holder(_Current("v1")))
+    budget, enough = InlineRoute.LOOP_BUDGET_SECONDS, InlineRoute.TIMED_ANSWERS
+    for _ in range(enough - 1):
+        route.timed(budget / 4, 1)
+        assert not route.quick(1), "too few answers timed yet: in a thread"
+    route.timed(budget, 3)
+    assert route.quick(1) and route.quick(3)
+    assert not route.quick(4), "no answer as large was timed"
+    route.timed(budget * 1.01, 1)
+    assert not route.quick(1), "one answer over the budget sends the next ones to the thread"
+    for _ in range(enough - 1):
+        route.timed(budget / 4, 1)
+        assert not route.quick(1)
+    route.timed(budget / 4, 1)
+    assert route.quick(1), "until it is no longer among the last answers"
+    assert not route.quick(3), "nor is the 3-row answer"
+
+
+def test_requests_are_counted_from_the_first_middleware_until_answered():
+    requests = RequestsInFlight()
+    seen: list[int] = []
+
+    async def app(scope, receive, send):
+        await asyncio.sleep(0)  # one turn of the loop, as the service takes before it decides
+        seen.append(requests.count)
+        if scope["path"] == "/fails":
+            raise RuntimeError("the app failed")
+
+    counted = CountRequests(app, requests=requests)
+
+    async def arrive_together() -> None:
+        calls = [counted({"type": "http", "path": path}, None, None) for path in ("/a", "/b", "/fails")]
+        await asyncio.gather(*calls, return_exceptions=True)
+        await counted({"type": "lifespan", "path": "/"}, None, None)  # not a request
+
+    asyncio.run(arrive_together())
+    assert seen[0] == 3, "requests that arrived together are all counted by the time the first decides"
+    assert seen[-1] == 0, "the lifespan scope is not counted"
+    assert requests.count == 0, "each request leaves the count, a failed one too"
 
 
 # ------------------------------------------------------------------ the audit trail, written from two threads
