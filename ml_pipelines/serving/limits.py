@@ -77,8 +77,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 class RequestsInFlight:
-    """How many HTTP requests this process is handling now: from the moment the first middleware
-    sees one (before it is parsed) until its answer is sent."""
+    """How many HTTP requests this process is handling now: from the moment CountRequests, our
+    outermost middleware, sees one (before its body is read) until its answer is sent."""
 
     def __init__(self) -> None:
         self.count = 0

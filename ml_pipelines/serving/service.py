@@ -387,7 +387,7 @@ def _document(spec: dict[str, Any]) -> dict[str, Any]:
 
 # public API: Service.add_asgi_middleware. Bodies over the limit are refused before BentoML reads
 # them; a missing or invalid API key before the body is read; every 4xx gets the one error shape.
-ModelService.add_asgi_middleware(CountRequests, requests=IN_FLIGHT)  # the first: counts before anything else runs
+ModelService.add_asgi_middleware(CountRequests, requests=IN_FLIGHT)  # the outermost of ours: before the body is read
 ModelService.add_asgi_middleware(ErrorEnvelope)
 ModelService.add_asgi_middleware(OpenAPIDocument, document=_document)
 ModelService.add_asgi_middleware(ApiKeyAuth, api_keys=CONFIG.api_keys, paths=frozenset(ROUTE_ERRORS))
