@@ -1,8 +1,9 @@
 """End to end: `ml-pipelines serve` as a real `bentoml serve` process on loopback,
 driven by real HTTP clients.
 
-One platform root is trained twice (two registry versions of a small credit-default
-classifier with a categorical feature and a nullable column). One server without
+Two registry versions of a small credit-default classifier (a categorical feature and a
+nullable column), trained once per test session (serving/conftest.py), are copied into
+this module's platform root. One server without
 auth answers most tests; a second one, started with ML_PIPELINES_API_KEYS, answers
 the auth test. Both run in their own process group and are stopped by PID.
 """
@@ -40,7 +41,7 @@ from ml_pipelines.datasets.credit import generate
 from ml_pipelines.resources import local_resources
 from ml_pipelines.serving.runtime import InlineRoute, records_to_frame
 from ml_pipelines.spec import PipelineSpec, trusted_roots
-from ml_pipelines_tests.helpers import materialize, registry_at
+from ml_pipelines_tests.helpers import registry_at
 from ml_pipelines_tests.servers import REPO_ROOT, ServerProcess, free_port, running, venv_executable
 from ml_pipelines_tests.specs import make_spec
 
@@ -119,17 +120,10 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory) -> Platform:
-    root = tmp_path_factory.mktemp("serving") / "platform"
-    root.mkdir()
-    versions = []
-    for c in (1.0, 0.02):
-        spec = serving_spec(c)
-        result = materialize(spec, root)
-        assert result.success, result.step_errors()
-        versions.append(result.registry.get_alias(PIPELINE, "champion"))
-    assert versions[0] != versions[1], versions
-    return Platform(root, spec, versions[0], versions[1])
+def platform(trained_versions, tmp_path_factory) -> Platform:
+    """This module's copy of the two trained versions (serving/conftest.py)."""
+    root = trained_versions.copy_to(tmp_path_factory.mktemp("serving") / "platform")
+    return Platform(root, serving_spec(0.02), trained_versions.first, trained_versions.second)
 
 
 @dataclass

@@ -33,7 +33,6 @@ import httpx
 import psutil
 import pytest
 
-from ml_pipelines_tests.helpers import materialize
 from ml_pipelines_tests.servers import (
     REPO_ROOT,
     ServerProcess,
@@ -43,7 +42,7 @@ from ml_pipelines_tests.servers import (
     wait_for_url,
     wait_until,
 )
-from ml_pipelines_tests.serving.test_serving import PIPELINE, READY_TIMEOUT_S, record, serving_spec
+from ml_pipelines_tests.serving.test_serving import PIPELINE, READY_TIMEOUT_S, record
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -52,24 +51,10 @@ STOP_TIMEOUT_S = 30  # workers must follow a killed server within this
 SWAP_TIMEOUT_S = 30  # the watcher polls every 0.5 s; a load takes a second or two
 
 
-@dataclass(frozen=True)
-class Trained:
-    root: Path
-    first: str
-    second: str  # the champion
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Trained:
-    root = tmp_path_factory.mktemp("lifecycle") / "trained"
-    root.mkdir()
-    versions = []
-    for c in (1.0, 0.02):
-        result = materialize(serving_spec(c), root)
-        assert result.success, result.step_errors()
-        versions.append(result.registry.get_alias(PIPELINE, "champion"))
-    assert versions[0] != versions[1]
-    return Trained(root, *versions)
+def trained(trained_versions):
+    """The two trained versions (serving/conftest.py); each test serves a copy (`platform`)."""
+    return trained_versions
 
 
 @dataclass
@@ -99,9 +84,7 @@ class Platform:
 
 @pytest.fixture
 def platform(trained, tmp_path) -> Platform:
-    root = tmp_path / "platform"
-    shutil.copytree(trained.root, root, symlinks=True)
-    return Platform(root)
+    return Platform(trained.copy_to(tmp_path / "platform"))
 
 
 def serve_command(port: int) -> list[str]:
