@@ -44,10 +44,11 @@ pytest_plugins = ["ml_pipelines_tests.service_fixtures"]
 # order files by their number of tests, which put the one-test 85 s learning-loop file last and
 # left the other worker idle while it ran). Longest first keeps both workers busy to the end.
 SLOWEST_FIRST = (
-    "serving/test_serving_lifecycle.py",  # 100
-    "serving/test_serving.py",  # 98
+    "serving/test_serving.py",  # 98, with the serving versions' training (serving/conftest.py)
     "components/test_dagster_dev.py",  # 96
     "prod/test_containers.py",  # 91
+    # about 85 without its own training (100 with): after the file that trains, so it need not wait
+    "serving/test_serving_lifecycle.py",
     "components/test_learning_loop_e2e.py",  # 84
     "components/test_experiment_history.py",  # 74
     "core/test_packaging.py",  # 61
