@@ -270,11 +270,12 @@ class ModelService:
         else is being scored (no hop, no batching wait), else from the batching predictor. The same
         answers either way (ModelHolder.predict_rows)."""
         route = self.inline
-        if route.open and route.quick(len(rows)):
+        quick = route.quick(len(rows))
+        if route.open and quick:
             # one turn of the loop first: requests that came in with this one are counted (IN_FLIGHT)
             await asyncio.sleep(0)
         inline = route.open
-        on_loop = inline and route.quick(len(rows)) and IN_FLIGHT.count == 1
+        on_loop = inline and quick and IN_FLIGHT.count == 1
         route.scoring += 1
         started = time.perf_counter()
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+from ml_pipelines.spec import PipelineSpec
 from ml_pipelines_tests.helpers import materialize
 from ml_pipelines_tests.serving.test_serving import PIPELINE, serving_spec
 
@@ -23,6 +24,7 @@ class TrainedVersions:
     root: Path  # read-only: copy it (copy_to)
     first: str  # the older version
     second: str  # the champion
+    spec: PipelineSpec  # the champion's
 
     def copy_to(self, root: Path) -> Path:
         shutil.copytree(self.root, root, symlinks=True)
@@ -50,4 +52,4 @@ def trained_versions(tmp_path_factory, worker_id) -> TrainedVersions:
             assert versions[0] != versions[1], versions
             done.write_text(json.dumps({"root": str(root), "first": versions[0], "second": versions[1]}))
     written = json.loads(done.read_text())
-    return TrainedVersions(Path(written["root"]), written["first"], written["second"])
+    return TrainedVersions(Path(written["root"]), written["first"], written["second"], serving_spec(C_VALUES[-1]))

@@ -123,7 +123,7 @@ class Platform:
 def platform(trained_versions, tmp_path_factory) -> Platform:
     """This module's copy of the two trained versions (serving/conftest.py)."""
     root = trained_versions.copy_to(tmp_path_factory.mktemp("serving") / "platform")
-    return Platform(root, serving_spec(0.02), trained_versions.first, trained_versions.second)
+    return Platform(root, trained_versions.spec, trained_versions.first, trained_versions.second)
 
 
 @dataclass

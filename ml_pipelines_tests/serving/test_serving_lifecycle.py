@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psutil
@@ -43,6 +44,9 @@ from ml_pipelines_tests.servers import (
     wait_until,
 )
 from ml_pipelines_tests.serving.test_serving import PIPELINE, READY_TIMEOUT_S, record
+
+if TYPE_CHECKING:
+    from ml_pipelines_tests.serving.conftest import TrainedVersions
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -140,24 +144,24 @@ def test_killing_the_process_group_stops_every_worker(platform, tmp_path, sig):
 # ------------------------------------------------------------------ cannot start
 
 
-def _corrupt(platform: Platform, trained: Trained) -> str:
+def _corrupt(platform: Platform, trained: TrainedVersions) -> str:
     with platform.model_file(trained.second).open("ab") as handle:
         handle.write(b"tampered")
     return "checksum mismatch"
 
 
-def _missing_model(platform: Platform, trained: Trained) -> str:
+def _missing_model(platform: Platform, trained: TrainedVersions) -> str:
     shutil.rmtree(platform.model_file(trained.second).parent)
     return f"model {PIPELINE}:{trained.second} is not in the BentoML store"
 
 
-def _no_champion(platform: Platform, trained: Trained) -> str:
+def _no_champion(platform: Platform, trained: TrainedVersions) -> str:
     shutil.rmtree(platform.root)
     platform.root.mkdir()
     return f"{PIPELINE} has no champion to serve"
 
 
-def _unloadable(platform: Platform, trained: Trained) -> str:
+def _unloadable(platform: Platform, trained: TrainedVersions) -> str:
     """The bytes match the record, but they are no model (as when a library cannot read its own old files)."""
     model = platform.model_file(trained.second)
     model.write_bytes(model.read_bytes()[:1000])
@@ -168,7 +172,7 @@ def _unloadable(platform: Platform, trained: Trained) -> str:
     return "BadZipFile"
 
 
-BREAKS: dict[str, Callable[[Platform, Trained], str]] = {
+BREAKS: dict[str, Callable[[Platform, TrainedVersions], str]] = {
     "checksum_mismatch": _corrupt, "model_missing_from_store": _missing_model,
     "no_champion": _no_champion, "model_does_not_load": _unloadable,
 }
