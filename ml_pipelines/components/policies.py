@@ -17,6 +17,7 @@ from dagster._core.storage.tags import MAX_RUNTIME_SECONDS_TAG as MAX_RUNTIME_TA
 from ml_pipelines.components.step_usage import record_step_usage
 from ml_pipelines.core.errors import InputError
 from ml_pipelines.core.idle import IdleVerdict, IdleWatchdog
+from ml_pipelines.core.memory import reused_freed_memory
 from ml_pipelines.instance import PIPELINE_TAG, TEAM_TAG, team_of
 from ml_pipelines.spec import PipelineSpec, StageResources
 
@@ -181,7 +182,8 @@ def fail_fast_on_bad_input(fn):
     gate: every core.errors.InputError) fail the step at once, with the original message,
     instead of being retried; so do a termination (see _terminated) and an idle step
     (ended_when_idle). A run without a run-time limit gets its steps' (_limit_untagged_run).
-    Every asset's output carries what its step used (step_usage.record_step_usage)."""
+    Every asset's output carries what its step used (step_usage.record_step_usage). Large
+    frames reuse the memory the step frees (core.memory.reused_freed_memory)."""
     fn = record_step_usage(fn)
 
     if inspect.isgeneratorfunction(fn):
@@ -192,7 +194,7 @@ def fail_fast_on_bad_input(fn):
                 raise stop
             _limit_untagged_run(args)
             try:
-                with ended_when_idle(args):
+                with ended_when_idle(args), reused_freed_memory():
                     yield from fn(*args, **kwargs)
             except InputError as exc:
                 raise _fail_now(exc) from exc
@@ -207,7 +209,7 @@ def fail_fast_on_bad_input(fn):
             raise stop
         _limit_untagged_run(args)
         try:
-            with ended_when_idle(args):
+            with ended_when_idle(args), reused_freed_memory():
                 return fn(*args, **kwargs)
         except InputError as exc:
             raise _fail_now(exc) from exc

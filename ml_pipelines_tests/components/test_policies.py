@@ -131,3 +131,33 @@ def test_a_ui_runs_queue_tags_come_from_its_assets_only_when_they_all_agree():
     assert _tags_of_assets(graph, [dg.AssetKey("a1"), dg.AssetKey("b1")]) == {}
     assert _tags_of_assets(graph, [dg.AssetKey("a1"), dg.AssetKey("loose")]) == {}
     assert _tags_of_assets(graph, [dg.AssetKey("gone")]) == {}
+
+
+def test_every_step_runs_reusing_freed_memory_and_gives_it_back_at_its_end(monkeypatch):
+    import contextlib
+
+    from ml_pipelines.components import policies
+
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def recorded():
+        events.append("keep")
+        yield
+        events.append("release")
+
+    monkeypatch.setattr(policies, "reused_freed_memory", recorded)
+
+    @policies.fail_fast_on_bad_input
+    def step():
+        events.append("step")
+        return 1
+
+    @policies.fail_fast_on_bad_input
+    def generator_step():
+        events.append("step")
+        yield 1
+
+    assert step() == 1
+    assert list(generator_step()) == [1]
+    assert events == ["keep", "step", "release"] * 2

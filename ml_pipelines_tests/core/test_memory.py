@@ -1,0 +1,58 @@
+"""core.memory: within reused_freed_memory, a freed 80 MB block is reused without faulting in
+fresh pages, and at its end the free memory goes back to the system. Measured in a child
+process: malloc's options are process-wide, and this one's depend on the tests before."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import json, resource
+import numpy as np, psutil
+from ml_pipelines.core import memory
+
+def faults(rounds):  # minor page faults while making and freeing `rounds` 80 MB arrays
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds):
+        block = np.ones(10_000_000)
+        del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+def rss():
+    return psutil.Process().memory_info().rss
+
+figures = {"default": faults(4), "rss_start": rss()}
+with memory.reused_freed_memory():
+    faults(1)  # the heap grows once
+    figures["reused"] = faults(4)
+    held = [np.ones(10_000_000) for _ in range(5)]  # 400 MB, then freed: kept in the heap
+    del held
+    figures["rss_kept"] = rss()
+figures["rss_after"] = rss()
+print(json.dumps(figures))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc options: Linux only")
+def test_freed_blocks_are_reused_without_new_page_faults_and_given_back_at_the_end():
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout
+    figures = json.loads(out)
+    # by default each 80 MB array is mapped afresh: hundreds of faults per array
+    assert figures["default"] > 4 * 100, figures
+    assert figures["reused"] < figures["default"] / 10, figures
+    mib = 1 << 20
+    assert figures["rss_kept"] - figures["rss_start"] > 300 * mib, figures  # freed, yet kept for reuse
+    assert figures["rss_after"] - figures["rss_start"] < 50 * mib, figures  # given back at the end
+
+
+def test_outside_glibc_both_calls_do_nothing(monkeypatch):
+    from ml_pipelines.core import memory
+
+    monkeypatch.setattr(memory, "_glibc", lambda: None)
+    assert memory.keep_freed_memory() is False
+    with memory.reused_freed_memory():
+        pass
