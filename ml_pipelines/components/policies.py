@@ -177,14 +177,18 @@ def ended_when_idle(args: tuple[Any, ...]) -> Iterator[None]:
         watchdog.stop()
 
 
-def fail_fast_on_bad_input(fn):
+def fail_fast_on_bad_input(fn=None, *, reuse_memory: bool = True):
     """Errors that a retry cannot fix (bad data, a bad spec, a checksum mismatch, a failed
     gate: every core.errors.InputError) fail the step at once, with the original message,
     instead of being retried; so do a termination (see _terminated) and an idle step
     (ended_when_idle). A run without a run-time limit gets its steps' (_limit_untagged_run).
-    Every asset's output carries what its step used (step_usage.record_step_usage). Large
-    frames reuse the memory the step frees (core.memory.reused_freed_memory)."""
+    Every asset's output carries what its step used (step_usage.record_step_usage). With
+    reuse_memory, large frames reuse the memory the step frees (core.memory.reused_freed_memory).
+    Use bare (@fail_fast_on_bad_input) or with the keyword (@fail_fast_on_bad_input(reuse_memory=False))."""
+    if fn is None:
+        return functools.partial(fail_fast_on_bad_input, reuse_memory=reuse_memory)
     fn = record_step_usage(fn)
+    memory = reused_freed_memory if reuse_memory else contextlib.nullcontext
 
     if inspect.isgeneratorfunction(fn):
 
@@ -194,7 +198,7 @@ def fail_fast_on_bad_input(fn):
                 raise stop
             _limit_untagged_run(args)
             try:
-                with ended_when_idle(args), reused_freed_memory():
+                with ended_when_idle(args), memory():
                     yield from fn(*args, **kwargs)
             except InputError as exc:
                 raise _fail_now(exc) from exc
@@ -209,7 +213,7 @@ def fail_fast_on_bad_input(fn):
             raise stop
         _limit_untagged_run(args)
         try:
-            with ended_when_idle(args), reused_freed_memory():
+            with ended_when_idle(args), memory():
                 return fn(*args, **kwargs)
         except InputError as exc:
             raise _fail_now(exc) from exc

@@ -8,10 +8,16 @@ project's 10M-row benchmark that was a third of the run (48 s of system CPU in 1
 made per-row costs grow with the size: the expectation-suite check faulted 60,000 times at
 10M rows and under 100 times at 1M.
 
-`reused_freed_memory()`, around each step (components.policies), tells malloc to serve every
+`reused_freed_memory()`, around a step (components.policies), tells malloc to serve every
 block from its heap and to keep what is freed there for the next block (mallopt: M_MMAP_MAX
-0, M_TRIM_THRESHOLD at its maximum), and at the step's end gives the free memory back to the
-system (malloc_trim), so the process's resident memory between steps is what it was.
+0, M_TRIM_THRESHOLD at its maximum). At the step's end it gives the free memory back to the
+system (malloc_trim), so the process's resident memory between steps is what it was, and
+puts back the settings glibc's adaptive threshold settles on (mmap above 32 MiB, trim above
+64 MiB), so a step run without it (several share one process) behaves as it would have.
+
+The price is fragmentation: a freed block serves only blocks no larger than it, so a step
+that frees blocks of many sizes can hold more memory at its peak. Model fitting is such a
+step, and runs without it (see components.assets.training).
 
 Why our own: no maintained Python package sets malloc's options at run time, and the other
 routes (jemalloc or tcmalloc preloaded, MALLOC_* variables) must be in place before the
@@ -28,9 +34,12 @@ import functools
 import sys
 from collections.abc import Iterator
 
-M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's <malloc.h>
-M_MMAP_MAX = -4
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # mallopt parameters, from glibc's <malloc.h>
 KEEP_FREED_BYTES = 2**31 - 1  # the largest M_TRIM_THRESHOLD mallopt takes (an int)
+# glibc's defaults once its adaptive thresholds have reached their ceiling (malloc.c:
+# DEFAULT_MMAP_THRESHOLD_MAX, twice that for trimming; DEFAULT_MMAP_MAX)
+SETTLED = {M_MMAP_MAX: 65536, M_MMAP_THRESHOLD: 32 * 1024 * 1024, M_TRIM_THRESHOLD: 64 * 1024 * 1024}
+KEEPING = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: KEEP_FREED_BYTES}
 
 
 @functools.cache
@@ -46,26 +55,25 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-_keeping = False
+def _set(options: dict[int, int]) -> bool:
+    libc = _glibc()
+    return libc is not None and all(libc.mallopt(option, value) == 1 for option, value in options.items())
 
 
 def keep_freed_memory() -> bool:
     """From now on, malloc serves every block from its heap and keeps freed memory for reuse.
-    Once per process; True where it took effect (glibc)."""
-    global _keeping
+    True where it took effect (glibc)."""
+    return _set(KEEPING)
+
+
+def release_freed_memory() -> bool:
+    """Give the heap's free memory back to the system (whole free pages, anywhere in the heap)
+    and put back glibc's settled defaults. True where it took effect (glibc)."""
     libc = _glibc()
     if libc is None:
         return False
-    if not _keeping:
-        _keeping = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
-    return _keeping
-
-
-def release_freed_memory() -> None:
-    """Give the heap's free memory back to the system (whole free pages, anywhere in the heap)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    libc.malloc_trim(0)
+    return _set(SETTLED)
 
 
 @contextlib.contextmanager

@@ -133,7 +133,7 @@ def test_a_ui_runs_queue_tags_come_from_its_assets_only_when_they_all_agree():
     assert _tags_of_assets(graph, [dg.AssetKey("gone")]) == {}
 
 
-def test_every_step_runs_reusing_freed_memory_and_gives_it_back_at_its_end(monkeypatch):
+def test_a_step_runs_reusing_freed_memory_and_gives_it_back_at_its_end_unless_it_opts_out(monkeypatch):
     import contextlib
 
     from ml_pipelines.components import policies
@@ -158,6 +158,12 @@ def test_every_step_runs_reusing_freed_memory_and_gives_it_back_at_its_end(monke
         events.append("step")
         yield 1
 
+    @policies.fail_fast_on_bad_input(reuse_memory=False)
+    def fitting_step():
+        events.append("fit")
+        return 2
+
     assert step() == 1
     assert list(generator_step()) == [1]
-    assert events == ["keep", "step", "release"] * 2
+    assert fitting_step() == 2
+    assert events == ["keep", "step", "release"] * 2 + ["fit"]

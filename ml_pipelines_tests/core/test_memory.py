@@ -1,5 +1,6 @@
 """core.memory: within reused_freed_memory, a freed 80 MB block is reused without faulting in
-fresh pages, and at its end the free memory goes back to the system. Measured in a child
+fresh pages, and at its end the free memory goes back to the system and malloc maps large
+blocks again. Measured in a child
 process: malloc's options are process-wide, and this one's depend on the tests before."""
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ with memory.reused_freed_memory():
     del held
     figures["rss_kept"] = rss()
 figures["rss_after"] = rss()
+figures["after"] = faults(4)
 print(json.dumps(figures))
 """
 
@@ -47,6 +49,7 @@ def test_freed_blocks_are_reused_without_new_page_faults_and_given_back_at_the_e
     mib = 1 << 20
     assert figures["rss_kept"] - figures["rss_start"] > 300 * mib, figures  # freed, yet kept for reuse
     assert figures["rss_after"] - figures["rss_start"] < 50 * mib, figures  # given back at the end
+    assert figures["after"] > figures["default"] / 2, figures  # and large blocks are mapped afresh again
 
 
 def test_outside_glibc_both_calls_do_nothing(monkeypatch):
@@ -54,5 +57,6 @@ def test_outside_glibc_both_calls_do_nothing(monkeypatch):
 
     monkeypatch.setattr(memory, "_glibc", lambda: None)
     assert memory.keep_freed_memory() is False
+    assert memory.release_freed_memory() is False
     with memory.reused_freed_memory():
         pass

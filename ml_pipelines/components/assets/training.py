@@ -35,7 +35,8 @@ def trained_model_asset(ctx: "PipelineContext") -> dg.AssetsDefinition:
         output_required=False,  # nothing changed since a registered version: no training, no new version
         **ctx.stage_settings("trained_model", "training"),
     )
-    @fail_fast_on_bad_input
+    # fitting frees blocks of many sizes: a heap that keeps them fragments (core.memory)
+    @fail_fast_on_bad_input(reuse_memory=False)
     def trained_model(context: dg.AssetExecutionContext, features: FeatureSet, registry: RegistryResource):
         same = unchanged_version(
             registry.registry(), ctx.name, data_version=features.data_version, spec_hash=spec.spec_hash(),
