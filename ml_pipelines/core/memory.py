@@ -4,9 +4,9 @@ glibc's malloc gives each block above its mmap threshold a mapping of its own an
 when the block is freed. The threshold adapts up to 32 MiB and no further, so a 1M-row column
 (8 MB) is soon served from the heap and reused, but every 10M-row column (80 MB) is mapped
 afresh each time one is made, and the kernel zeroes and faults it in page by page. On this
-project's 10M-row benchmark that was a third of the run (48 s of system CPU in 140 s), and it
-made per-row costs grow with the size: the expectation-suite check faulted 60,000 times at
-10M rows and under 100 times at 1M.
+project's 10M-row benchmark (bench/scale.py) that was a third of the run (48 s of system CPU
+in 140 s), and it made per-row costs grow with the size: the expectation-suite check faulted
+60,000 times at 10M rows and under 100 times at 1M.
 
 `reused_freed_memory()`, around a step (components.policies), tells malloc to serve every
 block from its heap and to keep what is freed there for the next block (mallopt: M_MMAP_MAX
@@ -15,9 +15,11 @@ system (malloc_trim), so the process's resident memory between steps is what it 
 puts back the settings glibc's adaptive threshold settles on (mmap above 32 MiB, trim above
 64 MiB), so a step run without it (several share one process) behaves as it would have.
 
-The price is fragmentation: a freed block serves only blocks no larger than it, so a step
-that frees blocks of many sizes can hold more memory at its peak. Model fitting is such a
-step, and runs without it (see components.assets.training).
+The price is memory held at a step's peak: freed blocks stay resident until reused, and a
+freed block serves only blocks no larger than it. At 10M rows packaging peaked at 4.2 GB
+against 3.6 GB; model fitting, which frees blocks of many sizes, at 0.85 GB more, which put
+the run over its 6 GB target, so the training step runs without it
+(components.assets.training).
 
 Why our own: no maintained Python package sets malloc's options at run time, and the other
 routes (jemalloc or tcmalloc preloaded, MALLOC_* variables) must be in place before the
