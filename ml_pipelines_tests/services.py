@@ -4,7 +4,7 @@ all on loopback and all owned by the caller:
 - `PostgresCluster`: a throwaway PostgreSQL cluster from Debian's binaries
   (`apt-get install postgresql`), initialised in a temporary directory, run as a
   non-root user (initdb refuses root), stopped and deleted by `stop()`;
-- `start_moto` / `MotoServer`: moto's S3 server (`python -m moto.server`) in its
+- `start_moto` / `MotoServer`: moto's S3 server (`python -m ml_pipelines_tests.moto_server`) in its
   own process group, run through servers.running and stopped by PID (`stop()`, or
   the end of a `with` block);
 - `TcpProxy`: a TCP forwarder in front of a server that can make it unreachable
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -242,12 +243,14 @@ MOTO_CREDENTIALS = {
 }
 
 
-def start_moto(log_path: Path, port: int | None = None) -> MotoServer:
-    """moto's S3 server, answering; stopped by `stop()` or at the end of `with start_moto(...) as moto:`."""
+def start_moto(log_path: Path, port: int | None = None, env: Mapping[str, str] | None = None) -> MotoServer:
+    """moto's S3 server (ml_pipelines_tests.moto_server: its creates atomic, as on S3), answering;
+    stopped by `stop()` or at the end of `with start_moto(...) as moto:`."""
     port = port or free_port()
     stack = contextlib.ExitStack()
+    command = [sys.executable, "-m", "ml_pipelines_tests.moto_server", "-H", LOOPBACK, "-p", str(port)]
     process = stack.enter_context(running(
-        "moto", [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)], log_path=log_path,
+        "moto", command, log_path=log_path, env=env,
         ready=f"http://{LOOPBACK}:{port}/moto-api/", ready_timeout=60, stop_timeout=30,
     ))
     return MotoServer(process, port, _running=stack)

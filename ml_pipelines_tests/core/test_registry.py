@@ -17,6 +17,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +33,7 @@ from sklearn.pipeline import Pipeline
 from ml_pipelines.core.model_io import PIPELINE_FILE, UntrustedArtifactError, save_model
 from ml_pipelines.core.records import ServingPackage, Trigger, VersionRecord
 from ml_pipelines.core.registry import ChecksumError, ModelRegistry, RegistryError, library_versions, sha256_bytes
-from ml_pipelines.core.storage import LocalObjectStore, ObjectStore
+from ml_pipelines.core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from ml_pipelines_tests import REPO_ROOT
 
 
@@ -592,6 +595,46 @@ def test_local_store_put_is_atomic_and_listing_skips_temporary_files(tmp_path):
     assert store.get("p/a.json") == b"2"
     # the replace left no temporary file behind
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [".a.json.123.tmp", "a.json"]
+
+
+def test_the_test_s3_server_lets_exactly_one_of_two_racing_creates_win(monkeypatch):
+    """ml_pipelines_tests.moto_server: plain moto lets two creates of one key that overlap both
+    win (its lookup slowed here so that they do); the test server, as S3, lets exactly one."""
+    import boto3
+    import moto
+    from moto.s3.models import S3Backend
+    from moto.s3.responses import S3Response
+
+    from ml_pipelines_tests import moto_server
+
+    lookup = S3Backend.get_object
+
+    def slow_lookup(self, *args, **kwargs):
+        found = lookup(self, *args, **kwargs)
+        time.sleep(0.2)  # both creates see the key absent before either writes it
+        return found
+
+    monkeypatch.setattr(S3Backend, "get_object", slow_lookup)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):  # moto's in-process mock answers AWS's own URLs
+        monkeypatch.delenv(name, raising=False)
+
+    def race(key: str) -> list[bool]:
+        client = boto3.client("s3", region_name="us-east-1")
+        store = S3ObjectStore("race", client=client)
+        start = threading.Barrier(2)
+
+        def create(racer: int) -> bool:
+            start.wait()
+            return store.put_if_absent(key, f"racer {racer}".encode())
+
+        with ThreadPoolExecutor(2) as pool:
+            return sorted(pool.map(create, range(2)))
+
+    with moto.mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="race")
+        assert race("plain") == [True, True]  # moto's own race: why the test server exists
+        monkeypatch.setattr(S3Response, "put_object", moto_server.atomic(S3Response.put_object))
+        assert race("atomic") == [False, True]
 
 
 def test_put_if_absent_creates_once_and_delete_removes(store):
