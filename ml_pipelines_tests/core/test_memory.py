@@ -43,8 +43,9 @@ print(json.dumps(figures))
 def test_freed_blocks_are_reused_without_new_page_faults_and_given_back_at_the_end():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout
     figures = json.loads(out)
-    # by default each 80 MB array is mapped afresh: hundreds of faults per array
-    assert figures["default"] > 4 * 100, figures
+    # by default each 80 MB array is mapped afresh and faulted in again: at least 40 faults
+    # (2 MB transparent huge pages), hundreds with 4 KB pages (this machine: about 600)
+    assert figures["default"] >= 4 * 40, figures
     assert figures["reused"] < figures["default"] / 10, figures
     mib = 1 << 20
     assert figures["rss_kept"] - figures["rss_start"] > 300 * mib, figures  # freed, yet kept for reuse
