@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -243,14 +242,14 @@ MOTO_CREDENTIALS = {
 }
 
 
-def start_moto(log_path: Path, port: int | None = None, env: Mapping[str, str] | None = None) -> MotoServer:
+def start_moto(log_path: Path, port: int | None = None) -> MotoServer:
     """moto's S3 server (ml_pipelines_tests.moto_server: its creates atomic, as on S3), answering;
     stopped by `stop()` or at the end of `with start_moto(...) as moto:`."""
     port = port or free_port()
     stack = contextlib.ExitStack()
     command = [sys.executable, "-m", "ml_pipelines_tests.moto_server", "-H", LOOPBACK, "-p", str(port)]
     process = stack.enter_context(running(
-        "moto", command, log_path=log_path, env=env,
+        "moto", command, log_path=log_path,
         ready=f"http://{LOOPBACK}:{port}/moto-api/", ready_timeout=60, stop_timeout=30,
     ))
     return MotoServer(process, port, _running=stack)

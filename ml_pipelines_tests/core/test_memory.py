@@ -1,7 +1,7 @@
 """core.memory: within reused_freed_memory, a freed 80 MB block is reused without faulting in
 fresh pages, and at its end the free memory goes back to the system and malloc maps large
-blocks again. Measured in a child
-process: malloc's options are process-wide, and this one's depend on the tests before."""
+blocks again. Measured in a child process: malloc's options are process-wide, and this one's
+depend on the tests before."""
 
 from __future__ import annotations
 
