@@ -20,6 +20,7 @@ callers leave those resamples out, as the indexing bootstrap skips them.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
@@ -43,7 +44,7 @@ def on_resamples(
     """Every metric on the same `samples` resamples of n rows (NaN where undefined). With a layout
     (see resample_counts), the metrics are built on the rows taken in that order."""
     values: dict[Key, list[np.ndarray]] = {key: [] for key in metrics}
-    for counts in resample_counts(n, samples, seed, layout, block_rows):
+    for counts in drawn_ahead(resample_counts(n, samples, seed, layout, block_rows)):
         for key, metric in metrics.items():
             values[key].append(metric(counts))
     return {key: np.concatenate(blocks) if blocks else np.empty(0) for key, blocks in values.items()}
@@ -142,6 +143,17 @@ def resample_counts(
                 counts[row] = np.bincount(drawn if position is None else position[drawn], minlength=n)
         done += size
         yield counts
+
+
+def drawn_ahead(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """The same blocks, each next one drawn in a background thread while the caller works on the one
+    before (numpy's draws and the metrics' BLAS calls run without the GIL): the draws are one
+    generator's, in order, so the resamples are the same."""
+    with ThreadPoolExecutor(1, thread_name_prefix="bootstrap-draws") as pool:
+        pending = pool.submit(next, blocks, None)
+        while (block := pending.result()) is not None:
+            pending = pool.submit(next, blocks, None)
+            yield block
 
 
 def _blocked_counts(rng: np.random.Generator, n: int, block_rows: int, out: np.ndarray) -> None:
