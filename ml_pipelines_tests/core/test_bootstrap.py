@@ -9,7 +9,10 @@ import warnings
 import numpy as np
 import pytest
 
-from ml_pipelines.core.bootstrap import BLOCK_ROWS, resample_counts
+import threading
+
+from ml_pipelines.core import bootstrap
+from ml_pipelines.core.bootstrap import BLOCK_ROWS, drawn_ahead, resample_counts
 from ml_pipelines.core.evaluation import Predictions, bootstrap_intervals
 from ml_pipelines.core.metrics import MetricError, compute_metric
 
@@ -64,6 +67,51 @@ def _assert_same(names, p: Predictions, samples: int) -> None:
 def test_binary_classification_intervals_match_the_indexing_bootstrap(rounded):
     p = _classification(400, (0, 1), seed=1, rounded=rounded)
     _assert_same(["roc_auc", "accuracy", "f1", "f1_macro", "log_loss"], p, samples=60)
+
+
+def test_a_few_tied_scores_give_the_indexing_bootstraps_intervals_and_the_same_wins_to_the_bit():
+    """Under half the positives tied with a negative: the ties' halves are gathered for those
+    alone (_wins_with_few_ties), and every win equals the one gathering for all positives."""
+    p = _classification(400, (0, 1), seed=6, rounded=False)
+    positives, negatives = np.flatnonzero(p.y_true == 1), np.flatnonzero(p.y_true == 0)
+    p.proba[positives[:20]] = p.proba[negatives[:20]]  # 20 of about 200 positives tied
+    _assert_same(["roc_auc"], p, samples=60)
+    score = p.proba[:, 1]
+    negative_scores = np.sort(score[negatives])
+    positive_scores = np.sort(score[positives])
+    below = np.searchsorted(negative_scores, positive_scores, side="left")
+    up_to = np.searchsorted(negative_scores, positive_scores, side="right")
+    tied = np.flatnonzero(up_to != below)
+    assert 0 < len(tied) < len(positives) / 2
+    counts = np.random.default_rng(1).poisson(1.0, (5, len(score))).astype(float)
+    drawn_positives = counts[:, len(negatives):]
+    running = np.zeros((5, len(negatives) + 1))
+    np.cumsum(counts[:, : len(negatives)], axis=1, out=running[:, 1:])
+    np.testing.assert_array_equal(bootstrap._wins_with_few_ties(below, up_to, tied)(drawn_positives, running),
+                                  bootstrap._wins(below, up_to)(drawn_positives, running))
+
+
+def test_blocks_drawn_ahead_are_the_same_blocks_drawn_on_another_thread(monkeypatch):
+    """The next block is drawn while the caller works on this one, in one generator's order; a
+    caller that stops early leaves no draw running."""
+    monkeypatch.setattr(bootstrap, "BLOCK_BYTES", 2 * 8 * 300)  # two resamples of 300 rows a block
+    threads = []
+
+    def blocks():
+        for counts in resample_counts(300, 7, seed=2, block_rows=64):
+            threads.append(threading.current_thread())
+            yield counts
+
+    got = list(drawn_ahead(blocks()))
+    expected = list(resample_counts(300, 7, seed=2, block_rows=64))
+    assert [len(block) for block in got] == [len(block) for block in expected] == [2, 2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate(got), np.concatenate(expected))
+    assert len(threads) == 4 and threading.current_thread() not in threads
+    one_at_a_time = (np.full((1, 3), i) for i in range(5))
+    ahead = drawn_ahead(one_at_a_time)
+    assert next(ahead)[0, 0] == 0
+    ahead.close()
+    assert next(one_at_a_time)[0, 0] == 2  # 1 was drawn ahead, and nothing after it
 
 
 def test_multiclass_intervals_with_string_labels_match_the_indexing_bootstrap():
