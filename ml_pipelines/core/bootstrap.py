@@ -44,7 +44,7 @@ def on_resamples(
     """Every metric on the same `samples` resamples of n rows (NaN where undefined). With a layout
     (see resample_counts), the metrics are built on the rows taken in that order."""
     values: dict[Key, list[np.ndarray]] = {key: [] for key in metrics}
-    for counts in drawn_ahead(resample_counts(n, samples, seed, layout, block_rows)):
+    for counts in drawn_ahead(n, samples, seed, layout, block_rows):
         for key, metric in metrics.items():
             values[key].append(metric(counts))
     return {key: np.concatenate(blocks) if blocks else np.empty(0) for key, blocks in values.items()}
@@ -127,33 +127,54 @@ def resample_counts(
     (a permutation of the rows), column j counts row layout[j]: the counts come out in the order
     the metrics want them, so no metric gathers them per resample. Above block_rows, see
     _blocked_counts; every row is as likely, so the counts are in the layout's order as drawn."""
-    rng = np.random.default_rng(seed)
-    block = max(1, min(samples, BLOCK_BYTES // (8 * max(n, 1))))
-    blocked = block_rows is not None and n > block_rows
-    position = None if layout is None or blocked else _inverse(layout)
-    done = 0
-    while done < samples:
-        size = min(block, samples - done)
+    draws = _Draws(n, samples, seed, layout, block_rows)
+    for size in draws.sizes:
         counts = np.empty((size, n))
-        for row in range(size):
-            if blocked:
-                _blocked_counts(rng, n, block_rows, counts[row])
-            else:
-                drawn = rng.integers(0, n, n)
-                counts[row] = np.bincount(drawn if position is None else position[drawn], minlength=n)
-        done += size
+        draws.fill(counts)
         yield counts
 
 
-def drawn_ahead(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    """The same blocks, each next one drawn in a background thread while the caller works on the one
-    before (numpy's draws and the metrics' BLAS calls run without the GIL): the draws are one
-    generator's, in order, so the resamples are the same."""
+def drawn_ahead(
+    n: int, samples: int, seed: int, layout: np.ndarray | None = None, block_rows: int | None = BLOCK_ROWS
+) -> Iterator[np.ndarray]:
+    """resample_counts' blocks, each next one drawn in a background thread while the caller works
+    on the one before (numpy's draws and the metrics' BLAS calls run without the GIL). The blocks
+    are two arrays allocated here and drawn into by turns: a block is overwritten once the block
+    after it is asked for, so use each before asking for the next. (Blocks allocated in the
+    thread came from its own malloc arena, which unmapped and faulted in a fresh 32 MiB for every
+    other block: 1.1M page faults at 2M rows, more time than the overlap saved.)"""
+    draws = _Draws(n, samples, seed, layout, block_rows)
+    if not draws.sizes:
+        return
+    buffers = [np.empty((draws.sizes[0], n)) for _ in draws.sizes[:2]]
     with ThreadPoolExecutor(1, thread_name_prefix="bootstrap-draws") as pool:
-        pending = pool.submit(next, blocks, None)
-        while (block := pending.result()) is not None:
-            pending = pool.submit(next, blocks, None)
-            yield block
+        pending = pool.submit(draws.fill, buffers[0])
+        for index, size in enumerate(draws.sizes):
+            pending.result()
+            if index + 1 < len(draws.sizes):
+                pending = pool.submit(draws.fill, buffers[(index + 1) % 2][: draws.sizes[index + 1]])
+            yield buffers[index % 2][:size]
+
+
+class _Draws:
+    """One seed's resamples, block by block (BLOCK_BYTES of counts each), drawn into the arrays
+    given to fill in turn."""
+
+    def __init__(self, n: int, samples: int, seed: int, layout: np.ndarray | None, block_rows: int | None):
+        self.rng, self.n, self.block_rows = np.random.default_rng(seed), n, block_rows
+        block = max(1, min(samples, BLOCK_BYTES // (8 * max(n, 1))))
+        self.sizes = [min(block, samples - done) for done in range(0, samples, block)]
+        self.blocked = block_rows is not None and n > block_rows
+        self.position = None if layout is None or self.blocked else _inverse(layout)
+
+    def fill(self, counts: np.ndarray) -> None:
+        """The next len(counts) resamples' counts, into counts."""
+        for row in counts:
+            if self.blocked:
+                _blocked_counts(self.rng, self.n, self.block_rows, row)
+            else:
+                drawn = self.rng.integers(0, self.n, self.n)
+                row[:] = np.bincount(drawn if self.position is None else self.position[drawn], minlength=self.n)
 
 
 def _blocked_counts(rng: np.random.Generator, n: int, block_rows: int, out: np.ndarray) -> None:

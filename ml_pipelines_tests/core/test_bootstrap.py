@@ -91,27 +91,30 @@ def test_a_few_tied_scores_give_the_indexing_bootstraps_intervals_and_the_same_w
                                   bootstrap._wins(below, up_to)(drawn_positives, running))
 
 
-def test_blocks_drawn_ahead_are_the_same_blocks_drawn_on_another_thread(monkeypatch):
-    """The next block is drawn while the caller works on this one, in one generator's order; a
-    caller that stops early leaves no draw running."""
+def test_blocks_drawn_ahead_are_the_same_blocks_drawn_on_another_thread_into_two_arrays(monkeypatch):
+    """The next block is drawn while the caller works on this one, in one generator's order, into
+    two arrays taken by turns (none allocated in the drawing thread); a caller that stops early
+    leaves no draw running."""
     monkeypatch.setattr(bootstrap, "BLOCK_BYTES", 2 * 8 * 300)  # two resamples of 300 rows a block
-    threads = []
-
-    def blocks():
-        for counts in resample_counts(300, 7, seed=2, block_rows=64):
-            threads.append(threading.current_thread())
-            yield counts
-
-    got = list(drawn_ahead(blocks()))
     expected = list(resample_counts(300, 7, seed=2, block_rows=64))
-    assert [len(block) for block in got] == [len(block) for block in expected] == [2, 2, 2, 1]
-    np.testing.assert_array_equal(np.concatenate(got), np.concatenate(expected))
-    assert len(threads) == 4 and threading.current_thread() not in threads
-    one_at_a_time = (np.full((1, 3), i) for i in range(5))
-    ahead = drawn_ahead(one_at_a_time)
-    assert next(ahead)[0, 0] == 0
+    threads = []
+    fill = bootstrap._Draws.fill
+    monkeypatch.setattr(bootstrap._Draws, "fill",
+                        lambda self, counts: threads.append(threading.current_thread()) or fill(self, counts))
+    blocks = [], []
+    for block in drawn_ahead(300, 7, seed=2, block_rows=64):
+        blocks[0].append(block)
+        blocks[1].append(block.copy())
+    assert [len(block) for block in blocks[1]] == [len(block) for block in expected] == [2, 2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate(blocks[1]), np.concatenate(expected))
+    assert len(threads) == 4 and len(set(threads)) == 1 and threading.current_thread() not in threads
+    assert np.shares_memory(blocks[0][0], blocks[0][2]) and np.shares_memory(blocks[0][1], blocks[0][3])
+    assert not np.shares_memory(blocks[0][0], blocks[0][1])
+    threads.clear()
+    ahead = drawn_ahead(300, 7, seed=2, block_rows=64)
+    np.testing.assert_array_equal(next(ahead), expected[0])
     ahead.close()
-    assert next(one_at_a_time)[0, 0] == 2  # 1 was drawn ahead, and nothing after it
+    assert len(threads) == 2  # the first block, and the one drawn ahead: nothing after
 
 
 def test_multiclass_intervals_with_string_labels_match_the_indexing_bootstrap():
