@@ -17,7 +17,7 @@ from dagster._core.storage.tags import MAX_RUNTIME_SECONDS_TAG as MAX_RUNTIME_TA
 from ml_pipelines.components.step_usage import record_step_usage
 from ml_pipelines.core.errors import InputError
 from ml_pipelines.core.idle import IdleVerdict, IdleWatchdog
-from ml_pipelines.core.memory import reused_freed_memory
+from ml_pipelines.core.memory import step_memory
 from ml_pipelines.instance import PIPELINE_TAG, TEAM_TAG, team_of
 from ml_pipelines.spec import PipelineSpec, StageResources
 
@@ -182,13 +182,13 @@ def fail_fast_on_bad_input(fn=None, *, reuse_memory: bool = True):
     gate: every core.errors.InputError) fail the step at once, with the original message,
     instead of being retried; so do a termination (see _terminated) and an idle step
     (ended_when_idle). A run without a run-time limit gets its steps' (_limit_untagged_run).
-    Every asset's output carries what its step used (step_usage.record_step_usage). With
-    reuse_memory, large frames reuse the memory the step frees (core.memory.reused_freed_memory).
+    Every asset's output carries what its step used (step_usage.record_step_usage). The body runs
+    in core.memory.step_memory: with reuse_memory, large frames reuse the memory the step frees.
     Use bare (@fail_fast_on_bad_input) or with the keyword (@fail_fast_on_bad_input(reuse_memory=False))."""
     if fn is None:
         return functools.partial(fail_fast_on_bad_input, reuse_memory=reuse_memory)
     fn = record_step_usage(fn)
-    memory = reused_freed_memory if reuse_memory else contextlib.nullcontext
+    memory = functools.partial(step_memory, reuse_freed=reuse_memory)
 
     if inspect.isgeneratorfunction(fn):
 

@@ -133,20 +133,27 @@ def test_a_ui_runs_queue_tags_come_from_its_assets_only_when_they_all_agree():
     assert _tags_of_assets(graph, [dg.AssetKey("gone")]) == {}
 
 
-def test_a_step_runs_reusing_freed_memory_and_gives_it_back_at_its_end_unless_it_opts_out(monkeypatch):
+def test_a_step_runs_on_small_pages_reusing_freed_memory_and_gives_it_back_at_its_end_unless_it_opts_out(
+    monkeypatch,
+):
     import contextlib
 
     from ml_pipelines.components import policies
+    from ml_pipelines.core import memory
 
     events: list[str] = []
 
-    @contextlib.contextmanager
-    def recorded():
-        events.append("keep")
-        yield
-        events.append("release")
+    def recorded(enter: str, leave: str):
+        @contextlib.contextmanager
+        def context():
+            events.append(enter)
+            yield
+            events.append(leave)
 
-    monkeypatch.setattr(policies, "reused_freed_memory", recorded)
+        return context
+
+    monkeypatch.setattr(memory, "reused_freed_memory", recorded("keep", "release"))
+    monkeypatch.setattr(memory, "small_pages_for_arrays", recorded("small pages", "pages as before"))
 
     @policies.fail_fast_on_bad_input
     def step():
@@ -166,4 +173,5 @@ def test_a_step_runs_reusing_freed_memory_and_gives_it_back_at_its_end_unless_it
     assert step() == 1
     assert list(generator_step()) == [1]
     assert fitting_step() == 2
-    assert events == ["keep", "step", "release"] * 2 + ["fit"]
+    assert events == ["small pages", "keep", "step", "release", "pages as before"] * 2 + [
+        "small pages", "fit", "pages as before"]

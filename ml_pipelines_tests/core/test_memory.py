@@ -61,3 +61,42 @@ def test_outside_glibc_both_calls_do_nothing(monkeypatch):
     assert memory.release_freed_memory() is False
     with memory.reused_freed_memory():
         pass
+
+
+def _advised_huge(address: int) -> bool:
+    """Whether the mapping holding address carries MADV_HUGEPAGE (VmFlags "hg" in smaps)."""
+    mapping = None
+    for line in open("/proc/self/smaps").read().splitlines():
+        head = line.split(maxsplit=1)[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(bound, 16) for bound in head.split("-"))
+            mapping = start <= address < end
+        elif head == "VmFlags:" and mapping:
+            return "hg" in line.split()
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="smaps and madvise are Linux's")
+def test_within_small_pages_numpy_advises_no_huge_pages_and_its_setting_comes_back_after():
+    import numpy as np
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    from ml_pipelines.core import memory
+
+    original = _set_madvise_hugepage(True)
+    try:
+        for before in (True, False):
+            _set_madvise_hugepage(before)
+            with memory.small_pages_for_arrays():
+                assert _set_madvise_hugepage(False) is False  # returns the setting it replaces
+                inside = np.ones(10_000_000)  # 80 MB: numpy advises from 4 MiB up
+                assert not _advised_huge(inside.ctypes.data + 8192)
+                with memory.step_memory(reuse_freed=False):
+                    assert _set_madvise_hugepage(False) is False
+                assert _set_madvise_hugepage(False) is False  # a nested step leaves it off
+            assert _set_madvise_hugepage(before) is before
+        _set_madvise_hugepage(True)
+        outside = np.ones(10_000_000)
+        assert _advised_huge(outside.ctypes.data + 8192)  # the probe sees advice where there is some
+    finally:
+        _set_madvise_hugepage(original)
