@@ -26,9 +26,9 @@ advise the kernel to back its arrays of 4 MiB and more with huge pages (madvise
 MADV_HUGEPAGE, numpy's default on Linux). With transparent huge pages on "madvise" and
 direct compaction for advised memory (this machine's setting, and a common one), the first
 touch of an advised page waits while the kernel assembles 2 MiB: the holdout predictions of a
-10M-row evaluation, in a fresh process, took 3.1-3.5 s (2.1-2.5 s of it system CPU, 70,000
-faults at about 35 us each) with the advice and 1.7 s (0.5 s system, 255,000 faults) without,
-and the whole evaluation 10.5-11.0 s against 9.3-9.9 s. numpy reads NUMPY_MADVISE_HUGEPAGE
+10M-row evaluation, in a fresh process, took 3.1-3.9 s (2.1-2.6 s of it system CPU, 70,000
+faults at about 35 us each) with the advice and 1.5-1.7 s (0.5 s system, 255,000 faults)
+without, and the whole evaluation 10.5-13.1 s against 9.3-9.9 s. numpy reads NUMPY_MADVISE_HUGEPAGE
 once, at import, which again is before a run worker's code runs; its run-time switch
 (numpy._core.multiarray._set_madvise_hugepage) is used where it exists, and the previous
 setting comes back at the step's end. The setting is process-wide: steps run concurrently in

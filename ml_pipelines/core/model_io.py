@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 from types import ModuleType
-
-from sklearn.pipeline import Pipeline
+from typing import TYPE_CHECKING
 
 from ml_pipelines.core.errors import UntrustedArtifactError
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 TRUSTED_MODULE_ROOTS = ("sklearn", "numpy", "scipy", "ml_pipelines")
 PIPELINE_FILE = "model.skops"
@@ -30,6 +32,14 @@ def _skops() -> ModuleType:
     return skops.io
 
 
+def _pipeline() -> type[Pipeline]:
+    """sklearn's Pipeline, imported where a model is made: the bento build child imports this
+    module through the service, and never makes one (core.bento_store)."""
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline
+
+
 def _is_torch(model: Pipeline) -> bool:
     return getattr(model[-1], "framework", None) == "torch"
 
@@ -38,7 +48,7 @@ def save_model(model: Pipeline, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     if _is_torch(model):
         preprocess = directory / PREPROCESS_FILE
-        _skops().dump(Pipeline(model.steps[:-1]), preprocess)
+        _skops().dump(_pipeline()(model.steps[:-1]), preprocess)
         return [preprocess, *model[-1].save(directory)]
     path = directory / PIPELINE_FILE
     _skops().dump(model, path)
@@ -67,7 +77,7 @@ def load_model(directory: Path, extra_trusted_roots: tuple[str, ...] = ()) -> Pi
     from ml_pipelines.core.torch_model import load_torch_estimator
 
     preprocess = _trusted_loads((directory / PREPROCESS_FILE).read_bytes(), str(directory), extra_trusted_roots)
-    return Pipeline([*preprocess.steps, ("model", load_torch_estimator(directory))])
+    return _pipeline()([*preprocess.steps, ("model", load_torch_estimator(directory))])
 
 
 def serialized_size_bytes(model: Pipeline) -> int:
@@ -76,5 +86,5 @@ def serialized_size_bytes(model: Pipeline) -> int:
 
         buffer = io.BytesIO()
         torch.save(model[-1].module_.state_dict(), buffer)
-        return len(_skops().dumps(Pipeline(model.steps[:-1]))) + buffer.tell()
+        return len(_skops().dumps(_pipeline()(model.steps[:-1]))) + buffer.tell()
     return len(_skops().dumps(model))

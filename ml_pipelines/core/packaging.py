@@ -27,6 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from ml_pipelines import __version__
+from ml_pipelines.core.bento_store import (
+    BENTO_TAG_LINE,
+    MODEL_TAG_LINE,
+    RECORD_FILE,
+    BentoModelRef,
+    bentoml_model_ref,
+    store_path,
+)
 from ml_pipelines.core.champion import CHALLENGER, CHAMPION
 from ml_pipelines.core.child_process import run_child, stream_child
 from ml_pipelines.core.errors import GateFailed
@@ -48,10 +56,7 @@ from ml_pipelines.settings import Settings
 from ml_pipelines.spec import PipelineSpec, trusted_roots
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-RECORD_FILE = "record.json"  # the version record, shipped inside the BentoML model
 BENTO_BUILD_TIMEOUT_S = 600
-BENTO_TAG_LINE = "bento tag: "  # how ml_pipelines.serving.bento reports the tag it built
-MODEL_TAG_LINE = "bentoml model: "  # ... and the BentoML model it saved
 
 
 class Stage(StrEnum):
@@ -67,12 +72,6 @@ class Stage(StrEnum):
     COMMITTED = "record committed"
     PROMOTED = "alias moved"
     CARD_PUBLISHED = "model card published"
-
-
-@dataclass(frozen=True)
-class BentoModelRef:
-    tag: str
-    path: str
 
 
 @dataclass(frozen=True)
@@ -326,23 +325,11 @@ def _bentoml_metadata(record: VersionRecord) -> dict[str, Any]:
 # ---------------------------------------------------------------- BentoML
 
 
-def _store_path(bentoml_home: Path, store: str, tag: str) -> Path:
-    """Where BentoML keeps `name:version` in the models or bentos store of bentoml_home."""
-    name, version = tag.lower().split(":")
-    return bentoml_home / store / name / version
-
-
 def discard_uncommitted(bentoml_home: Path, package: ServingPackage) -> None:
     """Remove the BentoML model and bento of a version that is not committed (what a failed or
     killed attempt left, possibly half written), so the retry can make them again."""
     for store, tag in (("models", package.bentoml_model), ("bentos", package.bento)):
-        shutil.rmtree(_store_path(bentoml_home, store, tag), ignore_errors=True)
-
-
-def bentoml_model_ref(bentoml_home: Path, tag: str) -> BentoModelRef:
-    """The model's tag and where it is in bentoml_home (empty when this machine's store lacks it)."""
-    path = _store_path(bentoml_home, "models", tag)
-    return BentoModelRef(tag, str(path) if path.is_dir() else "")
+        shutil.rmtree(store_path(bentoml_home, store, tag), ignore_errors=True)
 
 
 def build_bento(

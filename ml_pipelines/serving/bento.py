@@ -99,7 +99,7 @@ def _build(pipeline: str, version: str) -> str:
 
 
 if __name__ == "__main__":
-    from ml_pipelines.core.packaging import BENTO_TAG_LINE, MODEL_TAG_LINE
+    from ml_pipelines.core.bento_store import BENTO_TAG_LINE, MODEL_TAG_LINE
 
     if len(sys.argv) == 5:
         print(f"{MODEL_TAG_LINE}{_save_model(sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))}")

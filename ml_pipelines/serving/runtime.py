@@ -15,24 +15,25 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
+from ml_pipelines.core.bento_store import RECORD_FILE, bentoml_model_ref
 from ml_pipelines.core.errors import ChecksumError, InputError
 from ml_pipelines.core.feedback import FeedbackBook
 from ml_pipelines.core.layout import LocalLayout
 from ml_pipelines.core.model_io import load_model
-from ml_pipelines.core.models import predict
-from ml_pipelines.core.packaging import RECORD_FILE, bentoml_model_ref
 from ml_pipelines.core.prediction_log import iter_audit
 from ml_pipelines.core.records import ModelInputs, VersionRecord
 from ml_pipelines.core.registry import ModelRegistry
 from ml_pipelines.core.storage import LocalObjectStore
 from ml_pipelines.serving.schema import record_model
 from ml_pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 log = logging.getLogger("ml_pipelines.serving")
 
@@ -464,6 +465,9 @@ class InlineRoute:
 
 def _score(loaded: LoadedModel, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The prediction (and class probabilities) of one loaded version for each row."""
+    # here, not at the top: core.models imports sklearn, which a bento build never needs (core.bento_store)
+    from ml_pipelines.core.models import predict
+
     record = loaded.record
     predictions, proba = predict(loaded.model, records_to_frame(rows, record.features), record.task)
     classes = [_plain(c) for c in loaded.model.classes_] if proba is not None else None

@@ -364,3 +364,22 @@ def test_the_reference_profile_scores_the_training_rows_in_chunks_to_the_same_va
     chunked, chunked_categorical = monitoring.prediction_values(model, x_train, spec.task)
     assert len(chunked) == len(x_train) and chunked_categorical == categorical
     np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-12)
+
+
+def test_the_bento_build_child_imports_no_sklearn(world):
+    """The build declares the service and checks the model's files; it never makes or loads a
+    model, so it skips sklearn's 1.3-1.9 s import (core.bento_store). Python's own import log of the
+    child (PYTHONPROFILEIMPORTTIME) shows what it imported."""
+    from ml_pipelines.core.bento_store import store_path
+    from ml_pipelines.settings import Settings
+
+    lines: list[str] = []
+    version = version_id_for_run(FIRST_RUN)
+    bento = f"{NAME.replace('_', '-')}:{version}"
+    shutil.rmtree(store_path(world / "bentoml", "bentos", bento))  # built again, below
+    tag = packaging.build_bento(NAME, version, bentoml_home=world / "bentoml", on_line=lines.append,
+                                env={**Settings.from_env().child_env(), "PYTHONPROFILEIMPORTTIME": "1"})
+    assert tag.lower() == bento.lower()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
+    assert {"bentoml", "ml_pipelines.serving.runtime", "pandas"} <= imported  # the service's own imports
+    assert not [name for name in imported if name.split(".")[0] in ("sklearn", "skops", "torch")]
