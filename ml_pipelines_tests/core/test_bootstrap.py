@@ -4,12 +4,11 @@ undefined resamples included), at a fraction of the cost."""
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
 import pytest
-
-import threading
 
 from ml_pipelines.core import bootstrap
 from ml_pipelines.core.bootstrap import BLOCK_ROWS, drawn_ahead, resample_counts

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,7 +67,7 @@ def test_outside_glibc_both_calls_do_nothing(monkeypatch):
 def _advised_huge(address: int) -> bool:
     """Whether the mapping holding address carries MADV_HUGEPAGE (VmFlags "hg" in smaps)."""
     mapping = None
-    for line in open("/proc/self/smaps").read().splitlines():
+    for line in Path("/proc/self/smaps").read_text().splitlines():
         head = line.split(maxsplit=1)[0]
         if "-" in head and not head.endswith(":"):
             start, end = (int(bound, 16) for bound in head.split("-"))
@@ -76,7 +77,8 @@ def _advised_huge(address: int) -> bool:
     raise AssertionError(f"no mapping holds {address:#x}")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="smaps and madvise are Linux's")
+@pytest.mark.skipif(not Path("/sys/kernel/mm/transparent_hugepage").is_dir(),
+                    reason="a kernel without transparent huge pages refuses the advice")
 def test_within_small_pages_numpy_advises_no_huge_pages_and_its_setting_comes_back_after():
     import numpy as np
     from numpy._core.multiarray import _set_madvise_hugepage
