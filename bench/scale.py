@@ -23,7 +23,7 @@ after the run, outside the timings): the baseline of the same run.
 Targets at 10M rows (2-core machine): the whole run under 240 s, peak memory under 6 GB,
 every step linear, evaluation no slower than training, stored bytes under 40% of pickle.
 
-    python -m bench.scale [--rows 100000 1000000 10000000] [--threads 0] [--repeats 3]
+    python -m bench.scale [--rows 100000 1000000 10000000] [--threads 0] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -382,7 +382,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=list(SIZES), help="sizes, ascending")
     parser.add_argument("--threads", type=int, default=0, help="native threads per pool; 0 = library defaults")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each size but the largest (medians)")
+    # five: a step's rounds at 100k differ by up to 0.8 s, the size of some steps' whole 100k->1M difference
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each size but the largest (medians)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
