@@ -241,8 +241,7 @@ def _f1(name: str, y_true: np.ndarray, y_pred: np.ndarray, labels: list) -> Weig
     actual = [(y_true == c).astype(float) for c in scored]
 
     def metric(counts: np.ndarray) -> np.ndarray:
-        tp, pred, true = ([counts @ v for v in vectors] for vectors in (hits, predicted, actual))
-        tp, pred, true = np.stack(tp, axis=1), np.stack(pred, axis=1), np.stack(true, axis=1)
+        tp, pred, true = (np.stack([counts @ v for v in vectors], axis=1) for vectors in (hits, predicted, actual))
         denominator = pred + true
         with np.errstate(divide="ignore", invalid="ignore"):
             per_class = np.where(denominator > 0, 2 * tp / denominator, 0.0)
